@@ -1,0 +1,36 @@
+//! Core of app-metrics: the records every request and usage event becomes, the
+//! [`MetricsSink`] trait that stores them, and the bounded background
+//! [`Collector`] that sits between the request path and the sink.
+//!
+//! No database code lives here; storage backends (such as `metrics-pg`)
+//! implement [`MetricsSink`].
+//!
+//! # Upkeep / background work
+//!
+//! The only background work is the collector's [`Worker`]: one Tokio task that
+//! pulls records from a bounded queue, batches them by size or linger time and
+//! writes one batch at a time through the sink. [`Collector::builder`] followed
+//! by `spawn()` starts it on the current runtime; `build()` hands the future to
+//! you instead. [`CollectorHandle::shutdown`] closes intake, drains every queued
+//! record within a deadline and answers with the final [`CollectorStats`];
+//! dropping every handle has the worker drain and stop on its own.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod collector;
+mod error;
+mod memory;
+mod record;
+mod sink;
+
+pub use collector::{
+    Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy, Worker,
+};
+pub use error::{BoxError, BuildError, ShutdownError, SinkError};
+
+/// Re-exported so sink implementations need no direct `async-trait` dependency.
+pub use async_trait::async_trait;
+pub use memory::{MemorySink, MemorySnapshot};
+pub use record::{
+    CorrelationId, ErrorType, Method, Record, RequestRecord, Route, UsageEvent, UserId,
+};
+pub use sink::{Batch, MetricsSink, WriteSummary};
