@@ -18,6 +18,7 @@
 
 mod collector;
 mod error;
+mod identity;
 mod memory;
 mod record;
 mod sink;
@@ -29,6 +30,7 @@ pub use error::{BoxError, BuildError, ShutdownError, SinkError};
 
 /// Re-exported so sink implementations need no direct `async-trait` dependency.
 pub use async_trait::async_trait;
+pub use identity::{AccessToken, Identity};
 pub use memory::{MemorySink, MemorySnapshot};
 pub use record::{
     CorrelationId, ErrorType, Method, Record, RequestRecord, Route, UsageEvent, UserId,
