@@ -22,6 +22,9 @@ mod identity;
 mod memory;
 mod record;
 mod sink;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 
 pub use collector::{
     Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy, Worker,

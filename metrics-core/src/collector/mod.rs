@@ -1,0 +1,533 @@
+//! The bounded background collector between the request path and a
+//! [`MetricsSink`].
+//!
+//! Request handlers call [`CollectorHandle::record`], which puts the record in
+//! a bounded queue with a non-blocking `try_send` and returns. One background
+//! task, the [`Worker`], takes records off the queue, groups them into batches
+//! and hands one batch at a time to the sink. The request path never waits on
+//! the sink, never takes a lock and never sees a sink error: metrics failures
+//! exist only as counters in [`CollectorStats`].
+//!
+//! # Batching
+//!
+//! A batch is written when it holds `max_batch` records (default 1,000) or
+//! when `linger` (default 1 s) has passed since its first record was taken
+//! from the queue, whichever comes first. Only one write is in flight at a
+//! time; records keep queueing meanwhile.
+//!
+//! To keep `record()` cheap, producers do not wake the worker for every
+//! record: the worker parks on the queue only while it has no batch; while a
+//! batch lingers it sleeps until the linger deadline, and the producer whose
+//! record brings the pending count to `max_batch` nudges it (once) to write a
+//! full batch early.
+//!
+//! # Failures
+//!
+//! Every write is bounded by `export_timeout` (default 10 s; a hung sink gets
+//! [`SinkError::Timeout`](crate::SinkError::Timeout)). Retryable errors are
+//! retried with capped exponential backoff and jitter per [`RetryPolicy`];
+//! when it gives up the batch counts as `dropped_retries_exhausted`.
+//! Non-retryable errors count the batch as `dropped_rejected`. A sink that
+//! panics does not take the worker down: the panic is caught, the batch is not
+//! retried and counts as `dropped_retries_exhausted`. The text of the last
+//! sink error is kept for [`CollectorHandle::last_error`]; the first drop of
+//! each kind logs a `tracing` warning, later ones are only counted.
+//!
+//! # Memory
+//!
+//! The queue is the only buffer, and it is bounded by `queue_capacity`
+//! (default 100,000 records): that capacity is the memory cap while the sink
+//! is down. Beyond it `record()` drops and counts (`dropped_queue_full`). The
+//! queue allocates its slots lazily, in blocks, as records arrive, so a large
+//! capacity costs nothing until it is used; when full, it holds
+//! `queue_capacity` records of `size_of::<Record>()` bytes each plus what they
+//! own (shared `Arc` labels, an optional user id and correlation id). The
+//! worker holds at most one extra batch of `max_batch` records.
+//!
+//! # Upkeep / background work
+//!
+//! - **Who spawns what.** [`CollectorBuilder::spawn`] spawns the one worker
+//!   task on the current Tokio runtime. [`CollectorBuilder::build`] returns the
+//!   [`Worker`] future instead, for you to spawn where you like. Nothing else
+//!   runs in the background: no thread, no global state.
+//! - **[`CollectorHandle::flush`]** returns once every record queued before
+//!   the call has been written or dropped (retries included).
+//! - **[`CollectorHandle::shutdown`]`(deadline)`** first closes intake (later
+//!   records count as `dropped_closed`), then drains and writes everything
+//!   queued, retrying as usual, until the deadline. Whatever is still unwritten
+//!   at the deadline counts as `dropped_shutdown` and the call returns
+//!   [`ShutdownError::DeadlineExceeded`] with the final stats; otherwise it
+//!   returns the final stats, with `pending == 0`. A second call returns
+//!   [`ShutdownError::AlreadyShutdown`].
+//! - **Dropping every handle** closes the queue; the worker drains what is
+//!   left (no deadline), writes it and ends.
+//! - **Dropping the worker future** (for example when the runtime shuts down
+//!   first) counts what was still queued as `dropped_shutdown`. Call
+//!   `shutdown` before leaving `main` so nothing is lost.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use metrics_core::{Collector, MemorySink, Method, RequestRecord, Route};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sink = MemorySink::new();
+//! let metrics = Collector::builder(sink.clone())
+//!     .max_batch(500)
+//!     .linger(Duration::from_millis(200))
+//!     .spawn()?;
+//!
+//! // On the request path: never waits, never fails the request.
+//! let rec = RequestRecord::new(
+//!     SystemTime::now(),
+//!     Route::from_static("/users/{id}"),
+//!     Method::GET,
+//!     200,
+//!     Duration::from_millis(3),
+//! );
+//! assert!(metrics.record(rec));
+//!
+//! // At exit: close intake, write what is queued, get the final counters.
+//! let stats = metrics.shutdown(Duration::from_secs(5)).await?;
+//! assert_eq!((stats.received, stats.written, stats.pending), (1, 1, 0));
+//! assert_eq!(sink.snapshot().requests().len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod batch;
+mod retry;
+mod stats;
+mod worker;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+pub use retry::RetryPolicy;
+pub use stats::CollectorStats;
+pub use worker::Worker;
+
+use stats::{Counters, Padded};
+use worker::{Config, Control};
+
+use crate::error::{BuildError, ShutdownError};
+use crate::record::Record;
+use crate::sink::MetricsSink;
+
+/// Default [`CollectorBuilder::queue_capacity`].
+const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
+/// Default [`CollectorBuilder::max_batch`].
+const DEFAULT_MAX_BATCH: usize = 1_000;
+/// Default [`CollectorBuilder::linger`].
+const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+/// Default [`CollectorBuilder::export_timeout`].
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capacity of the control channel (flush and shutdown requests).
+const CONTROL_CAPACITY: usize = 8;
+/// How long `shutdown` waits for the worker's answer beyond the deadline
+/// before concluding it is not running (never spawned, or its runtime is
+/// gone). The worker itself stops at the deadline.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Entry point of the collector: [`Collector::builder`].
+///
+/// See the [module documentation](self) for batching, failures, memory and
+/// the background work it starts.
+///
+/// ```
+/// use std::time::Duration;
+/// use metrics_core::{Collector, MemorySink, RetryPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), metrics_core::BuildError> {
+/// // Place the worker yourself instead of `spawn()`.
+/// let (handle, worker) = Collector::builder(MemorySink::new())
+///     .queue_capacity(10_000)
+///     .retry(RetryPolicy::default().with_max_attempts(3))
+///     .export_timeout(Duration::from_secs(5))
+///     .build()?;
+/// let task = tokio::spawn(worker);
+/// handle.shutdown(Duration::from_secs(1)).await.unwrap();
+/// task.await.unwrap();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Collector(());
+
+impl Collector {
+    /// A builder for a collector writing to `sink`, with the defaults: queue
+    /// capacity 100,000, batches of 1,000, linger 1 s, export timeout 10 s,
+    /// [`RetryPolicy::default`].
+    pub fn builder<S: MetricsSink>(sink: S) -> CollectorBuilder<S> {
+        CollectorBuilder {
+            sink,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_batch: DEFAULT_MAX_BATCH,
+            linger: DEFAULT_LINGER,
+            retry: RetryPolicy::default(),
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// Settings of a collector; see [`Collector::builder`].
+pub struct CollectorBuilder<S> {
+    sink: S,
+    queue_capacity: usize,
+    max_batch: usize,
+    linger: Duration,
+    retry: RetryPolicy,
+    export_timeout: Duration,
+}
+
+impl<S> fmt::Debug for CollectorBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The sink need not be `Debug`; its type name is enough here.
+        f.debug_struct("CollectorBuilder")
+            .field("sink", &std::any::type_name::<S>())
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_batch", &self.max_batch)
+            .field("linger", &self.linger)
+            .field("retry", &self.retry)
+            .field("export_timeout", &self.export_timeout)
+            .finish()
+    }
+}
+
+impl<S: MetricsSink> CollectorBuilder<S> {
+    /// Most records held while the sink is slow or down (default 100,000);
+    /// beyond it `record()` drops and counts. This is the collector's memory
+    /// cap. Must be at least 1.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Records per batch (default 1,000); a full batch is written without
+    /// waiting for the linger time. Must be at least 1; values above the queue
+    /// capacity are lowered to it.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Longest wait, from a batch's first record, before a partial batch is
+    /// written (default 1 s). Zero writes whatever is queued at once.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Retry policy for retryable sink errors (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Time limit of each write attempt (default 10 s); an attempt that takes
+    /// longer fails with the retryable
+    /// [`SinkError::Timeout`](crate::SinkError::Timeout). Must be non-zero.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = timeout;
+        self
+    }
+
+    /// Validates the settings and returns the handle and the worker future,
+    /// which you must spawn (or otherwise poll) for records to be written.
+    /// Needs no runtime itself.
+    pub fn build(self) -> Result<(CollectorHandle, Worker<S>), BuildError> {
+        if self.queue_capacity == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "queue_capacity",
+                reason: "must be at least 1",
+            });
+        }
+        // tokio's bounded channel panics above this.
+        if self.queue_capacity > usize::MAX >> 4 {
+            return Err(BuildError::InvalidSetting {
+                setting: "queue_capacity",
+                reason: "is too large; it is the memory cap, pick a number of records that fits in memory",
+            });
+        }
+        if self.max_batch == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "max_batch",
+                reason: "must be at least 1",
+            });
+        }
+        if self.export_timeout.is_zero() {
+            return Err(BuildError::InvalidSetting {
+                setting: "export_timeout",
+                reason: "must be greater than zero",
+            });
+        }
+        self.retry.validate()?;
+        let max_batch = self.max_batch.min(self.queue_capacity);
+
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            notify: Notify::new(),
+            poked: Padded(AtomicBool::new(false)),
+            max_batch: max_batch as u64,
+        });
+        let handle = CollectorHandle {
+            inner: Arc::new(HandleInner {
+                tx,
+                control: control_tx,
+                shared: Arc::clone(&shared),
+                shutdown_requested: AtomicBool::new(false),
+            }),
+        };
+        let config = Config {
+            max_batch,
+            linger: self.linger,
+            retry: self.retry,
+            export_timeout: self.export_timeout,
+        };
+        let worker = Worker::new(self.sink, rx, control_rx, shared, config);
+        Ok((handle, worker))
+    }
+
+    /// Like [`build`](Self::build), then spawns the worker on the current
+    /// Tokio runtime ([`BuildError::NoRuntime`] outside one).
+    pub fn spawn(self) -> Result<CollectorHandle, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let (handle, worker) = self.build()?;
+        // Detached on purpose: the handle controls the worker's lifetime
+        // (shutdown, or dropping every handle), not a JoinHandle.
+        drop(runtime.spawn(worker));
+        Ok(handle)
+    }
+}
+
+/// State shared by the handles and the worker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    counters: Counters,
+    /// Producers nudge the lingering worker when a full batch is pending.
+    notify: Notify,
+    /// Set by the producer that sends the nudge, cleared by the worker when
+    /// it next looks at the queue: at most one nudge per drain.
+    poked: Padded<AtomicBool>,
+    max_batch: u64,
+}
+
+impl Shared {
+    #[inline]
+    fn nudge(&self) {
+        // Load first: while the flag is set (a nudge is outstanding) this is
+        // a read of a shared cache line, not a write.
+        if !self.poked.0.load(Ordering::Relaxed) && !self.poked.0.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// The cheap, cloneable handle producers use to record, and the owner side
+/// uses to flush, shut down and read stats.
+///
+/// Clones share one queue and one worker. When the last clone is dropped, the
+/// worker drains the queue and stops.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use metrics_core::{Collector, MemorySink, Method, RequestRecord, Route, UsageEvent, UserId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sink = MemorySink::new();
+/// let handle = Collector::builder(sink.clone()).spawn()?;
+///
+/// let producer = handle.clone();
+/// producer.record(RequestRecord::new(
+///     SystemTime::now(), Route::from_static("/"), Method::GET, 200, Duration::from_millis(1),
+/// ));
+/// producer.record(UsageEvent::new("page_view", UserId::new("ada"), SystemTime::now()));
+///
+/// handle.flush().await?; // both are in the sink now
+/// let snap = sink.snapshot();
+/// assert_eq!((snap.requests().len(), snap.usage_events().len()), (1, 1));
+///
+/// let stats = handle.stats();
+/// assert_eq!(stats.received, stats.written + stats.dropped() + stats.pending);
+/// assert_eq!(handle.last_error(), None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CollectorHandle {
+    inner: Arc<HandleInner>,
+}
+
+#[derive(Debug)]
+struct HandleInner {
+    tx: mpsc::Sender<Record>,
+    control: mpsc::Sender<Control>,
+    shared: Arc<Shared>,
+    shutdown_requested: AtomicBool,
+}
+
+impl fmt::Debug for CollectorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectorHandle")
+            .field("stats", &self.stats())
+            .field("max_batch", &self.inner.shared.max_batch)
+            .field("queue_capacity", &self.inner.tx.max_capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CollectorHandle {
+    /// Queues a record for the worker. Returns `true` if it was queued,
+    /// `false` if it was dropped (queue full, or the collector is shut down);
+    /// either way it is counted.
+    ///
+    /// Never awaits, never blocks, never takes a lock, never panics: a
+    /// couple of atomic operations and a `try_send`.
+    #[inline]
+    pub fn record(&self, record: impl Into<Record>) -> bool {
+        let inner = &*self.inner;
+        let shared = &*inner.shared;
+        let pending_before = shared.counters.on_received();
+        match inner.tx.try_send(record.into()) {
+            Ok(()) => {
+                // Enough for a full batch: nudge a lingering worker (once).
+                if pending_before + 1 >= shared.max_batch {
+                    shared.nudge();
+                }
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                shared.counters.on_queue_full();
+                false
+            }
+            Err(TrySendError::Closed(_)) => {
+                shared.counters.on_closed();
+                false
+            }
+        }
+    }
+
+    /// The counters now (see [`CollectorStats`] for what a snapshot taken
+    /// under load guarantees).
+    pub fn stats(&self) -> CollectorStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The text of the most recent sink error (failed attempt, timeout or
+    /// panic), if any; it is not cleared by later successes.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.shared.counters.last_error()
+    }
+
+    /// Waits until every record queued before this call has been written or
+    /// dropped; a partial batch is written at once rather than lingering.
+    ///
+    /// This can take as long as the retry policy allows when the sink is
+    /// failing; wrap it in `tokio::time::timeout` to bound it. Fails with
+    /// [`ShutdownError::AlreadyShutdown`] after `shutdown`, and
+    /// [`ShutdownError::WorkerGone`] if the worker has ended.
+    pub async fn flush(&self) -> Result<(), ShutdownError> {
+        if self.inner.shutdown_requested.load(Ordering::Acquire) {
+            return Err(ShutdownError::AlreadyShutdown);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .control
+            .send(Control::Flush(reply))
+            .await
+            .map_err(|_| ShutdownError::WorkerGone)?;
+        answer.await.map_err(|_| ShutdownError::WorkerGone)
+    }
+
+    /// Closes intake, writes everything queued within `deadline`, stops the
+    /// worker and returns the final stats (`pending == 0`).
+    ///
+    /// Records still unwritten at the deadline are counted as
+    /// `dropped_shutdown` and the call returns
+    /// [`ShutdownError::DeadlineExceeded`] carrying the final stats. Records
+    /// passed to [`record`](Self::record) afterwards count as
+    /// `dropped_closed`. A second call returns
+    /// [`ShutdownError::AlreadyShutdown`]; if the worker is not running (never
+    /// spawned, or its runtime is gone) it returns
+    /// [`ShutdownError::WorkerGone`] shortly after the deadline.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<CollectorStats, ShutdownError> {
+        if self.inner.shutdown_requested.swap(true, Ordering::AcqRel) {
+            return Err(ShutdownError::AlreadyShutdown);
+        }
+        let until = Instant::now() + deadline;
+        let give_up = until + SHUTDOWN_GRACE;
+        let (reply, answer) = oneshot::channel();
+        let request = Control::Shutdown {
+            deadline: until,
+            reply,
+        };
+        match tokio::time::timeout_at(give_up, self.inner.control.send(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(ShutdownError::WorkerGone),
+        }
+        match tokio::time::timeout_at(give_up, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(ShutdownError::WorkerGone),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemorySink;
+
+    #[test]
+    fn build_validates_settings() {
+        let bad = |b: CollectorBuilder<MemorySink>| match b.build() {
+            Err(BuildError::InvalidSetting { setting, .. }) => setting,
+            other => panic!("expected InvalidSetting, got {other:?}"),
+        };
+        let b = || Collector::builder(MemorySink::new());
+        assert_eq!(bad(b().queue_capacity(0)), "queue_capacity");
+        assert_eq!(bad(b().max_batch(0)), "max_batch");
+        assert_eq!(bad(b().export_timeout(Duration::ZERO)), "export_timeout");
+        assert_eq!(
+            bad(b().retry(RetryPolicy::default().with_max_attempts(0))),
+            "retry.max_attempts"
+        );
+    }
+
+    #[test]
+    fn max_batch_is_clamped_to_queue_capacity() {
+        let (handle, _worker) = Collector::builder(MemorySink::new())
+            .queue_capacity(10)
+            .max_batch(1_000)
+            .build()
+            .unwrap();
+        assert_eq!(handle.inner.shared.max_batch, 10);
+    }
+
+    #[test]
+    fn spawn_outside_a_runtime_fails() {
+        let err = Collector::builder(MemorySink::new()).spawn().unwrap_err();
+        assert!(matches!(err, BuildError::NoRuntime));
+    }
+
+    #[test]
+    fn handle_is_send_sync_clone_debug() {
+        fn assert_traits<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
+        assert_traits::<CollectorHandle>();
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Worker<MemorySink>>();
+    }
+}

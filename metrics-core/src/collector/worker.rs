@@ -1,0 +1,423 @@
+//! The collector's background task: takes records from the queue, batches
+//! them, writes one batch at a time with retries, and answers flush and
+//! shutdown requests.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Shared;
+use super::batch::{Batcher, Wait};
+use super::retry::{Backoff, RetryPolicy};
+use super::stats::{CollectorStats, DropReason};
+use crate::error::{ShutdownError, SinkError};
+use crate::record::Record;
+use crate::sink::{Batch, MetricsSink};
+
+/// Messages from the handles to the worker (a small bounded channel, apart
+/// from the record queue so a full queue never delays a shutdown).
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Write everything queued so far, then answer.
+    Flush(oneshot::Sender<()>),
+    /// Close intake, drain until `deadline`, answer with the final stats.
+    Shutdown {
+        deadline: Instant,
+        reply: oneshot::Sender<Result<CollectorStats, ShutdownError>>,
+    },
+}
+
+/// Settings the worker runs with (validated by the builder).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_batch: usize,
+    pub(crate) linger: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) export_timeout: Duration,
+}
+
+/// The collector's background task, returned by
+/// [`CollectorBuilder::build`](crate::CollectorBuilder::build).
+///
+/// It is a plain future: spawn it on the runtime (and with the executor) of
+/// your choice, for example `tokio::spawn(worker)`. It completes after
+/// [`CollectorHandle::shutdown`](crate::CollectorHandle::shutdown) or once
+/// every handle is dropped and the queue is drained. The runtime must have the
+/// time driver enabled (linger, retries and timeouts use Tokio timers).
+///
+/// Dropping the worker before it completes (for example when the runtime shuts
+/// down) counts whatever was still queued as `dropped_shutdown`, so the
+/// accounting stays exact.
+pub struct Worker<S> {
+    fut: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+    _sink: PhantomData<fn() -> S>,
+}
+
+impl<S: MetricsSink> Worker<S> {
+    pub(crate) fn new(
+        sink: S,
+        rx: mpsc::Receiver<Record>,
+        control: mpsc::Receiver<Control>,
+        shared: Arc<Shared>,
+        config: Config,
+    ) -> Self {
+        let state = WorkerState {
+            sink,
+            batch: Batch::with_capacity(config.max_batch),
+            batcher: Batcher::new(config.max_batch, config.linger),
+            rx,
+            ctl: ControlState {
+                rx: control,
+                closed: false,
+                flush_waiters: Vec::new(),
+                shutdown: None,
+            },
+            shared,
+            config,
+            taken: 0,
+            resolved: 0,
+            dropped_at_deadline: 0,
+        };
+        Self {
+            fut: Box::pin(state.run()),
+            _sink: PhantomData,
+        }
+    }
+}
+
+impl<S> Future for Worker<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().fut.as_mut().poll(cx)
+    }
+}
+
+impl<S> fmt::Debug for Worker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("sink", &std::any::type_name::<S>())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl WorkerState =====
+
+struct WorkerState<S> {
+    sink: S,
+    batch: Batch,
+    batcher: Batcher,
+    rx: mpsc::Receiver<Record>,
+    ctl: ControlState,
+    shared: Arc<Shared>,
+    config: Config,
+    /// Records taken from the queue so far.
+    taken: u64,
+    /// Records written or dropped by the worker so far (`taken - resolved` is
+    /// the batch in hand).
+    resolved: u64,
+    /// Records dropped because the shutdown deadline passed.
+    dropped_at_deadline: u64,
+}
+
+struct ControlState {
+    rx: mpsc::Receiver<Control>,
+    /// Every handle is gone: drain and stop.
+    closed: bool,
+    /// Flush callers and the `resolved` count that satisfies each.
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    shutdown: Option<(
+        Instant,
+        oneshot::Sender<Result<CollectorStats, ShutdownError>>,
+    )>,
+}
+
+impl ControlState {
+    fn draining(&self) -> bool {
+        self.closed || self.shutdown.is_some()
+    }
+
+    fn shutdown_deadline(&self) -> Option<Instant> {
+        self.shutdown.as_ref().map(|(d, _)| *d)
+    }
+
+    fn on_message(&mut self, msg: Option<Control>, queue: &mut mpsc::Receiver<Record>, taken: u64) {
+        match msg {
+            None => self.closed = true,
+            Some(Control::Flush(reply)) => {
+                // Everything in the queue now was enqueued before the flush
+                // request was sent; `taken` covers what the worker holds.
+                let target = taken + queue.len() as u64;
+                self.flush_waiters.push((target, reply));
+            }
+            Some(Control::Shutdown { deadline, reply }) => {
+                // Close intake before the final drain (tower buffer's
+                // ordering): records after this point fail fast in
+                // `record()` as `dropped_closed` instead of racing the drain.
+                queue.close();
+                self.shutdown = Some((deadline, reply));
+            }
+        }
+    }
+}
+
+impl<S: MetricsSink> WorkerState<S> {
+    async fn run(mut self) {
+        loop {
+            if let Some(deadline) = self.ctl.shutdown_deadline() {
+                if Instant::now() >= deadline {
+                    self.abandon_all();
+                    break;
+                }
+            }
+            // Re-arm the producers' "batch is full" nudge before looking at
+            // the queue, so a record enqueued after this drain nudges again.
+            self.shared.poked.0.store(false, Ordering::SeqCst);
+            let disconnected = self.fill();
+
+            let flushing = self.ctl.draining() || !self.ctl.flush_waiters.is_empty();
+            if self.batcher.is_due(Instant::now(), flushing) {
+                if !self.write_batch().await {
+                    // The shutdown deadline passed during the write.
+                    self.abandon_all();
+                    break;
+                }
+                self.answer_flushes();
+                continue;
+            }
+            self.answer_flushes();
+            if self.ctl.draining() && self.batcher.len() == 0 && disconnected {
+                break;
+            }
+
+            match self.batcher.wait() {
+                Wait::FirstRecord => {
+                    // Idle: park on the queue itself. The first record wakes
+                    // the worker; while a batch lingers the worker is not
+                    // parked here, so producers do not wake it per record.
+                    let deadline = self.ctl.shutdown_deadline();
+                    tokio::select! {
+                        biased;
+                        msg = self.ctl.rx.recv(), if !self.ctl.closed => {
+                            self.ctl.on_message(msg, &mut self.rx, self.taken);
+                        }
+                        rec = self.rx.recv() => {
+                            // `None` (closed and empty) is seen by the next fill().
+                            if let Some(rec) = rec {
+                                self.push(rec, Instant::now());
+                            }
+                        }
+                        () = sleep_opt(deadline) => {}
+                    }
+                }
+                Wait::Until(linger_end) => {
+                    tokio::select! {
+                        biased;
+                        msg = self.ctl.rx.recv(), if !self.ctl.closed => {
+                            self.ctl.on_message(msg, &mut self.rx, self.taken);
+                        }
+                        () = self.shared.notify.notified() => {}
+                        () = tokio::time::sleep_until(linger_end) => {}
+                    }
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn push(&mut self, rec: Record, now: Instant) {
+        self.batch.push(rec);
+        self.batcher.push(now);
+        self.taken += 1;
+    }
+
+    /// Moves queued records into the batch without waiting. Returns whether
+    /// the queue is closed and empty.
+    fn fill(&mut self) -> bool {
+        let now = Instant::now();
+        while !self.batcher.is_full() {
+            match self.rx.try_recv() {
+                Ok(rec) => self.push(rec, now),
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            }
+        }
+        false
+    }
+
+    /// Writes the batch in hand (with retries), listening to control messages
+    /// meanwhile. Returns `false` if the shutdown deadline cut the write short
+    /// (the batch is then still in hand).
+    async fn write_batch(&mut self) -> bool {
+        let n = self.batch.len() as u64;
+        self.shared.counters.on_batch();
+        let outcome = {
+            let write = write_with_retry(&self.sink, &self.batch, &self.config, &self.shared);
+            tokio::pin!(write);
+            loop {
+                let deadline = self.ctl.shutdown_deadline();
+                tokio::select! {
+                    biased;
+                    out = &mut write => break Some(out),
+                    msg = self.ctl.rx.recv(), if !self.ctl.closed => {
+                        self.ctl.on_message(msg, &mut self.rx, self.taken);
+                    }
+                    () = sleep_opt(deadline) => break None,
+                }
+            }
+        };
+        let counters = &self.shared.counters;
+        match outcome {
+            None => return false,
+            Some(Outcome::Written { rejected }) => {
+                let rejected = rejected.min(n);
+                counters.on_dropped(DropReason::Rejected, rejected);
+                counters.on_written(n - rejected);
+            }
+            Some(Outcome::Dropped(reason)) => counters.on_dropped(reason, n),
+        }
+        self.resolved += n;
+        self.batch.clear();
+        self.batcher.reset();
+        true
+    }
+
+    /// The shutdown deadline passed: the batch in hand and everything still
+    /// queued are dropped and counted.
+    fn abandon_all(&mut self) {
+        self.rx.close();
+        let in_hand = self.batch.len() as u64;
+        self.batch.clear();
+        self.batcher.reset();
+        let mut queued = 0;
+        while self.rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        self.taken += queued;
+        let n = in_hand + queued;
+        self.resolved += n;
+        self.dropped_at_deadline += n;
+        self.shared.counters.on_dropped(DropReason::Shutdown, n);
+    }
+
+    fn answer_flushes(&mut self) {
+        if self.ctl.flush_waiters.is_empty() {
+            return;
+        }
+        let resolved = self.resolved;
+        let waiters = std::mem::take(&mut self.ctl.flush_waiters);
+        for (target, reply) in waiters {
+            if target <= resolved {
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(());
+            } else {
+                self.ctl.flush_waiters.push((target, reply));
+            }
+        }
+    }
+
+    /// The worker is done: answer everyone still waiting.
+    fn finish(&mut self) {
+        for (_, reply) in self.ctl.flush_waiters.drain(..) {
+            let _ = reply.send(());
+        }
+        if let Some((_, reply)) = self.ctl.shutdown.take() {
+            let stats = self.shared.counters.snapshot();
+            let answer = if self.dropped_at_deadline > 0 {
+                Err(ShutdownError::DeadlineExceeded(stats))
+            } else {
+                Ok(stats)
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+impl<S> Drop for WorkerState<S> {
+    fn drop(&mut self) {
+        // Reached with records in hand only if the worker future is dropped
+        // before completing (runtime shutdown) or a bug panics it: count them
+        // so `received = written + dropped + pending` keeps holding.
+        self.rx.close();
+        let mut n = self.batch.len() as u64;
+        self.batch.clear();
+        while self.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        self.shared.counters.on_dropped(DropReason::Shutdown, n);
+    }
+}
+
+// ===== writing =====
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The sink took the batch; `rejected` of its records were refused.
+    Written { rejected: u64 },
+    /// The batch was given up.
+    Dropped(DropReason),
+}
+
+/// One batch: attempts bounded by `export_timeout`, panics caught, retryable
+/// errors retried per the policy.
+async fn write_with_retry<S: MetricsSink>(
+    sink: &S,
+    batch: &Batch,
+    config: &Config,
+    shared: &Shared,
+) -> Outcome {
+    let counters = &shared.counters;
+    let mut backoff = Backoff::start(&config.retry, Instant::now());
+    let mut first = true;
+    loop {
+        if !first {
+            counters.on_retry();
+        }
+        first = false;
+        // The call itself sits inside the async block so that a sink that
+        // panics before returning its future is caught too.
+        let attempt = AssertUnwindSafe(async { sink.write(batch).await }).catch_unwind();
+        let err = match tokio::time::timeout(config.export_timeout, attempt).await {
+            Ok(Ok(Ok(summary))) => {
+                return Outcome::Written {
+                    rejected: summary.rejected,
+                };
+            }
+            Ok(Ok(Err(err))) => err,
+            Ok(Err(_panic)) => SinkError::Panicked,
+            Err(_elapsed) => SinkError::Timeout(config.export_timeout),
+        };
+        counters.set_last_error(&err);
+        if !err.is_retryable() {
+            return Outcome::Dropped(match err {
+                // A panic says nothing about the records; it is a sink failure
+                // that we do not repeat, counted with the other failures.
+                SinkError::Panicked => DropReason::RetriesExhausted,
+                _ => DropReason::Rejected,
+            });
+        }
+        match backoff.next_delay(Instant::now(), fastrand::f64()) {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return Outcome::Dropped(DropReason::RetriesExhausted),
+        }
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
