@@ -1,0 +1,116 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response};
+use http_body::Body;
+use metrics_core::CollectorHandle;
+use tower_service::Service;
+
+use super::record::{Pending, PendingRoute, RecordGuard};
+use super::{Core, MetricsLayer, ResponseFuture};
+use crate::correlation;
+use crate::identity::{ExtensionIdentity, MakeIdentity};
+use crate::route::{DefaultRoute, MAX_LABEL_LEN, MakeRoute, RouteLabel, normalize_path};
+
+/// The service built by [`MetricsLayer`]: records every request it serves.
+///
+/// `poll_ready` is passed straight to the inner service and the error type is
+/// the inner one.
+#[derive(Debug, Clone)]
+pub struct MetricsService<S, R = DefaultRoute, I = ExtensionIdentity> {
+    pub(super) inner: S,
+    pub(super) core: Arc<Core>,
+    pub(super) make_route: R,
+    pub(super) make_identity: I,
+}
+
+impl MetricsService<(), DefaultRoute, ExtensionIdentity> {
+    /// A [`MetricsLayer`] recording into `collector` (same as
+    /// [`MetricsLayer::new`]).
+    pub fn layer(collector: CollectorHandle) -> MetricsLayer {
+        MetricsLayer::new(collector)
+    }
+}
+
+impl<S, R, I> MetricsService<S, R, I> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R, I, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S, R, I>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: 'static,
+    R: MakeRoute<ReqBody>,
+    I: MakeIdentity<ReqBody>,
+    ResBody: Body,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let core = &self.core;
+
+        let correlation_id = core.correlation_id.then(|| {
+            let id = correlation::from_headers_or_generate(req.headers());
+            req.extensions_mut().insert(id.clone());
+            id
+        });
+        // Identity runs for excluded requests too: an implementation may put
+        // the `Identity` into the extensions for handlers and the admin guard.
+        let user = self.make_identity.identity(&mut req);
+
+        let guard = (!core.exclusions.matches(&req)).then(|| {
+            let route = match self.make_route.make_route(&req) {
+                RouteLabel::Template(t) => PendingRoute::Label(core.labels.intern(t)),
+                RouteLabel::Fixed(route) => PendingRoute::Label(route),
+                RouteLabel::Unknown => {
+                    let mut buf = [0u8; MAX_LABEL_LEN];
+                    match normalize_path(req.uri().path(), &mut buf) {
+                        None => PendingRoute::Overflow,
+                        Some(label) => match core.labels.get(label) {
+                            Some(route) => PendingRoute::Known(route),
+                            None if core.labels.is_full() => PendingRoute::Overflow,
+                            // First sight of this label: the only allocation
+                            // the route costs, and only once per label unless
+                            // it keeps ending in 404.
+                            None => PendingRoute::New(Arc::from(label)),
+                        },
+                    }
+                }
+            };
+            RecordGuard::new(Pending {
+                core: Arc::clone(core),
+                start,
+                timestamp: SystemTime::now(),
+                route,
+                method: core.method(req.method()),
+                user,
+                correlation_id: correlation_id.clone(),
+            })
+        });
+
+        let head = req.method() == http::Method::HEAD;
+        ResponseFuture::new(self.inner.call(req), guard, correlation_id, head)
+    }
+}

@@ -1,0 +1,375 @@
+//! Route labels: which `endpoint` a request is recorded under.
+//!
+//! A label must be a route *template* (`/users/{id}`), never the raw path:
+//! raw paths make one label per user id and let any client (or scanner) grow
+//! the label set without bound. Two sources exist:
+//!
+//! - a router that knows the template (axum's `MatchedPath`, see
+//!   [`DefaultRoute`] with the `axum` feature, or your own [`MakeRoute`]);
+//! - otherwise the path itself, normalised by [`normalize_path`]: numeric ids,
+//!   UUIDs, long hex strings and very long segments become `{id}`.
+//!
+//! A normalised path is only a guess at a template, so a request that ends in
+//! `404 Not Found` without a known template is recorded as
+//! [`Route::UNMATCHED`]: scanners probing random paths then share one label.
+//!
+//! Every label goes through [`RouteLabels`], a set of distinct labels capped by
+//! [`MetricsLayer::max_routes`](crate::MetricsLayer::max_routes). Once the cap
+//! is reached, new labels are recorded as [`Route::OVERFLOW`] and counted.
+//! Known labels are looked up by `&str` and shared as `Arc<str>`, so the hot
+//! path allocates only the first time a label is seen.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::Request;
+use metrics_core::Route;
+
+/// The longest normalised path turned into a label, in bytes. Longer paths
+/// are recorded as [`Route::OVERFLOW`] (no real route is that long, and a
+/// fixed-size buffer keeps normalisation allocation-free).
+pub const MAX_LABEL_LEN: usize = 256;
+
+/// Segments longer than this are treated as opaque tokens and become `{id}`.
+const MAX_SEGMENT_LEN: usize = 64;
+
+/// Hex strings at least this long (hashes, object ids) become `{id}`.
+const MIN_HEX_ID_LEN: usize = 16;
+
+/// The default cap on distinct route labels.
+pub const DEFAULT_MAX_ROUTES: usize = 1_000;
+
+// ===== RouteLabel =====
+
+/// What a [`MakeRoute`] knows about a request's route.
+#[derive(Debug, Clone)]
+pub enum RouteLabel<'a> {
+    /// A route template borrowed from the request (for example axum's
+    /// `MatchedPath`). The layer interns it, subject to the label cap.
+    Template(&'a str),
+    /// A finished label used as is, without counting against the cap. Use it
+    /// only for labels from a small fixed set (such as [`Route::UNMATCHED`]).
+    Fixed(Route),
+    /// No template is known: the layer normalises the request path (see
+    /// [`normalize_path`]) and records `404` responses as
+    /// [`Route::UNMATCHED`].
+    Unknown,
+}
+
+// ===== MakeRoute =====
+
+/// Chooses the route label of a request.
+///
+/// Called once per request in `Service::call`, so implementations must be
+/// cheap and must not allocate per request: return borrowed templates as
+/// [`RouteLabel::Template`] and let the layer intern them.
+///
+/// ```
+/// use http::Request;
+/// use metrics_core::Route;
+/// use metrics_tower::{MakeRoute, RouteLabel};
+///
+/// /// Everything under /static/ is one label; the rest is normalised.
+/// #[derive(Clone, Debug)]
+/// struct StaticFiles;
+///
+/// impl<B> MakeRoute<B> for StaticFiles {
+///     fn make_route<'a>(&self, req: &'a Request<B>) -> RouteLabel<'a> {
+///         if req.uri().path().starts_with("/static/") {
+///             RouteLabel::Fixed(Route::from_static("/static/{*file}"))
+///         } else {
+///             RouteLabel::Unknown
+///         }
+///     }
+/// }
+/// ```
+pub trait MakeRoute<B> {
+    /// The label for `req`.
+    fn make_route<'a>(&self, req: &'a Request<B>) -> RouteLabel<'a>;
+}
+
+/// The default [`MakeRoute`].
+///
+/// With the `axum` feature it uses axum's `MatchedPath` when the request
+/// carries one (the layer added with `Router::layer` runs after routing, so it
+/// does, nested routers included); otherwise, and always without the feature,
+/// it normalises the path ([`RouteLabel::Unknown`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultRoute;
+
+impl<B> MakeRoute<B> for DefaultRoute {
+    fn make_route<'a>(&self, req: &'a Request<B>) -> RouteLabel<'a> {
+        #[cfg(feature = "axum")]
+        if let Some(path) = req.extensions().get::<axum::extract::MatchedPath>() {
+            return RouteLabel::Template(path.as_str());
+        }
+        let _ = req;
+        RouteLabel::Unknown
+    }
+}
+
+/// A [`MakeRoute`] that never looks at a router: every request is labelled by
+/// its normalised path. Useful for plain hyper/tower services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedPath;
+
+impl<B> MakeRoute<B> for NormalizedPath {
+    fn make_route<'a>(&self, _req: &'a Request<B>) -> RouteLabel<'a> {
+        RouteLabel::Unknown
+    }
+}
+
+// ===== normalisation =====
+
+/// Normalises `path` into a route-like label, writing it into `out`, and
+/// returns it; `None` when the result would be longer than
+/// [`MAX_LABEL_LEN`].
+///
+/// Segments that look like identifiers become `{id}`: all digits, UUIDs, hex
+/// strings of 16 or more characters, and any segment longer than 64 bytes.
+/// The path is never percent-decoded, so invalid encodings are just text.
+///
+/// ```
+/// use metrics_tower::{normalize_path, MAX_LABEL_LEN};
+/// let mut buf = [0u8; MAX_LABEL_LEN];
+/// assert_eq!(normalize_path("/users/42/orders", &mut buf), Some("/users/{id}/orders"));
+/// assert_eq!(
+///     normalize_path("/o/0b7e6d2c-93a4-4c6e-8a51-0d4f3b1e9c2a", &mut buf),
+///     Some("/o/{id}")
+/// );
+/// assert_eq!(normalize_path(&"/a".repeat(200), &mut buf), None);
+/// ```
+pub fn normalize_path<'b>(path: &str, out: &'b mut [u8; MAX_LABEL_LEN]) -> Option<&'b str> {
+    let path = if path.is_empty() { "/" } else { path };
+    let mut len = 0;
+    for (i, segment) in path.split('/').enumerate() {
+        let piece = if looks_like_id(segment) {
+            "{id}"
+        } else {
+            segment
+        };
+        let sep = usize::from(i > 0);
+        let end = len + sep + piece.len();
+        if end > MAX_LABEL_LEN {
+            return None;
+        }
+        if sep == 1 {
+            out[len] = b'/';
+        }
+        out[len + sep..end].copy_from_slice(piece.as_bytes());
+        len = end;
+    }
+    // Whole `str` segments joined by '/' are valid UTF-8; the check costs
+    // little and keeps the crate free of `unsafe`.
+    std::str::from_utf8(&out[..len]).ok()
+}
+
+fn looks_like_id(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    b.len() > MAX_SEGMENT_LEN
+        || b.iter().all(u8::is_ascii_digit)
+        || (b.len() >= MIN_HEX_ID_LEN && b.iter().all(u8::is_ascii_hexdigit))
+        || is_uuid(b)
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+// ===== RouteLabels =====
+
+/// The set of distinct route labels seen so far, capped.
+///
+/// Shared by every service a [`MetricsLayer`](crate::MetricsLayer) builds
+/// (axum builds one per route), so the cap is global to the layer.
+pub struct RouteLabels {
+    known: RwLock<HashSet<Arc<str>>>,
+    max: usize,
+    overflow: AtomicU64,
+}
+
+/// A snapshot of a layer's route labels, from
+/// [`MetricsLayer::route_stats`](crate::MetricsLayer::route_stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteStats {
+    /// Distinct labels admitted so far.
+    pub distinct: usize,
+    /// The cap on distinct labels.
+    pub max: usize,
+    /// Requests recorded as [`Route::OVERFLOW`] because the cap was reached or
+    /// the path was too long to label.
+    pub overflowed: u64,
+}
+
+impl RouteLabels {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            known: RwLock::new(HashSet::new()),
+            max,
+            overflow: AtomicU64::new(0),
+        }
+    }
+
+    /// The label already known as `label`, if any (a read lock and a hash).
+    pub(crate) fn get(&self, label: &str) -> Option<Route> {
+        // A poisoned lock only means another thread panicked while holding
+        // it; the set itself is still consistent (inserts are single calls).
+        let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+        known.get(label).map(|l| Route::from(Arc::clone(l)))
+    }
+
+    /// Whether no new label can be admitted.
+    pub(crate) fn is_full(&self) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= self.max
+    }
+
+    /// `label` as an interned route: known labels are shared, new ones are
+    /// admitted while the cap allows (one allocation, once per label), and
+    /// everything else becomes [`Route::OVERFLOW`].
+    pub(crate) fn intern(&self, label: &str) -> Route {
+        if let Some(route) = self.get(label) {
+            return route;
+        }
+        self.admit_with(label, || Arc::from(label))
+    }
+
+    /// Like [`intern`](Self::intern) for a label the caller already owns.
+    pub(crate) fn admit(&self, label: Arc<str>) -> Route {
+        if let Some(route) = self.get(&label) {
+            return route;
+        }
+        let text = Arc::clone(&label);
+        self.admit_with(&text, move || label)
+    }
+
+    fn admit_with(&self, label: &str, make: impl FnOnce() -> Arc<str>) -> Route {
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        // Re-check under the write lock: another request may have added it.
+        if let Some(l) = known.get(label) {
+            return Route::from(Arc::clone(l));
+        }
+        if known.len() >= self.max {
+            drop(known);
+            return self.overflowed();
+        }
+        let label = make();
+        known.insert(Arc::clone(&label));
+        Route::from(label)
+    }
+
+    /// Counts one request labelled [`Route::OVERFLOW`] and returns that label.
+    pub(crate) fn overflowed(&self) -> Route {
+        if self.overflow.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                max_routes = self.max,
+                "app-metrics: route label cap reached or path too long; further new labels are recorded as <overflow>"
+            );
+        }
+        Route::OVERFLOW
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> RouteStats {
+        let distinct = self
+            .known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        RouteStats {
+            distinct,
+            max: self.max,
+            overflowed: self.overflow.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for RouteLabels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteLabels")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(path: &str) -> Option<String> {
+        let mut buf = [0u8; MAX_LABEL_LEN];
+        normalize_path(path, &mut buf).map(str::to_owned)
+    }
+
+    #[test]
+    fn ids_become_placeholders() {
+        assert_eq!(norm("/users/42").as_deref(), Some("/users/{id}"));
+        assert_eq!(norm("/users/42/").as_deref(), Some("/users/{id}/"));
+        assert_eq!(
+            norm("/x/550e8400-e29b-41d4-a716-446655440000/y").as_deref(),
+            Some("/x/{id}/y")
+        );
+        assert_eq!(
+            norm("/blob/deadbeefdeadbeef1234").as_deref(),
+            Some("/blob/{id}")
+        );
+        // Short hex-looking words are kept: they are usually real names.
+        assert_eq!(norm("/cafe/add").as_deref(), Some("/cafe/add"));
+        assert_eq!(norm("/v2/users").as_deref(), Some("/v2/users"));
+        assert_eq!(
+            norm(&format!("/t/{}", "z".repeat(65))).as_deref(),
+            Some("/t/{id}")
+        );
+        assert_eq!(norm("").as_deref(), Some("/"));
+        assert_eq!(norm("/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn odd_paths_never_panic() {
+        assert_eq!(norm("/a%ZZ/%").as_deref(), Some("/a%ZZ/%"));
+        assert_eq!(norm(&"/1".repeat(5_000)), None, "10 KB of ids is too long");
+        assert_eq!(
+            norm(&format!("/{}", "x".repeat(10_000))).as_deref(),
+            Some("/{id}")
+        );
+        let exactly = format!("/{}", "a".repeat(MAX_LABEL_LEN - 1));
+        assert_eq!(norm(&exactly).as_deref(), Some("/{id}"));
+        let limit = "/abcdefg".repeat(MAX_LABEL_LEN / 8);
+        assert_eq!(limit.len(), MAX_LABEL_LEN);
+        assert_eq!(norm(&limit).as_deref(), Some(limit.as_str()));
+        assert_eq!(norm(&format!("{limit}/")), None);
+    }
+
+    #[test]
+    fn labels_are_capped_and_overflow_counted() {
+        let labels = RouteLabels::new(2);
+        assert_eq!(labels.intern("/a"), "/a");
+        assert_eq!(labels.admit(Arc::from("/b")), "/b");
+        assert_eq!(labels.intern("/a"), "/a", "known labels stay usable");
+        assert_eq!(labels.intern("/c"), Route::OVERFLOW);
+        assert_eq!(labels.admit(Arc::from("/d")), Route::OVERFLOW);
+        let stats = labels.stats();
+        assert_eq!((stats.distinct, stats.max, stats.overflowed), (2, 2, 2));
+    }
+
+    #[test]
+    fn interned_labels_share_one_allocation() {
+        let labels = RouteLabels::new(10);
+        let a = labels.intern("/same");
+        let b = labels.intern("/same");
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+    }
+}
