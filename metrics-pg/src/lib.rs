@@ -1,1 +1,60 @@
-//! placeholder
+//! PostgreSQL storage for app-metrics.
+//!
+//! * [`PgSink`]: the [`MetricsSink`](metrics_core::MetricsSink) that writes
+//!   the collector's batches with binary `COPY`, isolates rows the database
+//!   refuses, and rides out database restarts.
+//! * [`Migrator`] / [`migrate`]: embedded, versioned migrations (with down
+//!   scripts) of the schema, under an advisory lock, checksummed.
+//! * [`maintain_partitions`]: creates the daily partitions of the raw tables
+//!   ahead of time and moves stray rows out of the default partitions.
+//! * [`create_pool`]: a deadpool-postgres pool with the settings the sink
+//!   relies on.
+//!
+//! The tables (in a schema of their own, `app_metrics` by default) are
+//! described in `docs/operations.md`.
+//!
+//! # Upkeep / background work
+//!
+//! Nothing here spawns a task. The collector (metrics-core) calls
+//! [`PgSink`]; whoever owns the application (the `app-metrics` facade, or you)
+//! runs [`migrate`] once at start-up and [`maintain_partitions`] at least
+//! daily (hourly is cheap: it is a no-op when the partitions exist).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use metrics_core::Collector;
+//!
+//! let pool = metrics_pg::create_pool("postgres://app@localhost/app", 4)?;
+//! let mut client = pool.get().await?;
+//! metrics_pg::migrate(&mut client, "app_metrics").await?;
+//! let today = time::OffsetDateTime::now_utc().date();
+//! metrics_pg::maintain_partitions(&mut client, "app_metrics", today).await?;
+//! drop(client);
+//!
+//! let collector = Collector::builder(metrics_pg::PgSink::new(pool)).spawn()?;
+//! # let _ = collector;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod migrate;
+mod partition;
+mod pool;
+mod schema;
+mod sink;
+
+pub use error::Error;
+pub use migrate::{MigrationReport, Migrator, migrate};
+pub use partition::{
+    DAYS_AHEAD, DAYS_BEHIND, PartitionReport, create_partitions, maintain_partitions,
+};
+pub use pool::create_pool;
+pub use schema::{DEFAULT_SCHEMA, SchemaName};
+pub use sink::{PgSink, PgSinkBuilder};
+
+/// Re-exported so users can build their own pool without naming the crates.
+pub use deadpool_postgres;
+pub use tokio_postgres;

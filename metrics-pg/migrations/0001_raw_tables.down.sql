@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS usage_events;
+DROP TABLE IF EXISTS performance_metrics;

@@ -1,0 +1,822 @@
+//! [`PgSink`]: the [`MetricsSink`] that writes batches with binary `COPY`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::{Object, Pool, PoolError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use metrics_core::{
+    Batch, MetricsSink, RequestRecord, SinkError, UsageEvent, WriteSummary, async_trait,
+};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::schema::SchemaName;
+
+/// Column types of `performance_metrics`, in COPY order. Spelled out so the
+/// binary encoding never depends on a type lookup at run time.
+const REQUEST_TYPES: [Type; 9] = [
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+const REQUEST_COLUMNS: &str = "id, \"timestamp\", endpoint, method, status_code, response_time_ms, user_id, error_type, correlation_id";
+
+/// Column types of `usage_events`, in COPY order.
+const USAGE_TYPES: [Type; 9] = [
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::JSONB,
+];
+const USAGE_COLUMNS: &str =
+    "id, \"timestamp\", received_at, event_type, user_id, page_name, element_id, success, metadata";
+
+/// Added to the statement timeout for the client-side deadline of one COPY
+/// transaction: the server should give up first; this catches a peer that
+/// vanished without closing the socket.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often a connection found closed right after leaving the pool is
+/// replaced before giving up on this attempt.
+const MAX_CLOSED_CONNECTIONS_SKIPPED: usize = 3;
+
+/// Writes batches of [`RequestRecord`]s and [`UsageEvent`]s to PostgreSQL:
+/// one binary `COPY ... FROM STDIN` per table and chunk, each chunk in its own
+/// transaction on a pooled connection.
+///
+/// * **Concurrency.** A batch of at least `2 × min_rows_per_copy` request
+///   records is split into up to `max_concurrent_copies` chunks written at the
+///   same time on as many connections (the collector keeps one write in
+///   flight; this is how a backlog drains faster). Usage events get a COPY of
+///   their own.
+/// * **Errors.** A lost connection, a server shutting down or starting, a
+///   serialization failure, a deadlock, too many connections or a pool
+///   timeout are [`SinkError::Unavailable`]: the collector retries the batch.
+///   Chunks already committed are remembered, so a retry of the same batch
+///   writes only what is missing. A constraint violation or a data exception
+///   (SQLSTATE class 23 or 22) splits the failing chunk in halves, again and
+///   again, until the offending rows are isolated; they are reported as
+///   rejected ([`WriteSummary::rejected`]) and everything else is written.
+///   Rows that break a CHECK constraint known to this crate (status outside
+///   100-599, negative or non-finite latency, empty event type, non-object
+///   metadata) are rejected without a round trip.
+/// * **Recovery.** Broken connections are dropped rather than returned to
+///   the pool, and the pool connects afresh on the next write, so the sink
+///   resumes on its own once the server is back.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use metrics_core::Collector;
+/// use metrics_pg::{PgSink, create_pool, migrate};
+///
+/// let pool = create_pool("postgres://app@localhost/app", 4)?;
+/// let mut client = pool.get().await?;
+/// migrate(&mut client, "app_metrics").await?;
+/// drop(client);
+/// let sink = PgSink::builder(pool)
+///     .schema("app_metrics")
+///     .acquire_timeout(Duration::from_secs(10))
+///     .max_concurrent_copies(2)
+///     .build()?;
+/// let collector = Collector::builder(sink).spawn()?;
+/// # let _ = collector;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    schema: SchemaName,
+    copy_requests: String,
+    copy_usage: String,
+    set_statement_timeout: String,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+    max_concurrent_copies: usize,
+    min_rows_per_copy: usize,
+    /// What is left of a batch whose last write failed with a retryable
+    /// error after some chunks were committed. Never held across an await.
+    progress: Mutex<Option<Progress>>,
+}
+
+/// Builder of a [`PgSink`]; see [`PgSink::builder`].
+pub struct PgSinkBuilder {
+    pool: Pool,
+    schema: String,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+    max_concurrent_copies: usize,
+    min_rows_per_copy: usize,
+}
+
+/// Which table a chunk goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Requests,
+    Usage,
+}
+
+/// A chunk of a batch: `start..end` of one table's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    table: Table,
+    start: usize,
+    end: usize,
+}
+
+/// The state of a partly written batch.
+#[derive(Debug)]
+struct Progress {
+    fingerprint: u64,
+    requests_len: usize,
+    usage_len: usize,
+    /// Chunks not written yet.
+    pending: Vec<Chunk>,
+    /// Records refused so far.
+    rejected: u64,
+    /// Whether any chunk of the batch has been committed.
+    committed_any: bool,
+}
+
+// ===== impl PgSink =====
+
+impl PgSink {
+    /// The default time to wait for a pooled connection.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default `statement_timeout` of the write transactions.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default number of COPY streams a large batch is split into.
+    pub const DEFAULT_MAX_CONCURRENT_COPIES: usize = 2;
+    /// The default smallest chunk worth its own COPY stream.
+    pub const DEFAULT_MIN_ROWS_PER_COPY: usize = 500;
+
+    /// A sink with every default setting, writing to the `app_metrics` schema.
+    pub fn new(pool: Pool) -> Self {
+        Self::from_parts(
+            pool,
+            SchemaName::default(),
+            Self::DEFAULT_ACQUIRE_TIMEOUT,
+            Self::DEFAULT_STATEMENT_TIMEOUT,
+            Self::DEFAULT_MAX_CONCURRENT_COPIES,
+            Self::DEFAULT_MIN_ROWS_PER_COPY,
+        )
+    }
+
+    /// Starts configuring a sink over `pool`.
+    ///
+    /// Give the pool at least `max_concurrent_copies` connections (and
+    /// preferably a `RecyclingMethod::Verified` manager, as
+    /// [`create_pool`](crate::create_pool) sets up).
+    pub fn builder(pool: Pool) -> PgSinkBuilder {
+        PgSinkBuilder {
+            pool,
+            schema: crate::schema::DEFAULT_SCHEMA.to_owned(),
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            max_concurrent_copies: Self::DEFAULT_MAX_CONCURRENT_COPIES,
+            min_rows_per_copy: Self::DEFAULT_MIN_ROWS_PER_COPY,
+        }
+    }
+
+    fn from_parts(
+        pool: Pool,
+        schema: SchemaName,
+        acquire_timeout: Duration,
+        statement_timeout: Duration,
+        max_concurrent_copies: usize,
+        min_rows_per_copy: usize,
+    ) -> Self {
+        let copy_requests = format!(
+            "COPY {} ({REQUEST_COLUMNS}) FROM STDIN (FORMAT binary)",
+            schema.qualify("performance_metrics")
+        );
+        let copy_usage = format!(
+            "COPY {} ({USAGE_COLUMNS}) FROM STDIN (FORMAT binary)",
+            schema.qualify("usage_events")
+        );
+        let set_statement_timeout = format!(
+            "SET LOCAL statement_timeout = {}",
+            statement_timeout.as_millis().max(1)
+        );
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                copy_requests,
+                copy_usage,
+                set_statement_timeout,
+                acquire_timeout,
+                statement_timeout,
+                max_concurrent_copies,
+                min_rows_per_copy,
+                progress: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The schema written to.
+    pub fn schema(&self) -> &SchemaName {
+        &self.inner.schema
+    }
+
+    /// The pool the sink writes through.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Writes `batch`, isolating rows the database refuses.
+    ///
+    /// This is what [`MetricsSink::write`] calls; it is public so callers can
+    /// see the typed [`Error`] (the trait method maps it to a [`SinkError`]).
+    /// `Ok(n)` is the number of records refused for good.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<u64, Error> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut progress = self.resume_or_start(batch);
+        let outcome = self.run(batch, &mut progress).await;
+        match outcome {
+            RunOutcome::Done => Ok(progress.rejected),
+            RunOutcome::Retryable(e) => {
+                // Keep what is left so the collector's retry of this same
+                // batch writes only the missing chunks (no duplicates).
+                if progress.committed_any {
+                    progress.fingerprint = fingerprint(batch);
+                    *self.lock_progress() = Some(progress);
+                }
+                Err(e)
+            }
+            RunOutcome::Fatal(e) => {
+                if progress.committed_any {
+                    // Part of the batch is stored: report the rest as
+                    // rejected rather than failing the whole batch, which the
+                    // collector would count as dropped although rows landed.
+                    let unwritten = progress
+                        .pending
+                        .iter()
+                        .map(|c| valid_rows(batch, *c))
+                        .sum::<u64>();
+                    tracing::error!(error = %e, unwritten, "PgSink: part of a batch could not be written and will not be retried");
+                    Ok(progress.rejected + unwritten)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Option<Progress>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the
+        // Option inside is still a consistent value.
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The saved progress if it belongs to `batch`, or a fresh plan.
+    fn resume_or_start(&self, batch: &Batch) -> Progress {
+        let saved = self.lock_progress().take();
+        if let Some(p) = saved {
+            if p.requests_len == batch.requests().len()
+                && p.usage_len == batch.usage_events().len()
+                && p.fingerprint == fingerprint(batch)
+            {
+                return p;
+            }
+            // The collector gave up on that batch (or moved on): its written
+            // chunks stay written, the rest was counted dropped by it.
+        }
+        let requests = batch.requests().len();
+        let usage = batch.usage_events().len();
+        let mut pending = split(
+            Table::Requests,
+            requests,
+            self.inner.max_concurrent_copies,
+            self.inner.min_rows_per_copy,
+        );
+        if usage > 0 {
+            pending.push(Chunk {
+                table: Table::Usage,
+                start: 0,
+                end: usage,
+            });
+        }
+        let invalid = batch
+            .requests()
+            .iter()
+            .filter(|r| !request_is_valid(r))
+            .count()
+            + batch
+                .usage_events()
+                .iter()
+                .filter(|e| !usage_is_valid(e))
+                .count();
+        Progress {
+            fingerprint: 0,
+            requests_len: requests,
+            usage_len: usage,
+            pending,
+            rejected: invalid as u64,
+            committed_any: false,
+        }
+    }
+
+    /// Writes the pending chunks, up to `max_concurrent_copies` at a time,
+    /// bisecting chunks the database refuses for their data.
+    async fn run(&self, batch: &Batch, progress: &mut Progress) -> RunOutcome {
+        let mut queue: VecDeque<Chunk> = progress.pending.drain(..).collect();
+        let mut in_flight = FuturesUnordered::new();
+        let mut retryable: Option<Error> = None;
+        let mut fatal: Option<Error> = None;
+        loop {
+            // After a failure, start nothing new: the in-flight chunks finish
+            // (their outcome must be known for the accounting) and the rest
+            // waits for the retry.
+            while retryable.is_none()
+                && fatal.is_none()
+                && in_flight.len() < self.inner.max_concurrent_copies
+            {
+                let Some(chunk) = queue.pop_front() else {
+                    break;
+                };
+                in_flight.push(async move { (chunk, self.write_chunk(batch, chunk).await) });
+            }
+            let Some((chunk, result)) = in_flight.next().await else {
+                break;
+            };
+            match result {
+                Ok(()) => progress.committed_any = true,
+                Err(e) if e.is_data_error() => {
+                    let rows = valid_rows(batch, chunk);
+                    if rows <= 1 || chunk.end - chunk.start <= 1 {
+                        tracing::warn!(error = %e, "PgSink: rejected a row the database refuses");
+                        progress.rejected += rows;
+                    } else {
+                        let mid = chunk.start + (chunk.end - chunk.start) / 2;
+                        queue.push_front(Chunk { end: mid, ..chunk });
+                        queue.push_front(Chunk {
+                            start: mid,
+                            ..chunk
+                        });
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    progress.pending.push(chunk);
+                    retryable.get_or_insert(e);
+                }
+                Err(e) => {
+                    progress.pending.push(chunk);
+                    fatal.get_or_insert(e);
+                }
+            }
+        }
+        progress.pending.extend(queue);
+        match (fatal, retryable) {
+            (Some(e), _) => RunOutcome::Fatal(e),
+            (None, Some(e)) => RunOutcome::Retryable(e),
+            (None, None) => RunOutcome::Done,
+        }
+    }
+
+    /// One chunk in one transaction on one pooled connection.
+    async fn write_chunk(&self, batch: &Batch, chunk: Chunk) -> Result<(), Error> {
+        let mut conn = self.acquire().await?;
+        let deadline = self.inner.statement_timeout + CLIENT_DEADLINE_MARGIN;
+        let result = tokio::time::timeout(deadline, self.copy_chunk(&mut conn, batch, chunk)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_elapsed) => Err(Error::Timeout(deadline)),
+        };
+        if let Err(e) = &result {
+            if e.connection_is_broken() {
+                // Never hand a connection in an unknown state back to the pool.
+                drop(Object::take(conn));
+            }
+        }
+        result
+    }
+
+    async fn acquire(&self) -> Result<Object, Error> {
+        let wait = self.inner.acquire_timeout;
+        for _ in 0..MAX_CLOSED_CONNECTIONS_SKIPPED {
+            // Our own timeout rather than the pool's: the pool may have been
+            // built without a runtime, where its timeouts are unavailable.
+            let conn = match tokio::time::timeout(wait, self.inner.pool.get()).await {
+                Err(_) | Ok(Err(PoolError::Timeout(_))) => return Err(Error::PoolTimeout(wait)),
+                Ok(Err(e)) => return Err(Error::Pool(e)),
+                Ok(Ok(conn)) => conn,
+            };
+            if conn.is_closed() {
+                // Closed while idle (server restart): discard, take another.
+                drop(Object::take(conn));
+                continue;
+            }
+            return Ok(conn);
+        }
+        Err(Error::PoolTimeout(wait))
+    }
+
+    async fn copy_chunk(
+        &self,
+        conn: &mut Object,
+        batch: &Batch,
+        chunk: Chunk,
+    ) -> Result<(), Error> {
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a write transaction", e))?;
+        tx.batch_execute(&self.inner.set_statement_timeout)
+            .await
+            .map_err(|e| Error::db("setting statement_timeout", e))?;
+        let (sql, types) = match chunk.table {
+            Table::Requests => (&self.inner.copy_requests, &REQUEST_TYPES[..]),
+            Table::Usage => (&self.inner.copy_usage, &USAGE_TYPES[..]),
+        };
+        let statement = tx
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| Error::db("preparing COPY", e))?;
+        let sink = tx
+            .copy_in(&statement)
+            .await
+            .map_err(|e| Error::db("starting COPY", e))?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
+        match chunk.table {
+            Table::Requests => {
+                for r in &batch.requests()[chunk.start..chunk.end] {
+                    if !request_is_valid(r) {
+                        continue;
+                    }
+                    let id = uuid_v7_at(r.timestamp);
+                    let status = i32::from(r.status);
+                    let error_type = r.error_type.as_ref().map(|e| e.as_str());
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &id,
+                            &r.timestamp,
+                            &r.route.as_str(),
+                            &r.method.as_str(),
+                            &status,
+                            &r.response_time_ms,
+                            &r.user_id.as_ref().map(|u| u.as_str()),
+                            &error_type.as_deref(),
+                            &r.correlation_id.as_ref().map(|c| c.as_str()),
+                        ])
+                        .await
+                        .map_err(|e| Error::db("writing COPY rows", e))?;
+                }
+            }
+            Table::Usage => {
+                for e in &batch.usage_events()[chunk.start..chunk.end] {
+                    if !usage_is_valid(e) {
+                        continue;
+                    }
+                    let id = uuid_v7_at(e.timestamp);
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &id,
+                            &e.timestamp,
+                            &e.received_at,
+                            &e.event_type.as_str(),
+                            &e.user_id.as_str(),
+                            &e.page_name.as_deref(),
+                            &e.element_id.as_deref(),
+                            &e.success,
+                            &e.metadata,
+                        ])
+                        .await
+                        .map_err(|err| Error::db("writing COPY rows", err))?;
+                }
+            }
+        }
+        writer
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| Error::db("finishing COPY", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a write transaction", e))
+    }
+}
+
+enum RunOutcome {
+    Done,
+    Retryable(Error),
+    Fatal(Error),
+}
+
+#[async_trait]
+impl MetricsSink for PgSink {
+    async fn write(&self, batch: &Batch) -> Result<WriteSummary, SinkError> {
+        match self.write_batch(batch).await {
+            Ok(rejected) => Ok(WriteSummary::with_rejected(rejected)),
+            Err(e) if e.is_retryable() => Err(SinkError::unavailable(e)),
+            Err(e) => Err(SinkError::rejected(e)),
+        }
+    }
+}
+
+impl fmt::Debug for PgSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pool's Debug would print its whole config; its status is what
+        // a reader of the log wants.
+        f.debug_struct("PgSink")
+            .field("schema", &self.inner.schema)
+            .field("pool", &self.inner.pool.status())
+            .field("acquire_timeout", &self.inner.acquire_timeout)
+            .field("statement_timeout", &self.inner.statement_timeout)
+            .field("max_concurrent_copies", &self.inner.max_concurrent_copies)
+            .field("min_rows_per_copy", &self.inner.min_rows_per_copy)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl PgSinkBuilder =====
+
+impl PgSinkBuilder {
+    /// The schema holding the tables (default `app_metrics`).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// How long a write waits for a pooled connection before failing with a
+    /// retryable error (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// `statement_timeout` of the write transactions (default 30 s). The
+    /// client also gives up 5 s after it, in case the server vanished.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// How many COPY streams (connections) one large batch may use at once
+    /// (default 2).
+    pub fn max_concurrent_copies(mut self, n: usize) -> Self {
+        self.max_concurrent_copies = n;
+        self
+    }
+
+    /// The smallest chunk worth a COPY stream of its own (default 500): a
+    /// batch is split only into chunks at least this large.
+    pub fn min_rows_per_copy(mut self, n: usize) -> Self {
+        self.min_rows_per_copy = n;
+        self
+    }
+
+    /// Validates the settings and builds the sink.
+    pub fn build(self) -> Result<PgSink, Error> {
+        let schema = SchemaName::new(&self.schema)?;
+        if self.max_concurrent_copies == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "max_concurrent_copies",
+                reason: "must be at least 1",
+            });
+        }
+        if self.min_rows_per_copy == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "min_rows_per_copy",
+                reason: "must be at least 1",
+            });
+        }
+        if self.acquire_timeout.is_zero() {
+            return Err(Error::InvalidSetting {
+                setting: "acquire_timeout",
+                reason: "must be greater than zero",
+            });
+        }
+        if self.statement_timeout < Duration::from_millis(1) {
+            return Err(Error::InvalidSetting {
+                setting: "statement_timeout",
+                reason: "must be at least 1 ms (0 would disable it)",
+            });
+        }
+        Ok(PgSink::from_parts(
+            self.pool,
+            schema,
+            self.acquire_timeout,
+            self.statement_timeout,
+            self.max_concurrent_copies,
+            self.min_rows_per_copy,
+        ))
+    }
+}
+
+impl fmt::Debug for PgSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSinkBuilder")
+            .field("schema", &self.schema)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("max_concurrent_copies", &self.max_concurrent_copies)
+            .field("min_rows_per_copy", &self.min_rows_per_copy)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== helpers =====
+
+/// Splits `len` records into at most `streams` contiguous chunks of at least
+/// `min_rows` each (one chunk when the batch is small).
+fn split(table: Table, len: usize, streams: usize, min_rows: usize) -> Vec<Chunk> {
+    if len == 0 {
+        return Vec::new();
+    }
+    let n = (len / min_rows.max(1)).clamp(1, streams.max(1));
+    let base = len / n;
+    let extra = len % n;
+    let mut chunks = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 0..n {
+        let size = base + usize::from(i < extra);
+        chunks.push(Chunk {
+            table,
+            start,
+            end: start + size,
+        });
+        start += size;
+    }
+    chunks
+}
+
+/// Mirrors the CHECK constraints of `performance_metrics`, so rows that would
+/// fail them are rejected without a round trip and a bisection.
+fn request_is_valid(r: &RequestRecord) -> bool {
+    (100..=599).contains(&r.status) && r.response_time_ms.is_finite() && r.response_time_ms >= 0.0
+}
+
+/// Mirrors the CHECK constraints of `usage_events`.
+fn usage_is_valid(e: &UsageEvent) -> bool {
+    !e.event_type.is_empty() && e.metadata.as_ref().is_none_or(serde_json::Value::is_object)
+}
+
+/// The rows of `chunk` that would be sent (valid ones).
+fn valid_rows(batch: &Batch, chunk: Chunk) -> u64 {
+    let n = match chunk.table {
+        Table::Requests => batch.requests()[chunk.start..chunk.end]
+            .iter()
+            .filter(|r| request_is_valid(r))
+            .count(),
+        Table::Usage => batch.usage_events()[chunk.start..chunk.end]
+            .iter()
+            .filter(|e| usage_is_valid(e))
+            .count(),
+    };
+    n as u64
+}
+
+/// A UUIDv7 carrying the record's own time (so ids sort like timestamps and
+/// land at the right edge of any index), with 74 random bits from the fast
+/// thread-local generator: ids need to be unique, not unguessable.
+fn uuid_v7_at(ts: SystemTime) -> Uuid {
+    let millis = ts
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let random = fastrand::u128(..).to_le_bytes();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random[..10]);
+    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+}
+
+/// A content hash of a batch, to recognise the collector's retry of a batch
+/// that was partly written. Only computed after a partial failure.
+fn fingerprint(batch: &Batch) -> u64 {
+    let mut h = DefaultHasher::new();
+    batch.requests().len().hash(&mut h);
+    for r in batch.requests() {
+        r.timestamp.hash(&mut h);
+        r.route.as_str().hash(&mut h);
+        r.method.as_str().hash(&mut h);
+        r.status.hash(&mut h);
+        r.response_time_ms.to_bits().hash(&mut h);
+        r.user_id.as_ref().map(|u| u.as_str()).hash(&mut h);
+        r.correlation_id.as_ref().map(|c| c.as_str()).hash(&mut h);
+    }
+    batch.usage_events().len().hash(&mut h);
+    for e in batch.usage_events() {
+        e.timestamp.hash(&mut h);
+        e.received_at.hash(&mut h);
+        e.event_type.hash(&mut h);
+        e.user_id.as_str().hash(&mut h);
+        e.page_name.hash(&mut h);
+        e.element_id.hash(&mut h);
+        e.success.hash(&mut h);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_core::{Method, Route, UserId};
+
+    use super::*;
+
+    fn req(status: u16, ms: f64) -> RequestRecord {
+        let mut r = RequestRecord::new(
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            Route::from_static("/a"),
+            Method::GET,
+            status,
+            Duration::ZERO,
+        );
+        r.response_time_ms = ms;
+        r
+    }
+
+    #[test]
+    fn split_respects_streams_and_minimum() {
+        let c = split(Table::Requests, 1_000, 2, 500);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].start, c[0].end, c[1].start, c[1].end),
+            (0, 500, 500, 1_000)
+        );
+        assert_eq!(split(Table::Requests, 999, 2, 500).len(), 1);
+        assert_eq!(split(Table::Requests, 10, 4, 500).len(), 1);
+        let c = split(Table::Requests, 10_001, 3, 500);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.iter().map(|c| c.end - c.start).sum::<usize>(), 10_001);
+        assert_eq!(c.last().unwrap().end, 10_001);
+        for w in c.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(split(Table::Usage, 0, 2, 500).is_empty());
+    }
+
+    #[test]
+    fn validity_mirrors_check_constraints() {
+        assert!(request_is_valid(&req(100, 0.0)));
+        assert!(request_is_valid(&req(599, 1.5)));
+        assert!(!request_is_valid(&req(99, 1.0)));
+        assert!(!request_is_valid(&req(600, 1.0)));
+        assert!(!request_is_valid(&req(200, -0.1)));
+        assert!(!request_is_valid(&req(200, f64::NAN)));
+        assert!(!request_is_valid(&req(200, f64::INFINITY)));
+        let e = UsageEvent::new("click", UserId::new("u"), UNIX_EPOCH);
+        assert!(usage_is_valid(&e));
+        assert!(!usage_is_valid(&UsageEvent::new(
+            "",
+            UserId::new("u"),
+            UNIX_EPOCH
+        )));
+        assert!(!usage_is_valid(
+            &e.clone().with_metadata(Some(serde_json::json!([1])))
+        ));
+        assert!(usage_is_valid(
+            &e.with_metadata(Some(serde_json::json!({"a": [1]})))
+        ));
+    }
+
+    #[test]
+    fn uuid_v7_carries_the_record_time() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let a = uuid_v7_at(t);
+        let b = uuid_v7_at(t);
+        assert_ne!(a, b);
+        assert_eq!(a.get_version_num(), 7);
+        let (secs, nanos) = a.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (1_700_000_000, 123));
+        assert!(uuid_v7_at(t + Duration::from_millis(1)) > a.max(b));
+    }
+
+    #[test]
+    fn fingerprint_tells_batches_apart() {
+        let a = Batch::from_parts(vec![req(200, 1.0), req(404, 2.0)], vec![]);
+        let b = Batch::from_parts(vec![req(200, 1.0), req(404, 2.5)], vec![]);
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+    }
+}
