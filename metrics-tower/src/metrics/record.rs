@@ -5,7 +5,11 @@
 use std::any::Any;
 use std::error::Error;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+// Tokio's `Instant` is `std::time::Instant` unless `test-util` pauses the clock,
+// which lets tests measure durations without sleeping.
+use tokio::time::Instant;
 
 use metrics_core::{CorrelationId, ErrorType, Method, RequestRecord, Route, UserId};
 

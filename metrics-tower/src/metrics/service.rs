@@ -1,6 +1,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+// Tokio's `Instant` is `std::time::Instant` unless `test-util` pauses the clock,
+// which lets tests measure durations without sleeping.
+use tokio::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
