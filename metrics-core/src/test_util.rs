@@ -19,7 +19,7 @@ use crate::memory::MemorySink;
 use crate::sink::{Batch, MetricsSink, WriteSummary};
 
 /// What a [`GatedSink`] does on a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GateMode {
     /// Store the batch and succeed.

@@ -1,0 +1,169 @@
+//! Shutdown: closes intake, drains within the deadline, answers with final
+//! stats; dropping every handle drains and stops the worker.
+
+mod support;
+
+use std::time::Duration;
+
+use metrics_core::test_util::{GateMode, GatedSink};
+use metrics_core::{Collector, ShutdownError};
+use support::{ms, req, settle};
+use tokio::time::Instant;
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_everything_within_the_deadline() {
+    let sink = GatedSink::with_mode(GateMode::Slow(ms(100)));
+    let (handle, worker) = Collector::builder(sink.clone())
+        .max_batch(10)
+        .linger(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let task = tokio::spawn(worker);
+    for i in 0..25 {
+        handle.record(req(i));
+    }
+    let t0 = Instant::now();
+    let stats = handle.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (stats.received, stats.written, stats.pending, stats.batches),
+        (25, 25, 0, 3)
+    );
+    assert_eq!(stats.dropped(), 0);
+    // Three writes of 100 ms, no linger wait.
+    assert_eq!(Instant::now() - t0, ms(300));
+    assert_eq!(sink.written(), 25);
+    task.await.unwrap(); // the worker has ended
+
+    // Intake is closed: later records are refused and counted.
+    assert!(!handle.record(req(99)));
+    let after = handle.stats();
+    assert_eq!(
+        (after.dropped_closed, after.received, after.pending),
+        (1, 26, 0)
+    );
+    assert!(after.is_consistent());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_drops_and_reports_what_is_left() {
+    let sink = GatedSink::with_mode(GateMode::Slow(Duration::from_secs(1)));
+    let handle = Collector::builder(sink.clone())
+        .max_batch(10)
+        .linger(Duration::from_secs(3600))
+        .spawn()
+        .unwrap();
+    for i in 0..30 {
+        handle.record(req(i));
+    }
+    let t0 = Instant::now();
+    let err = handle.shutdown(ms(1_500)).await.unwrap_err();
+    assert_eq!(Instant::now() - t0, ms(1_500));
+    let ShutdownError::DeadlineExceeded(stats) = err else {
+        panic!("expected DeadlineExceeded, got {err:?}");
+    };
+    // First batch written at 1 s; the second was in flight at 1.5 s.
+    assert_eq!(
+        (stats.written, stats.dropped_shutdown, stats.pending),
+        (10, 20, 0)
+    );
+    assert_eq!(stats.received, stats.written + stats.dropped());
+    assert_eq!(sink.written(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_interrupts_retry_backoff_at_the_deadline() {
+    let sink = GatedSink::with_mode(GateMode::Unavailable);
+    let handle = Collector::builder(sink.clone())
+        .max_batch(10)
+        .retry(
+            support::test_policy(100)
+                .with_initial(Duration::from_secs(10))
+                .with_max(Duration::from_secs(10)),
+        )
+        .spawn()
+        .unwrap();
+    for i in 0..3 {
+        handle.record(req(i));
+    }
+    handle.record(req(3));
+    settle().await;
+    let err = handle.shutdown(Duration::from_secs(2)).await.unwrap_err();
+    let ShutdownError::DeadlineExceeded(stats) = err else {
+        panic!("expected DeadlineExceeded, got {err:?}");
+    };
+    assert_eq!((stats.dropped_shutdown, stats.pending), (4, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_shutdown_and_later_flush_are_refused() {
+    let handle = Collector::builder(GatedSink::new()).spawn().unwrap();
+    let other = handle.clone();
+    handle.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(
+        other.shutdown(Duration::from_secs(1)).await,
+        Err(ShutdownError::AlreadyShutdown)
+    ));
+    assert!(matches!(
+        other.flush().await,
+        Err(ShutdownError::AlreadyShutdown)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_drains_and_stops_the_worker() {
+    let sink = GatedSink::new();
+    let (handle, worker) = Collector::builder(sink.clone())
+        .max_batch(100)
+        .linger(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let task = tokio::spawn(worker);
+    let clone = handle.clone();
+    for i in 0..7 {
+        clone.record(req(i));
+    }
+    drop(clone);
+    settle().await;
+    assert_eq!(sink.calls(), 0, "a live handle keeps the batch lingering");
+    let t0 = Instant::now();
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!(Instant::now(), t0, "the drain must not wait for the linger");
+    assert_eq!(sink.written(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn worker_never_spawned_is_reported_and_dropping_it_counts_records() {
+    let (handle, worker) = Collector::builder(GatedSink::new()).build().unwrap();
+    for i in 0..3 {
+        handle.record(req(i));
+    }
+    assert!(matches!(
+        handle.shutdown(Duration::from_secs(1)).await,
+        Err(ShutdownError::WorkerGone)
+    ));
+    drop(worker);
+    let s = handle.stats();
+    assert_eq!((s.dropped_shutdown, s.pending), (3, 0));
+    assert!(!handle.record(req(4)));
+    assert_eq!(handle.stats().dropped_closed, 1);
+    assert!(handle.stats().is_consistent());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_in_progress_is_answered_by_shutdown() {
+    let sink = GatedSink::with_mode(GateMode::Never);
+    let handle = Collector::builder(sink.clone())
+        .export_timeout(Duration::from_secs(3600))
+        .spawn()
+        .unwrap();
+    handle.record(req(1));
+    let flusher = {
+        let h = handle.clone();
+        tokio::spawn(async move { h.flush().await })
+    };
+    settle().await;
+    let err = handle.shutdown(ms(500)).await.unwrap_err();
+    assert!(matches!(err, ShutdownError::DeadlineExceeded(s) if s.dropped_shutdown == 1));
+    flusher.await.unwrap().unwrap();
+}
