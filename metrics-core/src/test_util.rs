@@ -120,7 +120,7 @@ impl GatedSink {
 
     /// The current default mode.
     pub fn mode(&self) -> GateMode {
-        self.lock().mode.clone()
+        self.lock().mode
     }
 
     /// Modes for the next calls, one per call, before the default mode
@@ -196,14 +196,11 @@ impl MetricsSink for GatedSink {
     async fn write(&self, batch: &Batch) -> Result<WriteSummary, SinkError> {
         let mode = {
             let mut state = self.lock();
-            let mode = state
-                .script
-                .pop_front()
-                .unwrap_or_else(|| state.mode.clone());
+            let mode = state.script.pop_front().unwrap_or(state.mode);
             state.calls.push(Call {
                 at: Instant::now(),
                 len: batch.len(),
-                mode: mode.clone(),
+                mode,
             });
             mode
         };

@@ -1,101 +1,5 @@
-//! The bounded background collector between the request path and a
-//! [`MetricsSink`].
-//!
-//! Request handlers call [`CollectorHandle::record`], which puts the record in
-//! a bounded queue with a non-blocking `try_send` and returns. One background
-//! task, the [`Worker`], takes records off the queue, groups them into batches
-//! and hands one batch at a time to the sink. The request path never waits on
-//! the sink, never takes a lock and never sees a sink error: metrics failures
-//! exist only as counters in [`CollectorStats`].
-//!
-//! # Batching
-//!
-//! A batch is written when it holds `max_batch` records (default 1,000) or
-//! when `linger` (default 1 s) has passed since its first record was taken
-//! from the queue, whichever comes first. Only one write is in flight at a
-//! time; records keep queueing meanwhile.
-//!
-//! To keep `record()` cheap, producers do not wake the worker for every
-//! record: the worker parks on the queue only while it has no batch; while a
-//! batch lingers it sleeps until the linger deadline, and the producer whose
-//! record brings the pending count to `max_batch` nudges it (once) to write a
-//! full batch early.
-//!
-//! # Failures
-//!
-//! Every write is bounded by `export_timeout` (default 10 s; a hung sink gets
-//! [`SinkError::Timeout`](crate::SinkError::Timeout)). Retryable errors are
-//! retried with capped exponential backoff and jitter per [`RetryPolicy`];
-//! when it gives up the batch counts as `dropped_retries_exhausted`.
-//! Non-retryable errors count the batch as `dropped_rejected`. A sink that
-//! panics does not take the worker down: the panic is caught, the batch is not
-//! retried and counts as `dropped_retries_exhausted`. The text of the last
-//! sink error is kept for [`CollectorHandle::last_error`]; the first drop of
-//! each kind logs a `tracing` warning, later ones are only counted.
-//!
-//! # Memory
-//!
-//! The queue is the only buffer, and it is bounded by `queue_capacity`
-//! (default 100,000 records): that capacity is the memory cap while the sink
-//! is down. Beyond it `record()` drops and counts (`dropped_queue_full`). The
-//! queue allocates its slots lazily, in blocks, as records arrive, so a large
-//! capacity costs nothing until it is used; when full, it holds
-//! `queue_capacity` records of `size_of::<Record>()` bytes each plus what they
-//! own (shared `Arc` labels, an optional user id and correlation id). The
-//! worker holds at most one extra batch of `max_batch` records.
-//!
-//! # Upkeep / background work
-//!
-//! - **Who spawns what.** [`CollectorBuilder::spawn`] spawns the one worker
-//!   task on the current Tokio runtime. [`CollectorBuilder::build`] returns the
-//!   [`Worker`] future instead, for you to spawn where you like. Nothing else
-//!   runs in the background: no thread, no global state.
-//! - **[`CollectorHandle::flush`]** returns once every record queued before
-//!   the call has been written or dropped (retries included).
-//! - **[`CollectorHandle::shutdown`]`(deadline)`** first closes intake (later
-//!   records count as `dropped_closed`), then drains and writes everything
-//!   queued, retrying as usual, until the deadline. Whatever is still unwritten
-//!   at the deadline counts as `dropped_shutdown` and the call returns
-//!   [`ShutdownError::DeadlineExceeded`] with the final stats; otherwise it
-//!   returns the final stats, with `pending == 0`. A second call returns
-//!   [`ShutdownError::AlreadyShutdown`].
-//! - **Dropping every handle** closes the queue; the worker drains what is
-//!   left (no deadline), writes it and ends.
-//! - **Dropping the worker future** (for example when the runtime shuts down
-//!   first) counts what was still queued as `dropped_shutdown`. Call
-//!   `shutdown` before leaving `main` so nothing is lost.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use metrics_core::{Collector, MemorySink, Method, RequestRecord, Route};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let sink = MemorySink::new();
-//! let metrics = Collector::builder(sink.clone())
-//!     .max_batch(500)
-//!     .linger(Duration::from_millis(200))
-//!     .spawn()?;
-//!
-//! // On the request path: never waits, never fails the request.
-//! let rec = RequestRecord::new(
-//!     SystemTime::now(),
-//!     Route::from_static("/users/{id}"),
-//!     Method::GET,
-//!     200,
-//!     Duration::from_millis(3),
-//! );
-//! assert!(metrics.record(rec));
-//!
-//! // At exit: close intake, write what is queued, get the final counters.
-//! let stats = metrics.shutdown(Duration::from_secs(5)).await?;
-//! assert_eq!((stats.received, stats.written, stats.pending), (1, 1, 0));
-//! assert_eq!(sink.snapshot().requests().len(), 1);
-//! # Ok(())
-//! # }
-//! ```
+//! The bounded background collector; the user-facing guide lives on
+//! [`Collector`] (this module is private, its items are re-exported).
 
 mod batch;
 mod retry;
@@ -137,10 +41,108 @@ const CONTROL_CAPACITY: usize = 8;
 /// gone). The worker itself stops at the deadline.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// Entry point of the collector: [`Collector::builder`].
+/// The bounded background collector between the request path and a
+/// [`MetricsSink`]; start one with [`Collector::builder`].
 ///
-/// See the [module documentation](self) for batching, failures, memory and
-/// the background work it starts.
+/// Request handlers call [`CollectorHandle::record`], which puts the record in
+/// a bounded queue with a non-blocking `try_send` and returns. One background
+/// task, the [`Worker`], takes records off the queue, groups them into batches
+/// and hands one batch at a time to the sink. The request path never waits on
+/// the sink, never takes a lock and never sees a sink error: metrics failures
+/// exist only as counters in [`CollectorStats`].
+///
+/// # Batching
+///
+/// A batch is written when it holds `max_batch` records (default 1,000) or
+/// when `linger` (default 1 s) has passed since its first record was taken
+/// from the queue, whichever comes first. Only one write is in flight at a
+/// time; records keep queueing meanwhile.
+///
+/// To keep `record()` cheap, producers do not wake the worker for every
+/// record: the worker parks on the queue only while it has no batch; while a
+/// batch lingers it sleeps until the linger deadline, and the producer whose
+/// record brings the pending count to `max_batch` nudges it (once) to write a
+/// full batch early.
+///
+/// # Failures
+///
+/// Every write is bounded by `export_timeout` (default 10 s; a hung sink gets
+/// [`SinkError::Timeout`](crate::SinkError::Timeout)). Retryable errors are
+/// retried with capped exponential backoff and jitter per [`RetryPolicy`];
+/// when it gives up the batch counts as `dropped_retries_exhausted`.
+/// Non-retryable errors count the batch as `dropped_rejected`. A sink that
+/// panics does not take the worker down: the panic is caught, the batch is not
+/// retried and counts as `dropped_retries_exhausted`. The text of the last
+/// sink error is kept for [`CollectorHandle::last_error`]; the first drop of
+/// each kind logs a `tracing` warning, later ones are only counted.
+///
+/// # Memory
+///
+/// The queue is the only buffer, and it is bounded by `queue_capacity`
+/// (default 100,000 records): that capacity is the memory cap while the sink
+/// is down. Beyond it `record()` drops and counts (`dropped_queue_full`). The
+/// queue allocates its slots lazily, in blocks, as records arrive, so a large
+/// capacity costs nothing until it is used; when full, it holds
+/// `queue_capacity` records of `size_of::<Record>()` bytes each plus what they
+/// own (shared `Arc` labels, an optional user id and correlation id). The
+/// worker holds at most one extra batch of `max_batch` records.
+///
+/// # Upkeep / background work
+///
+/// - **Who spawns what.** [`CollectorBuilder::spawn`] spawns the one worker
+///   task on the current Tokio runtime. [`CollectorBuilder::build`] returns the
+///   [`Worker`] future instead, for you to spawn where you like. Nothing else
+///   runs in the background: no thread, no global state.
+/// - **[`CollectorHandle::flush`]** returns once every record queued before
+///   the call has been written or dropped (retries included).
+/// - **[`CollectorHandle::shutdown`]`(deadline)`** first closes intake (later
+///   records count as `dropped_closed`), then drains and writes everything
+///   queued, retrying as usual, until the deadline. Whatever is still unwritten
+///   at the deadline counts as `dropped_shutdown` and the call returns
+///   [`ShutdownError::DeadlineExceeded`] with the final stats; otherwise it
+///   returns the final stats, with `pending == 0`. A second call returns
+///   [`ShutdownError::AlreadyShutdown`].
+/// - **Dropping every handle** closes the queue; the worker drains what is
+///   left (no deadline), writes it and ends.
+/// - **Dropping the worker future** (for example when the runtime shuts down
+///   first) counts what was still queued as `dropped_shutdown`. Call
+///   `shutdown` before leaving `main` so nothing is lost.
+///
+/// # Examples
+///
+/// Spawn on the current runtime, record, shut down:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use metrics_core::{Collector, MemorySink, Method, RequestRecord, Route};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sink = MemorySink::new();
+/// let metrics = Collector::builder(sink.clone())
+///     .max_batch(500)
+///     .linger(Duration::from_millis(200))
+///     .spawn()?;
+///
+/// // On the request path: never waits, never fails the request.
+/// let rec = RequestRecord::new(
+///     SystemTime::now(),
+///     Route::from_static("/users/{id}"),
+///     Method::GET,
+///     200,
+///     Duration::from_millis(3),
+/// );
+/// assert!(metrics.record(rec));
+///
+/// // At exit: close intake, write what is queued, get the final counters.
+/// let stats = metrics.shutdown(Duration::from_secs(5)).await?;
+/// assert_eq!((stats.received, stats.written, stats.pending), (1, 1, 0));
+/// assert_eq!(sink.snapshot().requests().len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Place the worker yourself with `build()`:
 ///
 /// ```
 /// use std::time::Duration;
@@ -148,7 +150,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), metrics_core::BuildError> {
-/// // Place the worker yourself instead of `spawn()`.
 /// let (handle, worker) = Collector::builder(MemorySink::new())
 ///     .queue_capacity(10_000)
 ///     .retry(RetryPolicy::default().with_max_attempts(3))
