@@ -1,6 +1,8 @@
 //! Route labels through axum routers (nested included), unmatched requests,
 //! exclusions and the label cap, over a real `Router`.
 
+#![cfg(feature = "axum")]
+
 mod support;
 
 use axum::body::Body;
@@ -53,7 +55,12 @@ async fn routes(rec: &Recorded) -> Vec<(String, u16)> {
 async fn nested_routers_are_labelled_with_full_templates() {
     let rec = Recorded::new();
     let app = app(MetricsLayer::new(rec.collector.clone()));
-    for uri in ["/", "/api/v1/users/1", "/api/v1/users/2", "/api/v1/users/3/orders/9"] {
+    for uri in [
+        "/",
+        "/api/v1/users/1",
+        "/api/v1/users/2",
+        "/api/v1/users/3/orders/9",
+    ] {
         assert_eq!(send(&app, get_req(uri)).await.status(), 200);
     }
     assert_eq!(
@@ -113,7 +120,10 @@ async fn layer_outside_the_router_normalises_paths() {
     res.into_body().collect().await.unwrap();
     assert_eq!(
         routes(&rec).await,
-        [("/users/{id}".to_owned(), 200), ("<unmatched>".to_owned(), 404)]
+        [
+            ("/users/{id}".to_owned(), 200),
+            ("<unmatched>".to_owned(), 404)
+        ]
     );
 }
 
@@ -132,12 +142,10 @@ async fn default_exclusions_apply_and_excluded_responses_still_get_an_id() {
 #[tokio::test]
 async fn custom_exclusions_replace_the_defaults() {
     let rec = Recorded::new();
-    let app = app(
-        MetricsLayer::new(rec.collector.clone())
-            .exclude_paths(["/"])
-            .exclude_prefixes(["/api/v1/users/9"])
-            .exclude_if(|head| head.headers().contains_key("x-synthetic")),
-    );
+    let app = app(MetricsLayer::new(rec.collector.clone())
+        .exclude_paths(["/"])
+        .exclude_prefixes(["/api/v1/users/9"])
+        .exclude_if(|head| head.headers().contains_key("x-synthetic")));
     send(&app, get_req("/")).await;
     send(&app, get_req("/api/v1/users/99")).await;
     let synthetic = Request::get("/api/v1/users/1")
@@ -149,7 +157,10 @@ async fn custom_exclusions_replace_the_defaults() {
     send(&app, get_req("/api/v1/users/1")).await;
     assert_eq!(
         routes(&rec).await,
-        [("/api/v1/users/{id}".to_owned(), 200), ("/health".to_owned(), 200)]
+        [
+            ("/api/v1/users/{id}".to_owned(), 200),
+            ("/health".to_owned(), 200)
+        ]
     );
 }
 
@@ -163,7 +174,11 @@ async fn label_cap_sends_new_labels_to_overflow_and_counts_them() {
         .route("/c", get(|| async { "c" }))
         .layer(layer.clone());
     for uri in ["/a", "/b", "/c", "/c", "/a"] {
-        assert_eq!(send(&app, get_req(uri)).await.status(), 200, "responses unaffected");
+        assert_eq!(
+            send(&app, get_req(uri)).await.status(),
+            200,
+            "responses unaffected"
+        );
     }
     assert_eq!(
         routes(&rec).await,
@@ -219,7 +234,10 @@ async fn correlation_id_is_reused_generated_and_visible_to_handlers() {
             req = req.header("x-correlation-id", bad);
         }
         let res = send(&app, req.body(Body::empty()).unwrap()).await;
-        let echoed = res.headers()["x-correlation-id"].to_str().unwrap().to_owned();
+        let echoed = res.headers()["x-correlation-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, echoed.as_bytes());
@@ -240,7 +258,9 @@ async fn correlation_id_is_reused_generated_and_visible_to_handlers() {
 async fn identity_from_extension_or_trusted_headers() {
     let rec = Recorded::new();
     let handler = |ident: Option<Extension<Identity>>| async move {
-        ident.map(|Extension(i)| i.user_id().to_string()).unwrap_or_default()
+        ident
+            .map(|Extension(i)| i.user_id().to_string())
+            .unwrap_or_default()
     };
     // Default: the app's auth (outer layer) sets the extension.
     let with_auth: Router = Router::new()
@@ -248,7 +268,8 @@ async fn identity_from_extension_or_trusted_headers() {
         .layer(MetricsLayer::new(rec.collector.clone()))
         .layer(axum::middleware::from_fn(
             |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
-                req.extensions_mut().insert(Identity::new("ada@example.com"));
+                req.extensions_mut()
+                    .insert(Identity::new("ada@example.com"));
                 next.run(req).await
             },
         ));
@@ -300,7 +321,9 @@ async fn bad_input_never_panics_or_creates_labels() {
     let long_path = format!("/{}", "a/".repeat(5_000));
     let odd_method = http::Method::from_bytes(b"BREW-COFFEE-NOW-PLEASE").unwrap();
     let requests = [
-        Request::get(long_path.as_str()).body(Body::empty()).unwrap(),
+        Request::get(long_path.as_str())
+            .body(Body::empty())
+            .unwrap(),
         Request::get("/%ZZ/%/%%").body(Body::empty()).unwrap(),
         Request::builder()
             .method(odd_method)
@@ -318,15 +341,26 @@ async fn bad_input_never_panics_or_creates_labels() {
         res.into_body().collect().await.unwrap();
     }
     for i in 0..100 {
-        let res = svc.clone().oneshot(get_req(&format!("/junk-{i}"))).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(get_req(&format!("/junk-{i}")))
+            .await
+            .unwrap();
         res.into_body().collect().await.unwrap();
     }
     let records = rec.records().await;
     assert_eq!(records.len(), 104);
-    assert_eq!(records[0].route, Route::OVERFLOW, "10 KB path is not a label");
+    assert_eq!(
+        records[0].route,
+        Route::OVERFLOW,
+        "10 KB path is not a label"
+    );
     assert_eq!(records[1].route, "/%ZZ/%/%%");
     assert_eq!(records[2].method.as_str(), "OTHER");
-    assert_eq!(records[3].correlation_id.as_ref().unwrap().as_str().len(), 36);
+    assert_eq!(
+        records[3].correlation_id.as_ref().unwrap().as_str().len(),
+        36
+    );
     let stats = layer.route_stats();
     assert_eq!(stats.distinct, 10);
     assert_eq!(stats.overflowed, 1 + 93);

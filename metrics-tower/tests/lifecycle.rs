@@ -31,7 +31,10 @@ async fn record_exists_only_after_the_body_ends_and_times_the_body() {
         });
 
     let res = svc.oneshot(get("/stream")).await.unwrap();
-    assert!(rec.records().await.is_empty(), "no record before the body is read");
+    assert!(
+        rec.records().await.is_empty(),
+        "no record before the body is read"
+    );
 
     let mut body = res.into_body();
     tokio::time::advance(Duration::from_millis(40)).await;
@@ -85,7 +88,11 @@ async fn empty_and_head_responses_are_recorded_with_the_response() {
     let mut svc = ServiceBuilder::new()
         .layer(MetricsLayer::new(rec.collector.clone()))
         .service_fn(|req: Req| async move {
-            let status = if req.uri().path() == "/gone" { 204 } else { 200 };
+            let status = if req.uri().path() == "/gone" {
+                204
+            } else {
+                200
+            };
             let body = if req.method() == http::Method::HEAD {
                 Full::new(Bytes::from_static(b"never sent"))
             } else {
@@ -95,7 +102,13 @@ async fn empty_and_head_responses_are_recorded_with_the_response() {
         });
 
     // Responses are kept alive (bodies never polled) while we check.
-    let empty = svc.ready().await.unwrap().call(get("/empty")).await.unwrap();
+    let empty = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/empty"))
+        .await
+        .unwrap();
     let no_content = svc.ready().await.unwrap().call(get("/gone")).await.unwrap();
     let head = Request::head("/h").body(Empty::new()).unwrap();
     let head = svc.ready().await.unwrap().call(head).await.unwrap();
@@ -156,7 +169,10 @@ async fn dropped_body_is_recorded_once_as_client_closed() {
     drop(body);
 
     let r = rec.single().await;
-    assert_eq!((r.status, r.error_type), (499, Some(ErrorType::ClientClosed)));
+    assert_eq!(
+        (r.status, r.error_type),
+        (499, Some(ErrorType::ClientClosed))
+    );
 }
 
 #[tokio::test]
@@ -171,7 +187,10 @@ async fn inner_error_is_recorded_as_500_and_the_error_passes_through() {
     let err = svc.oneshot(get("/fails")).await.unwrap_err();
     assert_eq!(err.to_string(), "db down", "error type and value unchanged");
     let r = rec.single().await;
-    assert_eq!((r.status, r.error_type), (500, Some(ErrorType::ServiceError)));
+    assert_eq!(
+        (r.status, r.error_type),
+        (500, Some(ErrorType::ServiceError))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,7 +208,11 @@ async fn tower_timeout_inside_is_recorded_as_504_timeout() {
     assert!(err.is::<tower::timeout::error::Elapsed>());
     let r = rec.single().await;
     assert_eq!((r.status, r.error_type), (504, Some(ErrorType::Timeout)));
-    assert!((1000.0..1001.0).contains(&r.response_time_ms), "{}", r.response_time_ms);
+    assert!(
+        (1000.0..1001.0).contains(&r.response_time_ms),
+        "{}",
+        r.response_time_ms
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,7 +230,11 @@ async fn timeout_response_inside_is_recorded_as_504_timeout() {
         });
 
     let res = svc.oneshot(get("/slow")).await.unwrap();
-    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT, "response unchanged");
+    assert_eq!(
+        res.status(),
+        StatusCode::REQUEST_TIMEOUT,
+        "response unchanged"
+    );
     let r = rec.single().await;
     assert_eq!((r.status, r.error_type), (504, Some(ErrorType::Timeout)));
 }
@@ -222,7 +249,13 @@ async fn handler_error_statuses_carry_their_class() {
             Ok::<_, Infallible>(response(status, Full::new(Bytes::from_static(b"x"))))
         });
     for status in [200, 302, 400, 500] {
-        let res = svc.ready().await.unwrap().call(get(&format!("/{status}"))).await.unwrap();
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&format!("/{status}")))
+            .await
+            .unwrap();
         res.into_body().collect().await.unwrap();
     }
     let mut got: Vec<_> = rec
@@ -255,7 +288,10 @@ async fn body_error_is_recorded_once_as_500() {
     assert!(body.frame().await.unwrap().is_err());
     drop(body);
     let r = rec.single().await;
-    assert_eq!((r.status, r.error_type), (500, Some(ErrorType::ServiceError)));
+    assert_eq!(
+        (r.status, r.error_type),
+        (500, Some(ErrorType::ServiceError))
+    );
 }
 
 #[tokio::test]
@@ -273,7 +309,11 @@ async fn panic_in_handler_is_recorded_as_500_panic_and_resumed() {
     // connection task would be.
     let joined = tokio::spawn(svc.oneshot(get("/boom"))).await;
     let panic = joined.unwrap_err().into_panic();
-    assert_eq!(panic.downcast_ref::<&str>(), Some(&"handler bug"), "panic resumed unchanged");
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"handler bug"),
+        "panic resumed unchanged"
+    );
 
     let r = rec.single().await;
     assert_eq!((r.status, r.error_type), (500, Some(ErrorType::Panic)));
@@ -325,9 +365,12 @@ impl Service<Req> for GateReady {
 async fn poll_ready_is_passed_through() {
     let rec = Recorded::new();
     let open = Arc::new(AtomicBool::new(false));
-    let mut svc = MetricsLayer::new(rec.collector.clone()).layer(GateReady { open: open.clone() });
+    let mut svc = MetricsLayer::new(rec.collector).layer(GateReady { open: open.clone() });
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_pending(), "not ready while the inner is not");
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "not ready while the inner is not"
+    );
     open.store(true, Ordering::SeqCst);
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
 }

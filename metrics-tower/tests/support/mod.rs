@@ -36,7 +36,11 @@ impl Recorded {
     /// The only record; fails if there is not exactly one.
     pub async fn single(&self) -> RequestRecord {
         let mut records = self.records().await;
-        assert_eq!(records.len(), 1, "expected exactly one record: {records:#?}");
+        assert_eq!(
+            records.len(),
+            1,
+            "expected exactly one record: {records:#?}"
+        );
         records.remove(0)
     }
 }
@@ -51,7 +55,10 @@ pub struct Chunks {
 impl Chunks {
     pub fn new<I: IntoIterator<Item = &'static str>>(chunks: I) -> Self {
         Self {
-            chunks: chunks.into_iter().map(|c| Bytes::from_static(c.as_bytes())).collect(),
+            chunks: chunks
+                .into_iter()
+                .map(|c| Bytes::from_static(c.as_bytes()))
+                .collect(),
         }
     }
 }
@@ -93,7 +100,9 @@ impl Body for Failing {
 }
 
 pub fn get(uri: &str) -> Request<http_body_util::Empty<Bytes>> {
-    Request::get(uri).body(http_body_util::Empty::new()).unwrap()
+    Request::get(uri)
+        .body(http_body_util::Empty::new())
+        .unwrap()
 }
 
 pub fn response<B>(status: u16, body: B) -> Response<B> {
