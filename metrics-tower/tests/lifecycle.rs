@@ -374,3 +374,34 @@ async fn poll_ready_is_passed_through() {
     open.store(true, Ordering::SeqCst);
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn failing_hanging_or_panicking_sinks_never_affect_responses() {
+    use metrics_core::Collector;
+    use metrics_core::test_util::{GateMode, GatedSink};
+
+    for mode in [GateMode::Unavailable, GateMode::Never, GateMode::Panic] {
+        let sink = GatedSink::with_mode(mode.clone());
+        let collector = Collector::builder(sink.clone())
+            .queue_capacity(4)
+            .max_batch(1)
+            .spawn()
+            .unwrap();
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new(collector.clone()))
+            .service_fn(|_req: Req| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+        // More requests than the queue holds, with the worker stuck or failing.
+        for _ in 0..20 {
+            let res = svc.ready().await.unwrap().call(get("/x")).await.unwrap();
+            assert_eq!(res.status(), 200, "{mode:?}");
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+            // Let the worker run (and fail, hang or panic) between requests.
+            tokio::task::yield_now().await;
+        }
+        let stats = collector.stats();
+        assert_eq!(stats.received, 20, "{mode:?}: every request was offered");
+        assert!(sink.calls() >= 1, "{mode:?}: the sink was tried");
+    }
+}
