@@ -381,7 +381,7 @@ async fn failing_hanging_or_panicking_sinks_never_affect_responses() {
     use metrics_core::test_util::{GateMode, GatedSink};
 
     for mode in [GateMode::Unavailable, GateMode::Never, GateMode::Panic] {
-        let sink = GatedSink::with_mode(mode.clone());
+        let sink = GatedSink::with_mode(mode);
         let collector = Collector::builder(sink.clone())
             .queue_capacity(4)
             .max_batch(1)
