@@ -249,7 +249,28 @@ impl Cluster {
 
     // ----- setup steps -----
 
+    /// Fills the data directory: a copy of this machine's cached `initdb` output when there is
+    /// one, else a real `initdb` whose output then becomes the cache.
+    ///
+    /// `initdb` costs seconds (much more on a loaded machine) and every test process, doctest
+    /// and dedicated server needs a cluster; a copy costs a fraction of that. The cache is keyed
+    /// by server version and user, and only ever appears complete (built inside our own
+    /// directory, then renamed into place), so a crash cannot leave a half-made template.
     fn initdb(&self) -> Result<(), Error> {
+        let template = self.template_dir();
+        if let Some(template) = &template {
+            if template.join("data/global/pg_control").exists() {
+                let mut cp = self.runner.command(Path::new("cp"));
+                cp.arg("-a").arg(template.join("data")).arg(&self.data);
+                self.prepare(&mut cp);
+                if run(&mut cp).is_ok() {
+                    return Ok(());
+                }
+                // A broken cache must not break the tests: start over with a real initdb.
+                let _ = fs::remove_dir_all(&self.data);
+            }
+        }
+
         let mut cmd = self.runner.command(&self.bins.initdb);
         cmd.arg("-D")
             .arg(&self.data)
@@ -258,7 +279,52 @@ impl Cluster {
             // most of initdb's time on a slow disk.
             .arg("--no-sync");
         self.prepare(&mut cmd);
-        run(&mut cmd).map(drop)
+        run(&mut cmd)?;
+
+        if let Some(template) = template {
+            // Publishing is best effort: without a cache the next cluster just runs initdb.
+            let staging = self.base.join("template");
+            let mut cp = self.runner.command(Path::new("cp"));
+            cp.arg("-a").arg(&self.data).arg(staging.join("data"));
+            self.prepare(&mut cp);
+            let staged = fs::create_dir(&staging)
+                .and_then(|()| self.runner.chown(&staging))
+                .is_ok()
+                && run(&mut cp).is_ok();
+            // Renaming onto an existing (non-empty) template fails: another process was first.
+            if !(staged && fs::rename(&staging, &template).is_ok()) {
+                let _ = fs::remove_dir_all(&staging);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where this machine's cached `initdb` output for this server version and user lives, or
+    /// `None` when the version cannot be read or `APP_METRICS_PG_NO_TEMPLATE` is set.
+    fn template_dir(&self) -> Option<PathBuf> {
+        if env::var_os("APP_METRICS_PG_NO_TEMPLATE").is_some_and(|v| !v.is_empty() && v != "0") {
+            return None;
+        }
+        let out = Command::new(&self.bins.initdb)
+            .arg("--version")
+            .output()
+            .ok()?;
+        let version: String = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .rsplit(' ')
+            .next()?
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        if !out.status.success() || version.is_empty() {
+            return None;
+        }
+        // `v1`: the initdb arguments above; bump it when they change.
+        let name = format!(
+            "app-metrics-pg-template-v1-{version}-u{}",
+            self.runner.uid()
+        );
+        Some(self.base.parent()?.join(name))
     }
 
     fn write_settings(&self, options: &ClusterOptions) -> Result<(), Error> {
@@ -530,6 +596,22 @@ impl Runner {
         Ok(Self::As { uid, gid, prefix })
     }
 
+    /// The uid the server runs as.
+    fn uid(&self) -> u32 {
+        match self {
+            Self::Direct => effective_uid().unwrap_or(0),
+            Self::As { uid, .. } => *uid,
+        }
+    }
+
+    /// Hands `path` to the server user (nothing to do when we are that user).
+    fn chown(&self, path: &Path) -> io::Result<()> {
+        match self {
+            Self::Direct => Ok(()),
+            Self::As { uid, gid, .. } => std::os::unix::fs::chown(path, Some(*uid), Some(*gid)),
+        }
+    }
+
     fn prefix(&self) -> &[OsString] {
         match self {
             Self::Direct => &[],
@@ -619,15 +701,8 @@ fn make_base_dir(runner: &Runner) -> Result<PathBuf, Error> {
         let dir = parent.join(format!("app-metrics-pg-{}-{n}", std::process::id()));
         match fs::create_dir(&dir) {
             Ok(()) => {
-                let setup =
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).and_then(|()| {
-                        match runner {
-                            Runner::Direct => Ok(()),
-                            Runner::As { uid, gid, .. } => {
-                                std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))
-                            }
-                        }
-                    });
+                let setup = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .and_then(|()| runner.chown(&dir));
                 return match setup {
                     Ok(()) => Ok(dir),
                     Err(e) => {
