@@ -1,1 +1,345 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+
+pub use metrics_core::{
+    self as core, AccessToken, Batch, BuildError, Collector, CollectorHandle, CollectorStats,
+    CorrelationId, ErrorType, Identity, MemorySink, MemorySnapshot, MetricsSink, Record,
+    RequestRecord, RetryPolicy, Route, ShutdownError, SinkError, UsageEvent, UserId, WriteSummary,
+    async_trait,
+};
+pub use metrics_tower::{
+    self as tower, DefaultRoute, ExtensionIdentity, MakeIdentity, MakeRoute, MetricsLayer,
+    MetricsService, TrustedProxyHeaders,
+};
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use metrics_pg as pg;
+
+/// Capacity of the in-memory store made by [`AppMetricsBuilder::memory`].
+pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+
+/// Errors from starting [`AppMetrics`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No storage was chosen: call `.memory()` or `.sink(..)` on the builder.
+    #[error("no metrics store configured: call .memory() or .sink(..) on AppMetrics::builder()")]
+    NoStore,
+    /// The collector configuration is invalid (or no Tokio runtime is running).
+    #[error(transparent)]
+    Collector(#[from] BuildError),
+}
+
+/// Where the facade's layer finds the user of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentitySource {
+    /// The [`Identity`] extension set by the app's own auth (the default).
+    #[default]
+    Extension,
+    /// Trusted proxy headers (`X-Forwarded-Email` / `X-Forwarded-User`,
+    /// `X-Forwarded-Access-Token`): only behind a proxy that sets them.
+    TrustedProxyHeaders,
+}
+
+impl<B> MakeIdentity<B> for IdentitySource {
+    fn identity(&self, req: &mut Request<B>) -> Option<UserId> {
+        match self {
+            Self::Extension => ExtensionIdentity.identity(req),
+            Self::TrustedProxyHeaders => TrustedProxyHeaders.identity(req),
+        }
+    }
+}
+
+enum Store {
+    None,
+    Memory(MemorySink),
+    Sink(Arc<dyn MetricsSink>),
+}
+
+/// Builds [`AppMetrics`]: choose a store, tune the layer and the collector,
+/// then [`start`](Self::start).
+#[must_use]
+pub struct AppMetricsBuilder {
+    store: Store,
+    exclude_paths: Option<Vec<String>>,
+    exclude_prefixes: Option<Vec<String>>,
+    identity: IdentitySource,
+    max_routes: Option<usize>,
+    queue_capacity: Option<usize>,
+    max_batch: Option<usize>,
+    linger: Option<Duration>,
+    retry: Option<RetryPolicy>,
+}
+
+impl std::fmt::Debug for AppMetricsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match &self.store {
+            Store::None => "none",
+            Store::Memory(_) => "memory",
+            Store::Sink(_) => "sink",
+        };
+        f.debug_struct("AppMetricsBuilder")
+            .field("store", &store)
+            .field("exclude_paths", &self.exclude_paths)
+            .field("exclude_prefixes", &self.exclude_prefixes)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppMetricsBuilder {
+    /// Stores records in memory (bounded to [`DEFAULT_MEMORY_CAPACITY`]
+    /// records): for development, demos and tests.
+    pub fn memory(self) -> Self {
+        self.memory_with_capacity(DEFAULT_MEMORY_CAPACITY)
+    }
+
+    /// Stores records in memory, keeping at most `capacity` records.
+    pub fn memory_with_capacity(mut self, capacity: usize) -> Self {
+        self.store = Store::Memory(MemorySink::with_capacity(capacity));
+        self
+    }
+
+    /// Writes records through any [`MetricsSink`].
+    pub fn sink(mut self, sink: impl MetricsSink) -> Self {
+        self.store = Store::Sink(Arc::new(sink));
+        self
+    }
+
+    /// Paths that are never recorded, exactly matched (replaces the defaults
+    /// `/health`, `/ready`, `/ping`).
+    pub fn exclude_paths<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exclude_paths = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Path prefixes that are never recorded (replaces the defaults
+    /// `/internal/`, `/admin/system/`).
+    pub fn exclude_prefixes<I, S>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exclude_prefixes = Some(prefixes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Reads the user from trusted proxy headers (see [`IdentitySource`]).
+    pub fn trusted_proxy_headers(mut self) -> Self {
+        self.identity = IdentitySource::TrustedProxyHeaders;
+        self
+    }
+
+    /// Chooses where the user of a request comes from.
+    pub fn identity(mut self, source: IdentitySource) -> Self {
+        self.identity = source;
+        self
+    }
+
+    /// Caps the number of distinct route labels (see
+    /// [`MetricsLayer::max_routes`]).
+    pub fn max_routes(mut self, max: usize) -> Self {
+        self.max_routes = Some(max);
+        self
+    }
+
+    /// Capacity of the collector's queue: the most records held in memory
+    /// while the store is slow or down.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// Records per batch written to the store.
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = Some(max);
+        self
+    }
+
+    /// How long a batch waits for more records after its first one.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = Some(linger);
+        self
+    }
+
+    /// Retry policy for failed writes.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Starts the collector on the current Tokio runtime and returns the
+    /// running [`AppMetrics`].
+    pub async fn start(self) -> Result<AppMetrics, Error> {
+        let (collector, memory) = match self.store {
+            Store::None => return Err(Error::NoStore),
+            Store::Memory(sink) => {
+                let handle = tune(
+                    Collector::builder(sink.clone()),
+                    self.queue_capacity,
+                    self.max_batch,
+                    self.linger,
+                    self.retry,
+                )
+                .spawn()?;
+                (handle, Some(sink))
+            }
+            Store::Sink(sink) => {
+                let handle = tune(
+                    Collector::builder(sink),
+                    self.queue_capacity,
+                    self.max_batch,
+                    self.linger,
+                    self.retry,
+                )
+                .spawn()?;
+                (handle, None)
+            }
+        };
+        let mut layer = MetricsLayer::new(collector.clone()).identity_with(self.identity);
+        if let Some(paths) = self.exclude_paths {
+            layer = layer.exclude_paths(paths);
+        }
+        if let Some(prefixes) = self.exclude_prefixes {
+            layer = layer.exclude_prefixes(prefixes);
+        }
+        if let Some(max) = self.max_routes {
+            layer = layer.max_routes(max);
+        }
+        Ok(AppMetrics {
+            inner: Arc::new(Inner {
+                collector,
+                memory,
+                layer,
+            }),
+        })
+    }
+}
+
+fn tune<S: MetricsSink>(
+    mut b: metrics_core::CollectorBuilder<S>,
+    queue_capacity: Option<usize>,
+    max_batch: Option<usize>,
+    linger: Option<Duration>,
+    retry: Option<RetryPolicy>,
+) -> metrics_core::CollectorBuilder<S> {
+    if let Some(c) = queue_capacity {
+        b = b.queue_capacity(c);
+    }
+    if let Some(m) = max_batch {
+        b = b.max_batch(m);
+    }
+    if let Some(l) = linger {
+        b = b.linger(l);
+    }
+    if let Some(r) = retry {
+        b = b.retry(r);
+    }
+    b
+}
+
+/// A running app-metrics: the collector, the store, and the layer to put on
+/// your service. Cheap to clone (it is an `Arc` inside), so handlers can hold it
+/// as state.
+///
+/// ```
+/// use std::time::Duration;
+/// use app_metrics::AppMetrics;
+/// use axum::{routing::get, Router};
+/// # use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let metrics = AppMetrics::builder().memory().start().await?;
+/// let app = Router::new()
+///     .route("/users/{id}", get(|| async { "ada" }))
+///     .layer(metrics.layer());
+///
+/// let res = app.oneshot(http::Request::get("/users/7").body(axum::body::Body::empty())?).await?;
+/// axum::body::to_bytes(res.into_body(), usize::MAX).await?; // the record is made at body end
+///
+/// let stats = metrics.shutdown(Duration::from_secs(5)).await?;
+/// assert_eq!(stats.written, 1);
+/// let stored = metrics.memory_sink().unwrap().snapshot();
+/// assert_eq!(stored.requests()[0].route, "/users/{id}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AppMetrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    collector: CollectorHandle,
+    memory: Option<MemorySink>,
+    layer: MetricsLayer<DefaultRoute, IdentitySource>,
+}
+
+impl std::fmt::Debug for AppMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppMetrics")
+            .field("collector", &self.inner.collector)
+            .field("memory", &self.inner.memory.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppMetrics {
+    /// Starts configuring app-metrics.
+    pub fn builder() -> AppMetricsBuilder {
+        AppMetricsBuilder {
+            store: Store::None,
+            exclude_paths: None,
+            exclude_prefixes: None,
+            identity: IdentitySource::default(),
+            max_routes: None,
+            queue_capacity: None,
+            max_batch: None,
+            linger: None,
+            retry: None,
+        }
+    }
+
+    /// The layer that records every request of the service it wraps.
+    pub fn layer(&self) -> MetricsLayer<DefaultRoute, IdentitySource> {
+        self.inner.layer.clone()
+    }
+
+    /// The collector handle (to record usage events, flush, or read stats).
+    pub fn collector(&self) -> &CollectorHandle {
+        &self.inner.collector
+    }
+
+    /// The in-memory store, when the builder chose [`AppMetricsBuilder::memory`].
+    pub fn memory_sink(&self) -> Option<&MemorySink> {
+        self.inner.memory.as_ref()
+    }
+
+    /// The collector's counters right now.
+    pub fn stats(&self) -> CollectorStats {
+        self.inner.collector.stats()
+    }
+
+    /// Waits until every record queued so far is written (or counted dropped).
+    pub async fn flush(&self) -> Result<(), ShutdownError> {
+        self.inner.collector.flush().await
+    }
+
+    /// Stops intake, writes every queued record (within `deadline`) and
+    /// returns the final counters. Call it after the server has stopped.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<CollectorStats, ShutdownError> {
+        self.inner.collector.shutdown(deadline).await
+    }
+}

@@ -1,1 +1,83 @@
-fn main(){}
+//! `example-dashboard`: serves the example app.
+//!
+//! Environment: `BIND` (default `127.0.0.1:8080`), `RUST_LOG`.
+//! Flags: `--demo-traffic` makes the app send itself a steady mix of requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use app_metrics::AppMetrics;
+use example_dashboard::{app, demo_traffic};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let demo = std::env::args().any(|a| a == "--demo-traffic");
+    let bind: SocketAddr = std::env::var("BIND")
+        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+        .parse()
+        .map_err(|e| format!("BIND must be host:port, e.g. 127.0.0.1:8080 ({e})"))?;
+
+    let metrics = AppMetrics::builder()
+        .memory()
+        .trusted_proxy_headers()
+        .start()
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = "memory", "example-dashboard listening");
+    println!("example-dashboard listening on http://{addr}");
+    println!("  what was recorded:  curl http://{addr}/api/demo/recorded");
+    println!(
+        "  try a route:        curl -H 'X-Forwarded-Email: ada@example.com' http://{addr}/api/demo/items/42"
+    );
+
+    let traffic = demo.then(|| demo_traffic(addr));
+
+    axum::serve(listener, app(&metrics))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    if let Some(t) = traffic {
+        t.abort();
+    }
+    // Flush every queued record before the process exits.
+    match metrics.shutdown(Duration::from_secs(30)).await {
+        Ok(stats) => println!(
+            "collector flushed: received={} written={} dropped={}",
+            stats.received,
+            stats.written,
+            stats.dropped()
+        ),
+        Err(e) => eprintln!("collector shutdown: {e}"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}
