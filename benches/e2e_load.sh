@@ -174,8 +174,17 @@ run_pair() {
 
     RPS_X=$(requests_per_sec "$WORK/$tag.$port_x.wrk")
     RPS_Y=$(requests_per_sec "$WORK/$tag.$port_y.wrk")
-    CPU_X=$(awk -v t=$((cpu_x1 - cpu_x0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.2f", t / hz / d }')
-    CPU_Y=$(awk -v t=$((cpu_y1 - cpu_y0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.2f", t / hz / d }')
+    CPU_X=$(awk -v t=$((cpu_x1 - cpu_x0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.3f", t / hz / d }')
+    CPU_Y=$(awk -v t=$((cpu_y1 - cpu_y0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN { printf "%.3f", t / hz / d }')
+}
+
+# CPU time per request of server x over that of server y in the last pair
+# (1.0 = same cost; above 1, x costs more). Equal to 1 / throughput ratio
+# when the two servers got equal CPU, which is what pinning them together
+# aims at; printed so a round where they did not can be spotted.
+cpu_per_req_ratio() {
+    awk -v cx="$CPU_X" -v cy="$CPU_Y" -v rx="$RPS_X" -v ry="$RPS_Y" \
+        'BEGIN { if (cy > 0 && rx > 0) printf "%.3f", (cx / rx) / (cy / ry); else print "n/a" }'
 }
 
 median() {
@@ -196,14 +205,14 @@ for round in $(seq 1 "$ROUNDS"); do
     ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
     AB_RATIOS+=("$ratio")
     received=$(sed -n 's/.*received: \([0-9]*\).*/\1/p' "$WORK/ab$round.x.log")
-    printf 'round %d A/B: with=%s req/s (port %s, cpu %s) without=%s req/s (port %s, cpu %s) ratio=%s collector_received=%s\n' \
-        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "${received:-?}"
+    printf 'round %d A/B: with=%s req/s (port %s, cpu %s) without=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s collector_received=%s\n' \
+        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)" "${received:-?}"
 
     run_pair --bare "$p1" --bare "$p2" "aa$round"
     ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
     AA_RATIOS+=("$ratio")
-    printf 'round %d A/A: first=%s req/s (port %s, cpu %s) second=%s req/s (port %s, cpu %s) ratio=%s\n' \
-        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio"
+    printf 'round %d A/A: first=%s req/s (port %s, cpu %s) second=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s\n' \
+        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)"
 done
 
 throughput_ratio=$(printf '%s\n' "${AB_RATIOS[@]}" | median)

@@ -592,6 +592,33 @@ fn print_results(home: &Path, run_start: SystemTime, samples: &Samples) {
             );
         }
     }
+    print_targets(&all);
+}
+
+/// The targets, measured, never asserted: a busy machine must not
+/// fail a build, and the numbers are the point.
+fn print_targets(all: &HashMap<&str, Figures>) {
+    let added = |v: &str| all.get(v).map(|f| f.median_ns - f.bare_ns);
+    let verdict = |met: bool| if met { "met" } else { "missed" };
+    if let Some(a) = added(METRICS_ROUTER) {
+        println!(
+            "TARGET layer_overhead metrics_router_added_ns={a:.1} limit=300 {}",
+            verdict(a <= 300.0)
+        );
+        if let Some(t) = added(TRACE_LAYER_ROUTER).filter(|t| *t > 0.0) {
+            println!(
+                "TARGET layer_overhead metrics_router_added_over_trace_layer_added={:.2} limit=0.60 {}",
+                a / t,
+                verdict(a / t <= 0.6)
+            );
+        }
+    }
+    if let Some(a) = added(METRICS_SERVICE_FN) {
+        println!(
+            "TARGET layer_overhead metrics_service_fn_added_ns={a:.1} limit=150 {}",
+            verdict(a <= 150.0)
+        );
+    }
 }
 
 fn main() {
