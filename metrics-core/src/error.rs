@@ -51,7 +51,9 @@ impl SinkError {
 #[non_exhaustive]
 pub enum BuildError {
     /// `spawn()` was called outside a Tokio runtime.
-    #[error("Collector::spawn needs a Tokio runtime: call it from within a runtime, or use build() and spawn the Worker yourself")]
+    #[error(
+        "Collector::spawn needs a Tokio runtime: call it from within a runtime, or use build() and spawn the Worker yourself"
+    )]
     NoRuntime,
     /// A setting is out of range.
     #[error("invalid collector setting `{setting}`: {reason}")]

@@ -199,7 +199,9 @@ impl CorrelationId {
         match HeaderValue::from_maybe_shared(bytes) {
             Ok(v) => Self(v),
             // A hyphenated UUID is always a valid header value.
-            Err(_) => Self(HeaderValue::from_static("00000000-0000-0000-0000-000000000000")),
+            Err(_) => Self(HeaderValue::from_static(
+                "00000000-0000-0000-0000-000000000000",
+            )),
         }
     }
 
