@@ -16,7 +16,7 @@ use tokio_postgres::error::SqlState;
 #[non_exhaustive]
 pub enum Error {
     /// PostgreSQL (or the connection to it) failed while doing `context`.
-    #[error("PostgreSQL error while {context}: {source}")]
+    #[error("PostgreSQL error while {context}: {}", describe(source))]
     Db {
         /// What metrics-pg was doing, for the reader of the log.
         context: &'static str,
@@ -126,16 +126,14 @@ impl Error {
             _ => None,
         }
     }
+}
 
-    /// Whether the connection the error came from can no longer be trusted
-    /// (closed, I/O failure, or a fatal server error) and must not go back to
-    /// the pool.
-    pub(crate) fn connection_is_broken(&self) -> bool {
-        match self {
-            Self::Db { source, .. } => source.is_closed() || source.as_db_error().is_none(),
-            Self::Timeout(_) => true,
-            _ => false,
-        }
+/// The server's message and SQLSTATE when there is one (the driver's own
+/// `Display` says only "db error" then), else the driver's text.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 

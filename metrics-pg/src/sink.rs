@@ -413,8 +413,12 @@ impl PgSink {
             Err(_elapsed) => Err(Error::Timeout(deadline)),
         };
         if let Err(e) = &result {
-            if e.connection_is_broken() {
-                // Never hand a connection in an unknown state back to the pool.
+            // Never hand a connection in an unknown state back to the pool:
+            // besides broken ones (closed, I/O error, client timeout), a COPY refused before its first row (no
+            // such table, no permission) can leave the driver's connection
+            // closing shortly after, as the abort and the rollback race.
+            // Refused data (the bisection path) leaves it clean: keep it.
+            if !e.is_data_error() {
                 drop(Object::take(conn));
             }
         }
