@@ -21,6 +21,9 @@ pub use metrics_tower::{
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use metrics_pg as pg;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+
 /// Capacity of the in-memory store made by [`AppMetricsBuilder::memory`].
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 
@@ -34,6 +37,11 @@ pub enum Error {
     /// The collector configuration is invalid (or no Tokio runtime is running).
     #[error(transparent)]
     Collector(#[from] BuildError),
+    /// PostgreSQL could not be prepared (connection, migrations, partitions).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[error("could not prepare PostgreSQL storage: {0}")]
+    Postgres(#[from] metrics_pg::Error),
 }
 
 /// Where the facade's layer finds the user of a request.
@@ -61,6 +69,8 @@ enum Store {
     None,
     Memory(MemorySink),
     Sink(Arc<dyn MetricsSink>),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgStore),
 }
 
 /// Builds [`AppMetrics`]: choose a store, tune the layer and the collector,
@@ -84,6 +94,8 @@ impl std::fmt::Debug for AppMetricsBuilder {
             Store::None => "none",
             Store::Memory(_) => "memory",
             Store::Sink(_) => "sink",
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => "postgres",
         };
         f.debug_struct("AppMetricsBuilder")
             .field("store", &store)
@@ -110,6 +122,37 @@ impl AppMetricsBuilder {
     /// Writes records through any [`MetricsSink`].
     pub fn sink(mut self, sink: impl MetricsSink) -> Self {
         self.store = Store::Sink(Arc::new(sink));
+        self
+    }
+
+    /// Stores records in PostgreSQL through `pool`: [`start`](Self::start)
+    /// migrates the schema (`app_metrics` unless [`Self::postgres_schema`]
+    /// says otherwise), creates the daily partitions, starts the collector
+    /// with a [`pg::PgSink`] and an hourly partition-maintenance task.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(mut self, pool: metrics_pg::deadpool_postgres::Pool) -> Self {
+        self.store = Store::Postgres(postgres::PgStore::from_pool(pool));
+        self
+    }
+
+    /// Like [`Self::postgres`], with a pool built from a connection string
+    /// (`postgres://user:pass@host:port/db` or `key=value` pairs; no TLS).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
+        self.store = Store::Postgres(postgres::PgStore::from_url(url.into()));
+        self
+    }
+
+    /// The schema the PostgreSQL tables live in (default `app_metrics`).
+    /// Only meaningful after [`Self::postgres`] or [`Self::postgres_url`].
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres_schema(mut self, schema: impl Into<String>) -> Self {
+        if let Store::Postgres(pg) = &mut self.store {
+            pg.schema = schema.into();
+        }
         self
     }
 
@@ -182,6 +225,8 @@ impl AppMetricsBuilder {
     /// Starts the collector on the current Tokio runtime and returns the
     /// running [`AppMetrics`].
     pub async fn start(self) -> Result<AppMetrics, Error> {
+        #[cfg(feature = "postgres")]
+        let mut maintenance = None;
         let (collector, memory) = match self.store {
             Store::None => return Err(Error::NoStore),
             Store::Memory(sink) => {
@@ -206,6 +251,23 @@ impl AppMetricsBuilder {
                 .spawn()?;
                 (handle, None)
             }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(pg) => {
+                let started = pg.start().await?;
+                // Bigger batches make binary COPY several times faster (see
+                // docs/operations.md); linger still bounds the latency.
+                let max_batch = self.max_batch.or(Some(postgres::DEFAULT_PG_MAX_BATCH));
+                let handle = tune(
+                    Collector::builder(started.sink),
+                    self.queue_capacity,
+                    max_batch,
+                    self.linger,
+                    self.retry,
+                )
+                .spawn()?;
+                maintenance = Some(started.maintenance);
+                (handle, None)
+            }
         };
         let mut layer = MetricsLayer::new(collector.clone()).identity_with(self.identity);
         if let Some(paths) = self.exclude_paths {
@@ -222,6 +284,8 @@ impl AppMetricsBuilder {
                 collector,
                 memory,
                 layer,
+                #[cfg(feature = "postgres")]
+                maintenance: std::sync::Mutex::new(maintenance),
             }),
         })
     }
@@ -285,6 +349,8 @@ struct Inner {
     collector: CollectorHandle,
     memory: Option<MemorySink>,
     layer: MetricsLayer<DefaultRoute, IdentitySource>,
+    #[cfg(feature = "postgres")]
+    maintenance: std::sync::Mutex<Option<postgres::Maintenance>>,
 }
 
 impl std::fmt::Debug for AppMetrics {
@@ -340,6 +406,19 @@ impl AppMetrics {
     /// Stops intake, writes every queued record (within `deadline`) and
     /// returns the final counters. Call it after the server has stopped.
     pub async fn shutdown(&self, deadline: Duration) -> Result<CollectorStats, ShutdownError> {
+        #[cfg(feature = "postgres")]
+        {
+            // Take it out of the lock first: a std guard must not live across an await.
+            let maintenance = self
+                .inner
+                .maintenance
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(m) = maintenance {
+                m.stop().await;
+            }
+        }
         self.inner.collector.shutdown(deadline).await
     }
 }

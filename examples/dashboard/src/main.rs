@@ -1,6 +1,7 @@
 //! `example-dashboard`: serves the example app.
 //!
-//! Environment: `BIND` (default `127.0.0.1:8080`), `RUST_LOG`.
+//! Environment: `BIND` (default `127.0.0.1:8080`), `DATABASE_URL` (PostgreSQL;
+//! without it records go to the in-memory store), `RUST_LOG`.
 //! Flags: `--demo-traffic` makes the app send itself a steady mix of requests.
 
 use std::net::SocketAddr;
@@ -23,15 +24,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|e| format!("BIND must be host:port, e.g. 127.0.0.1:8080 ({e})"))?;
 
-    let metrics = AppMetrics::builder()
-        .memory()
-        .trusted_proxy_headers()
-        .start()
-        .await?;
+    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let builder = AppMetrics::builder().trusted_proxy_headers();
+    let (builder, store) = match &database_url {
+        Some(url) => (builder.postgres_url(url), "postgres"),
+        None => (builder.memory(), "memory"),
+    };
+    let metrics = builder.start().await?;
 
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = "memory", "example-dashboard listening");
+    tracing::info!(%addr, store, "example-dashboard listening");
     println!("example-dashboard listening on http://{addr}");
     println!("  what was recorded:  curl http://{addr}/api/demo/recorded");
     println!(

@@ -1,0 +1,113 @@
+//! The facade's PostgreSQL store: pool, migrations, partitions, sink, and the
+//! hourly partition-maintenance task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_pg::PgSink;
+use metrics_pg::deadpool_postgres::Pool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// Collector batch size used with PostgreSQL unless the builder sets one:
+/// binary COPY of 10,000 rows is several times faster per row than of 1,000.
+pub(crate) const DEFAULT_PG_MAX_BATCH: usize = 10_000;
+
+/// Connections in a pool built from a URL: the sink's COPY streams, partition
+/// maintenance and (later) dashboard queries.
+const URL_POOL_SIZE: usize = 8;
+
+/// How often partitions are checked (cheap when they exist).
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+pub(crate) struct PgStore {
+    pool: Option<Pool>,
+    url: Option<String>,
+    pub(crate) schema: String,
+}
+
+pub(crate) struct Started {
+    pub(crate) sink: PgSink,
+    pub(crate) maintenance: Maintenance,
+}
+
+impl PgStore {
+    pub(crate) fn from_pool(pool: Pool) -> Self {
+        Self {
+            pool: Some(pool),
+            url: None,
+            schema: metrics_pg::DEFAULT_SCHEMA.to_owned(),
+        }
+    }
+
+    pub(crate) fn from_url(url: String) -> Self {
+        Self {
+            pool: None,
+            url: Some(url),
+            schema: metrics_pg::DEFAULT_SCHEMA.to_owned(),
+        }
+    }
+
+    /// Migrates, creates today's partitions, and starts the maintenance task.
+    pub(crate) async fn start(self) -> Result<Started, Error> {
+        let pool = match (self.pool, self.url) {
+            (Some(pool), _) => pool,
+            (None, Some(url)) => metrics_pg::create_pool(&url, URL_POOL_SIZE)?,
+            (None, None) => return Err(Error::NoStore),
+        };
+        {
+            let mut client = pool.get().await.map_err(metrics_pg::Error::Pool)?;
+            metrics_pg::migrate(&mut client, &self.schema).await?;
+            let today = time::OffsetDateTime::now_utc().date();
+            metrics_pg::maintain_partitions(&mut client, &self.schema, today).await?;
+        }
+        let sink = PgSink::builder(pool.clone())
+            .schema(self.schema.clone())
+            .build()?;
+        let maintenance = Maintenance::spawn(pool, self.schema);
+        Ok(Started { sink, maintenance })
+    }
+}
+
+/// The hourly partition-maintenance task, stopped by `stop()` between runs
+/// (never in the middle of one).
+pub(crate) struct Maintenance {
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Maintenance {
+    fn spawn(pool: Pool, schema: String) -> Self {
+        let stop = Arc::new(Notify::new());
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopped.notified() => return,
+                    () = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+                }
+                if let Err(e) = run_once(&pool, &schema).await {
+                    tracing::warn!(error = %e, schema = %schema, "partition maintenance failed; will retry next hour");
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    pub(crate) async fn stop(self) {
+        // notify_one stores a permit, so a task that is mid-run stops at its
+        // next select instead of missing the signal.
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+async fn run_once(pool: &Pool, schema: &str) -> Result<(), metrics_pg::Error> {
+    let mut client = pool.get().await.map_err(metrics_pg::Error::Pool)?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let report = metrics_pg::maintain_partitions(&mut client, schema, today).await?;
+    tracing::debug!(?report, "partition maintenance done");
+    Ok(())
+}
