@@ -16,6 +16,7 @@
 //! dropping every handle has the worker drain and stop on its own.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod aggregate;
 mod collector;
 mod error;
 mod identity;
