@@ -135,7 +135,7 @@ impl DistinctUsers {
                 if let Err(at) = set.binary_search(&h) {
                     set.insert(at, h);
                     if set.len() as u64 > u64::from(self.exact_limit) {
-                        self.to_hll();
+                        self.convert_to_hll();
                     }
                 }
             }
@@ -170,7 +170,7 @@ impl DistinctUsers {
         }
         if matches!(&self.repr, Repr::Exact(set) if set.len() as u64 > u64::from(self.exact_limit))
         {
-            self.to_hll();
+            self.convert_to_hll();
         }
     }
 
@@ -198,7 +198,7 @@ impl DistinctUsers {
         self.exact_limit
     }
 
-    fn to_hll(&mut self) {
+    fn convert_to_hll(&mut self) {
         if let Repr::Exact(set) = &self.repr {
             let mut regs = vec![0u8; M].into_boxed_slice();
             for &h in set {
@@ -468,7 +468,7 @@ mod tests {
         for cut in 1..good.len() {
             assert!(DistinctUsers::from_bytes(&good[..cut]).is_err());
         }
-        let mut bad = good.clone();
+        let mut bad = good;
         bad[3 + 5] = 60; // a register above Q + 1
         assert!(DistinctUsers::from_bytes(&bad).is_err());
     }

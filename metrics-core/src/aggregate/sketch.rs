@@ -337,7 +337,7 @@ impl LatencySketch {
                 }
                 values.push(value);
                 if values.len() as u64 > u64::from(self.exact_limit) {
-                    self.to_bins();
+                    self.convert_to_bins();
                 }
             }
             Repr::Bins(bins) => bins.add_value(value, 1),
@@ -383,7 +383,7 @@ impl LatencySketch {
         }
         if matches!(&self.repr, Repr::Exact { values, .. } if values.len() as u64 > u64::from(self.exact_limit))
         {
-            self.to_bins();
+            self.convert_to_bins();
         }
     }
 
@@ -488,7 +488,7 @@ impl LatencySketch {
         self.exact_limit
     }
 
-    fn to_bins(&mut self) {
+    fn convert_to_bins(&mut self) {
         if let Repr::Exact { values, .. } = &mut self.repr {
             let mut bins = Bins::default();
             for &v in values.iter() {
@@ -949,7 +949,7 @@ mod tests {
                 "cut {cut}"
             );
         }
-        let mut trailing = good.clone();
+        let mut trailing = good;
         trailing.push(0);
         assert_eq!(
             LatencySketch::from_bytes(&trailing),
@@ -1063,7 +1063,7 @@ mod tests {
             let mut s = build(&values, limit);
             let bytes = s.to_bytes();
             let back = LatencySketch::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(back.to_bytes(), bytes.clone());
+            prop_assert_eq!(back.to_bytes(), bytes);
             prop_assert_eq!(back.count(), s.count());
             for q in [0.0, 0.5, 0.99, 1.0] {
                 prop_assert_eq!(back.quantile(q), s.quantile(q));
