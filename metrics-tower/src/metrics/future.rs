@@ -21,6 +21,8 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<RecordGuard>,
+        // The id to echo when no record is pending (excluded requests); with
+        // a record, the id lives in it and is echoed from there.
         correlation_id: Option<CorrelationId>,
         head: bool,
     }
@@ -95,13 +97,18 @@ where
             Poll::Ready(Ok(response)) => response,
         };
 
-        if let Some(id) = this.correlation_id.take() {
-            response
-                .headers_mut()
-                .insert(X_CORRELATION_ID, id.header_value().clone());
+        let mut guard = this.guard.take();
+        let echo = match &guard {
+            Some(g) => g.correlation_id().map(|id| id.header_value().clone()),
+            None => this
+                .correlation_id
+                .take()
+                .map(CorrelationId::into_header_value),
+        };
+        if let Some(value) = echo {
+            let _previous = response.headers_mut().insert(X_CORRELATION_ID, value);
         }
         let status = response.status().as_u16();
-        let mut guard = this.guard.take();
         if *this.head || bodiless(status) || response.body().is_end_stream() {
             // Nothing more will be sent (hyper does not even poll such a
             // body), so the request is complete now.

@@ -61,6 +61,11 @@ impl RecordGuard {
         }
     }
 
+    /// The request's correlation id, while the record is pending.
+    pub(crate) fn correlation_id(&self) -> Option<&CorrelationId> {
+        self.pending.as_ref()?.correlation_id.as_ref()
+    }
+
     /// Records a response with `status` (the body is complete, or there is
     /// none). Statuses configured as timeouts become 504 `Timeout`.
     pub(crate) fn finish_response(&mut self, status: u16) {

@@ -73,10 +73,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
+        // Read once: the record's timestamp and a generated id's time.
+        let timestamp = SystemTime::now();
         let core = &self.core;
 
         let correlation_id = core.correlation_id.then(|| {
-            let id = correlation::from_headers_or_generate(req.headers());
+            let id = correlation::from_headers_or_generate(req.headers(), timestamp);
             req.extensions_mut().insert(id.clone());
             id
         });
@@ -84,37 +86,41 @@ where
         // the `Identity` into the extensions for handlers and the admin guard.
         let user = self.make_identity.identity(&mut req);
 
-        let guard = (!core.exclusions.matches(&req)).then(|| {
-            let route = match self.make_route.make_route(&req) {
-                RouteLabel::Template(t) => PendingRoute::Label(core.labels.intern(t)),
-                RouteLabel::Fixed(route) => PendingRoute::Label(route),
-                RouteLabel::Unknown => {
-                    let mut buf = [0u8; MAX_LABEL_LEN];
-                    match normalize_path(req.uri().path(), &mut buf) {
-                        None => PendingRoute::Overflow,
-                        Some(label) => match core.labels.get(label) {
-                            Some(route) => PendingRoute::Known(route),
-                            None if core.labels.is_full() => PendingRoute::Overflow,
-                            // First sight of this label: the only allocation
-                            // the route costs, and only once per label unless
-                            // it keeps ending in 404.
-                            None => PendingRoute::New(Arc::from(label)),
-                        },
-                    }
-                }
-            };
-            RecordGuard::new(Pending {
-                core: Arc::clone(core),
-                start,
-                timestamp: SystemTime::now(),
-                route,
-                method: core.method(req.method()),
-                user,
-                correlation_id: correlation_id.clone(),
-            })
-        });
-
         let head = req.method() == http::Method::HEAD;
-        ResponseFuture::new(self.inner.call(req), guard, correlation_id, head)
+        if core.exclusions.matches(&req) {
+            // Not recorded: the future only echoes the id.
+            return ResponseFuture::new(self.inner.call(req), None, correlation_id, head);
+        }
+
+        let route = match self.make_route.make_route(&req) {
+            RouteLabel::Template(t) => PendingRoute::Label(core.labels.intern(t)),
+            RouteLabel::Fixed(route) => PendingRoute::Label(route),
+            RouteLabel::Unknown => {
+                let mut buf = [0u8; MAX_LABEL_LEN];
+                match normalize_path(req.uri().path(), &mut buf) {
+                    None => PendingRoute::Overflow,
+                    Some(label) => match core.labels.get(label) {
+                        Some(route) => PendingRoute::Known(route),
+                        None if core.labels.is_full() => PendingRoute::Overflow,
+                        // First sight of this label: the only allocation
+                        // the route costs, and only once per label unless
+                        // it keeps ending in 404.
+                        None => PendingRoute::New(Arc::from(label)),
+                    },
+                }
+            }
+        };
+        // The record owns the id from here; the future echoes it from there,
+        // so the id is not cloned (an atomic increment) once more for it.
+        let guard = RecordGuard::new(Pending {
+            core: Arc::clone(core),
+            start,
+            timestamp,
+            route,
+            method: core.method(req.method()),
+            user,
+            correlation_id,
+        });
+        ResponseFuture::new(self.inner.call(req), Some(guard), None, head)
     }
 }
