@@ -1,33 +1,55 @@
 //! Cost of `CollectorHandle::record()` on the request path, from 1 and from 2
 //! producer threads, against baselines measured in the same run:
 //!
+//! - `old_record_*`: a replica of the collector's previous record path (the
+//!   baseline of the `RESULT` ratios): two counter increments (`received`,
+//!   `pending`), a `try_send` into a bounded tokio mpsc channel and the "batch
+//!   is full" nudge, with a consumer that works like the previous worker
+//!   (parked on the channel only while idle, lingering otherwise, nudged once
+//!   per full batch);
 //! - `try_send_*`: a bare `try_send` into a tokio mpsc channel of the same
 //!   capacity, drained by a task parked on `recv_many` (the naive collector,
 //!   woken for every record while it keeps up);
 //! - `atomic_*`: one shared atomic increment (the floor for "count the record").
 //!
-//! Both the collector's worker and the baseline drainer are wrapped in a
-//! poll counter, so the run also reports how often each consumer was woken
-//! per 1,000 records (the collector should not be woken per record).
+//! Every consumer is wrapped in a poll counter, so the run also reports how
+//! often each one was woken per 1,000 records (the collector must not be woken
+//! per record).
+//!
+//! Method: the producer threads live for the whole run (as a server's worker
+//! threads do). Each round runs every variant for `CHUNK` records per thread,
+//! in an order that rotates every round, so slow phases of a busy machine hit
+//! every variant alike; between chunks, outside the timed region, it waits
+//! until the consumers have caught up, so every chunk measures the normal path
+//! (the `dropped` counts printed at the end show it did). Time is the CPU time
+//! of each producer thread (`COLLECTOR_RECORD_CLOCK=wall` switches to wall
+//! time), averaged over the threads of a chunk; the figure is the median over
+//! the rounds. `COLLECTOR_RECORD_ROUNDS` (default 41) sets the rounds.
 //!
 //! Prints `RESULT collector_record variant=<v> ns_per_record=<median>
-//! ratio_to_baseline=<x>` lines at the end (baseline = `try_send` with the
+//! ratio_to_baseline=<x>` lines at the end (baseline = `old_record` with the
 //! same number of producer threads).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, mpsc as std_mpsc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use cpu_time::ThreadTime;
 use metrics_core::{
     Batch, Collector, CollectorHandle, Method, MetricsSink, Record, RequestRecord, Route,
     SinkError, WriteSummary, async_trait,
 };
+use tokio::sync::{Notify, mpsc};
 
 const QUEUE_CAPACITY: usize = 100_000;
+const MAX_BATCH: usize = 1_000;
+const LINGER: Duration = Duration::from_secs(1);
+/// Records per producer thread per chunk (two threads stay below the queue
+/// capacity even if the consumer made no progress during the chunk).
+const CHUNK: u64 = 40_000;
 
 /// A sink that drops every batch (measures the collector, not storage).
 #[derive(Debug)]
@@ -54,6 +76,13 @@ impl<F: Future> Future for PollCounter<F> {
     }
 }
 
+fn counted<F>(fut: F, polls: &Arc<AtomicU64>) -> PollCounter<F> {
+    PollCounter {
+        inner: Box::pin(fut),
+        polls: Arc::clone(polls),
+    }
+}
+
 fn record() -> RequestRecord {
     RequestRecord::new(
         SystemTime::now(),
@@ -64,45 +93,139 @@ fn record() -> RequestRecord {
     )
 }
 
-/// Runs `op` `iters` times on each of `threads` threads started together;
-/// returns the mean per-thread elapsed time.
-fn run_threads(threads: usize, iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(threads);
-    let total: Duration = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        op();
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    total / threads as u32
+// ===== replica of the previous collector's record path =====
+
+/// Keeps a value on its own cache lines, as the previous collector did.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+/// The previous collector's producer counters (one padded block).
+#[derive(Default)]
+struct OldProducerCounters {
+    received: AtomicU64,
+    pending: AtomicU64,
+    dropped_queue_full: AtomicU64,
 }
 
-/// Per-sample ns/record of every variant; the last `SAMPLES` entries are
-/// criterion's measurement samples (earlier ones are warm-up).
-type Samples = Arc<Mutex<Vec<(String, f64)>>>;
+struct OldDesign {
+    tx: mpsc::Sender<Record>,
+    counters: Padded<OldProducerCounters>,
+    notify: Notify,
+    poked: Padded<AtomicBool>,
+    written: Padded<AtomicU64>,
+}
 
-const SAMPLES: usize = 20;
+impl OldDesign {
+    /// What `CollectorHandle::record` did before the sharded queue.
+    #[inline]
+    fn record(&self, rec: RequestRecord) -> bool {
+        let c = &self.counters.0;
+        let _ = c.received.fetch_add(1, Ordering::Relaxed);
+        let pending_before = c.pending.fetch_add(1, Ordering::Release);
+        match self.tx.try_send(Record::from(rec)) {
+            Ok(()) => {
+                if pending_before + 1 >= MAX_BATCH as u64
+                    && !self.poked.0.load(Ordering::Relaxed)
+                    && !self.poked.0.swap(true, Ordering::SeqCst)
+                {
+                    self.notify.notify_one();
+                }
+                true
+            }
+            Err(_) => {
+                let _ = c.pending.fetch_sub(1, Ordering::Relaxed);
+                let _ = c.dropped_queue_full.fetch_add(1, Ordering::Release);
+                false
+            }
+        }
+    }
 
-struct Setup {
+    fn pending(&self) -> u64 {
+        self.counters.0.pending.load(Ordering::Acquire)
+    }
+}
+
+/// The previous worker's loop, minus the sink and the control channel.
+async fn old_worker(old: Arc<OldDesign>, mut rx: mpsc::Receiver<Record>) {
+    let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
+    let mut deadline = tokio::time::Instant::now();
+    loop {
+        old.poked.0.store(false, Ordering::SeqCst);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(rec) => {
+                    if batch.is_empty() {
+                        deadline = tokio::time::Instant::now() + LINGER;
+                    }
+                    batch.push(rec);
+                }
+                Err(_) => break,
+            }
+        }
+        let due = batch.len() >= MAX_BATCH
+            || (!batch.is_empty() && tokio::time::Instant::now() >= deadline);
+        if due {
+            let n = batch.len() as u64;
+            batch.clear();
+            let _ = old.counters.0.pending.fetch_sub(n, Ordering::Relaxed);
+            let _ = old.written.0.fetch_add(n, Ordering::Release);
+            continue;
+        }
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(rec) => {
+                    deadline = tokio::time::Instant::now() + LINGER;
+                    batch.push(rec);
+                }
+                None => return,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = old.notify.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+// ===== the run =====
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Atomic,
+    TrySend,
+    OldRecord,
+    Record,
+}
+
+impl Variant {
+    const ALL: [Self; 4] = [Self::Atomic, Self::TrySend, Self::OldRecord, Self::Record];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Atomic => "atomic",
+            Self::TrySend => "try_send",
+            Self::OldRecord => "old_record",
+            Self::Record => "record",
+        }
+    }
+}
+
+struct Env {
     rt: tokio::runtime::Runtime,
     handle: CollectorHandle,
     worker_polls: Arc<AtomicU64>,
-    chan: tokio::sync::mpsc::Sender<Record>,
+    old: Arc<OldDesign>,
+    old_polls: Arc<AtomicU64>,
+    chan: mpsc::Sender<Record>,
     chan_polls: Arc<AtomicU64>,
     chan_received: Arc<AtomicU64>,
-    counter: AtomicU64,
+    counter: Padded<AtomicU64>,
 }
 
-fn setup() -> Setup {
+fn setup() -> Env {
     // One runtime thread for the consumers, as a web app's runtime would run
     // the worker next to its handlers.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,118 +233,264 @@ fn setup() -> Setup {
         .enable_all()
         .build()
         .unwrap();
+
     let (handle, worker) = Collector::builder(DiscardSink)
         .queue_capacity(QUEUE_CAPACITY)
+        .max_batch(MAX_BATCH)
+        .linger(LINGER)
         .build()
         .unwrap();
     let worker_polls = Arc::new(AtomicU64::new(0));
-    drop(rt.spawn(PollCounter {
-        inner: Box::pin(worker),
-        polls: Arc::clone(&worker_polls),
-    }));
+    drop(rt.spawn(counted(worker, &worker_polls)));
 
-    let (chan, mut rx) = tokio::sync::mpsc::channel::<Record>(QUEUE_CAPACITY);
+    let (old_tx, old_rx) = mpsc::channel(QUEUE_CAPACITY);
+    let old = Arc::new(OldDesign {
+        tx: old_tx,
+        counters: Padded::default(),
+        notify: Notify::new(),
+        poked: Padded::default(),
+        written: Padded::default(),
+    });
+    let old_polls = Arc::new(AtomicU64::new(0));
+    drop(rt.spawn(counted(old_worker(Arc::clone(&old), old_rx), &old_polls)));
+
+    let (chan, mut rx) = mpsc::channel::<Record>(QUEUE_CAPACITY);
     let chan_polls = Arc::new(AtomicU64::new(0));
     let chan_received = Arc::new(AtomicU64::new(0));
     let received = Arc::clone(&chan_received);
     let drain = async move {
-        let mut buf = Vec::with_capacity(1_000);
-        while rx.recv_many(&mut buf, 1_000).await > 0 {
+        let mut buf = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
             let _ = received.fetch_add(buf.len() as u64, Ordering::Relaxed);
             buf.clear();
         }
     };
-    drop(rt.spawn(PollCounter {
-        inner: Box::pin(drain),
-        polls: Arc::clone(&chan_polls),
-    }));
-    Setup {
+    drop(rt.spawn(counted(drain, &chan_polls)));
+    Env {
         rt,
         handle,
         worker_polls,
+        old,
+        old_polls,
         chan,
         chan_polls,
         chan_received,
-        counter: AtomicU64::new(0),
+        counter: Padded::default(),
     }
 }
 
-fn bench(c: &mut Criterion, env: &Setup, samples: &Samples) {
-    let mut group = c.benchmark_group("collector_record");
-    group
-        .sample_size(SAMPLES)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
-    let rec = record();
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    ThreadCpu,
+    Wall,
+}
 
-    for threads in [1usize, 2] {
-        let variants: [(&str, &(dyn Fn() + Sync)); 3] = [
-            ("atomic", &|| {
-                let _ = std::hint::black_box(env.counter.fetch_add(1, Ordering::Relaxed));
-            }),
-            ("try_send", &|| {
-                let _ = std::hint::black_box(env.chan.try_send(Record::from(rec.clone())));
-            }),
-            ("record", &|| {
-                let _ = std::hint::black_box(env.handle.record(rec.clone()));
-            }),
-        ];
-        for (name, op) in variants {
-            let id = format!("{name}_{threads}t");
-            let samples = Arc::clone(samples);
-            group.bench_function(&id, |b| {
-                b.iter_custom(|iters| {
-                    let d = run_threads(threads, iters, op);
-                    let ns = d.as_nanos() as f64 / iters as f64;
-                    samples.lock().unwrap().push((id.clone(), ns));
-                    d
-                });
-            });
+impl Clock {
+    fn from_env() -> Self {
+        match std::env::var("COLLECTOR_RECORD_CLOCK").as_deref() {
+            Ok("wall") => Self::Wall,
+            Ok("cpu") | Err(_) => Self::ThreadCpu,
+            Ok(other) => panic!("COLLECTOR_RECORD_CLOCK must be `cpu` or `wall`, not {other:?}"),
         }
     }
-    group.finish();
 }
 
-fn median_of_last(samples: &[(String, f64)], id: &str) -> f64 {
-    let mut v: Vec<f64> = samples
-        .iter()
-        .filter(|(i, _)| i == id)
-        .map(|(_, ns)| *ns)
-        .collect();
-    let keep = v.len().min(SAMPLES);
-    let mut v = v.split_off(v.len() - keep);
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+/// What one producer thread measured over a chunk.
+#[derive(Debug, Clone, Copy)]
+struct Took {
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// The timed loop of one producer thread.
+fn produce(env: &Env, variant: Variant, iters: u64) -> Took {
+    let rec = record();
+    let cpu = ThreadTime::now();
+    let wall = Instant::now();
+    match variant {
+        Variant::Atomic => {
+            for _ in 0..iters {
+                let _ = std::hint::black_box(env.counter.0.fetch_add(1, Ordering::Relaxed));
+            }
+        }
+        Variant::TrySend => {
+            for _ in 0..iters {
+                let _ = std::hint::black_box(env.chan.try_send(Record::from(rec.clone())));
+            }
+        }
+        Variant::OldRecord => {
+            for _ in 0..iters {
+                let _ = std::hint::black_box(env.old.record(rec.clone()));
+            }
+        }
+        Variant::Record => {
+            for _ in 0..iters {
+                let _ = std::hint::black_box(env.handle.record(rec.clone()));
+            }
+        }
+    }
+    Took {
+        cpu: cpu.elapsed(),
+        wall: wall.elapsed(),
     }
 }
 
-fn collector_record(c: &mut Criterion) {
-    let env = setup();
-    let samples: Samples = Arc::default();
-    bench(c, &env, &samples);
+/// Waits (outside the timed region) until every consumer has caught up, so
+/// the next chunk starts with empty queues.
+fn wait_for_consumers(env: &Env) {
+    let backlog = MAX_BATCH as u64;
+    let start = Instant::now();
+    loop {
+        let caught_up = env.handle.stats().pending <= backlog
+            && env.old.pending() <= backlog
+            && env.chan.capacity() + MAX_BATCH >= QUEUE_CAPACITY;
+        if caught_up || start.elapsed() > Duration::from_secs(10) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
-    // Let both consumers catch up before reading their counters.
+struct Job {
+    variant: Variant,
+    iters: u64,
+    barrier: Arc<Barrier>,
+}
+
+fn main() {
+    // `cargo test --benches` runs this with `--test`: one short round.
+    let test_mode = std::env::args().any(|a| a == "--test");
+    let rounds: usize = match std::env::var("COLLECTOR_RECORD_ROUNDS") {
+        Ok(v) => v.parse().expect("COLLECTOR_RECORD_ROUNDS must be a number"),
+        Err(_) if test_mode => 1,
+        Err(_) => 41,
+    };
+    let chunk = if test_mode { 1_000 } else { CHUNK };
+    let clock = Clock::from_env();
+    let env = Arc::new(setup());
+
+    // Two long-lived producer threads.
+    let (done_tx, done_rx) = std_mpsc::channel::<Took>();
+    let workers: Vec<std_mpsc::Sender<Job>> = (0..2)
+        .map(|_| {
+            let (tx, rx) = std_mpsc::channel::<Job>();
+            let env = Arc::clone(&env);
+            let done = done_tx.clone();
+            std::thread::spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let _ = job.barrier.wait();
+                    let d = produce(&env, job.variant, job.iters);
+                    done.send(d).unwrap();
+                }
+            });
+            tx
+        })
+        .collect();
+
+    // ns/record per (threads, variant), one entry per round.
+    let mut results: Vec<((usize, Variant), Vec<f64>)> = Vec::new();
+    // Per 2-thread chunk: producer CPU time / wall time, summed over both
+    // threads. Close to 1.0 means both really ran at once on the 2 cores;
+    // on a loaded machine they often take turns, and then they do not
+    // contend.
+    let mut on_cpu_2t: Vec<f64> = Vec::new();
+    for threads in [1usize, 2] {
+        for v in Variant::ALL {
+            results.push(((threads, v), Vec::new()));
+        }
+    }
+    for round in 0..rounds {
+        for threads in [1usize, 2] {
+            for k in 0..Variant::ALL.len() {
+                let variant = Variant::ALL[(k + round) % Variant::ALL.len()];
+                wait_for_consumers(&env);
+                let barrier = Arc::new(Barrier::new(threads));
+                for w in &workers[..threads] {
+                    w.send(Job {
+                        variant,
+                        iters: chunk,
+                        barrier: Arc::clone(&barrier),
+                    })
+                    .unwrap();
+                }
+                let took: Vec<Took> = (0..threads).map(|_| done_rx.recv().unwrap()).collect();
+                let total: Duration = took
+                    .iter()
+                    .map(|t| match clock {
+                        Clock::ThreadCpu => t.cpu,
+                        Clock::Wall => t.wall,
+                    })
+                    .sum();
+                if threads == 2 {
+                    let cpu: Duration = took.iter().map(|t| t.cpu).sum();
+                    let wall: Duration = took.iter().map(|t| t.wall).sum();
+                    on_cpu_2t.push(cpu.as_secs_f64() / wall.as_secs_f64());
+                }
+                let ns = total.as_nanos() as f64 / (threads as u64 * chunk) as f64;
+                let slot = results
+                    .iter_mut()
+                    .find(|(key, _)| *key == (threads, variant))
+                    .unwrap();
+                slot.1.push(ns);
+            }
+        }
+    }
+    drop(workers);
+
+    // Let the consumers catch up before reading their counters.
     env.rt.block_on(async {
         env.handle.flush().await.unwrap();
     });
-    let stats = env.handle.stats();
-    let samples = samples.lock().unwrap();
-    for threads in [1, 2] {
-        let base = median_of_last(&samples, &format!("try_send_{threads}t"));
-        for name in ["atomic", "try_send", "record"] {
-            let id = format!("{name}_{threads}t");
-            let ns = median_of_last(&samples, &id);
+    wait_for_consumers(&env);
+
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    println!(
+        "INFO collector_record clock={clock:?} rounds={rounds} records_per_thread_per_chunk={chunk} available_parallelism={}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "INFO collector_record two_thread_chunks_on_cpu_fraction median={:.2} (1.00 = both producers ran simultaneously throughout)",
+        median(&on_cpu_2t)
+    );
+    for threads in [1usize, 2] {
+        let of = |v: Variant| {
+            let (_, s) = results.iter().find(|(k, _)| *k == (threads, v)).unwrap();
+            s
+        };
+        let base = median(of(Variant::OldRecord));
+        for v in Variant::ALL {
+            let samples = of(v);
+            let mut sorted = samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            let ns = median(samples);
             println!(
-                "RESULT collector_record variant={id} ns_per_record={ns:.1} ratio_to_baseline={:.2}",
+                "INFO collector_record variant={}_{threads}t min={:.1} median={ns:.1} max={:.1}",
+                v.name(),
+                sorted[0],
+                sorted[sorted.len() - 1],
+            );
+        }
+        for v in Variant::ALL {
+            let ns = median(of(v));
+            println!(
+                "RESULT collector_record variant={}_{threads}t ns_per_record={ns:.1} ratio_to_baseline={:.2}",
+                v.name(),
                 ns / base
             );
         }
     }
+
     let per_k = |polls: u64, records: u64| polls as f64 * 1_000.0 / records.max(1) as f64;
-    let chan_received = env.chan_received.load(Ordering::Relaxed);
+    let stats = env.handle.stats();
     println!(
         "INFO collector_record consumer=collector_worker records={} polls_per_1k_records={:.2} batches={} dropped_queue_full={}",
         stats.written,
@@ -229,16 +498,24 @@ fn collector_record(c: &mut Criterion) {
         stats.batches,
         stats.dropped_queue_full,
     );
+    let old_written = env.old.written.0.load(Ordering::Relaxed);
+    println!(
+        "INFO collector_record consumer=old_worker_replica records={} polls_per_1k_records={:.2} dropped_queue_full={}",
+        old_written,
+        per_k(env.old_polls.load(Ordering::Relaxed), old_written),
+        env.old
+            .counters
+            .0
+            .dropped_queue_full
+            .load(Ordering::Relaxed),
+    );
+    let chan_received = env.chan_received.load(Ordering::Relaxed);
     println!(
         "INFO collector_record consumer=naive_recv_many records={} polls_per_1k_records={:.2}",
         chan_received,
         per_k(env.chan_polls.load(Ordering::Relaxed), chan_received),
     );
-    drop(samples);
     env.rt.block_on(async {
         let _ = env.handle.shutdown(Duration::from_secs(5)).await;
     });
 }
-
-criterion_group!(benches, collector_record);
-criterion_main!(benches);

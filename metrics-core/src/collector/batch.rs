@@ -42,11 +42,20 @@ impl Batcher {
     }
 
     /// A record was added to the batch at `now`.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, now: Instant) {
+        self.add(now, 1);
+    }
+
+    /// `n` records were added to the batch at `now` (none: no change).
+    pub(crate) fn add(&mut self, now: Instant, n: usize) {
+        if n == 0 {
+            return;
+        }
         if self.len == 0 {
             self.deadline = Some(now + self.linger);
         }
-        self.len += 1;
+        self.len += n;
     }
 
     pub(crate) fn len(&self) -> usize {

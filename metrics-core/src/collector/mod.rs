@@ -2,6 +2,7 @@
 //! [`Collector`] (this module is private, its items are re-exported).
 
 mod batch;
+mod queue;
 mod retry;
 mod stats;
 mod worker;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -19,7 +19,8 @@ pub use retry::RetryPolicy;
 pub use stats::CollectorStats;
 pub use worker::Worker;
 
-use stats::{Counters, Padded};
+use queue::{Pushed, Queue};
+use stats::Counters;
 use worker::{Config, Control};
 
 use crate::error::{BuildError, ShutdownError};
@@ -45,11 +46,25 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// [`MetricsSink`]; start one with [`Collector::builder`].
 ///
 /// Request handlers call [`CollectorHandle::record`], which puts the record in
-/// a bounded queue with a non-blocking `try_send` and returns. One background
-/// task, the [`Worker`], takes records off the queue, groups them into batches
-/// and hands one batch at a time to the sink. The request path never waits on
-/// the sink, never takes a lock and never sees a sink error: metrics failures
-/// exist only as counters in [`CollectorStats`].
+/// a bounded queue and returns. One background task, the [`Worker`], takes
+/// records off the queue, groups them into batches and hands one batch at a
+/// time to the sink. The request path never awaits, never waits on the sink
+/// and never sees a sink error: metrics failures exist only as counters in
+/// [`CollectorStats`].
+///
+/// # The queue
+///
+/// The queue is sharded so that producers on different threads do not fight
+/// over the same cache lines: it has a fixed number of shards (the next power
+/// of two at or above twice the available parallelism, at most 64), each a
+/// small buffer under its own lock on its own cache lines. Each thread has a
+/// home shard (assigned round-robin the first time it records); `record()`
+/// *tries* to lock its home shard, then the next ones, pushes the record and
+/// unlocks. It waits for a lock only if every shard is locked at that instant,
+/// and every holder is brief: a producer pushing one record, or the worker
+/// swapping a shard's buffer for an empty one (no allocation, no I/O and no
+/// `.await` happens under a shard lock in the steady state). In practice
+/// `record()` is one uncontended lock, a push and an unlock.
 ///
 /// # Batching
 ///
@@ -59,10 +74,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// time; records keep queueing meanwhile.
 ///
 /// To keep `record()` cheap, producers do not wake the worker for every
-/// record: the worker parks on the queue only while it has no batch; while a
-/// batch lingers it sleeps until the linger deadline, and the producer whose
-/// record brings the pending count to `max_batch` nudges it (once) to write a
-/// full batch early.
+/// record. Before it parks, the worker leaves each shard a threshold: while it
+/// is idle, the first record (which starts a batch and arms its linger); while
+/// a batch lingers, a share of the records still missing from a full batch,
+/// spread over the shards by where recent records came from, such that the
+/// queue cannot hold a full batch's worth without some shard reaching its
+/// threshold. The push that reaches a threshold wakes the worker, once per
+/// shard per wake-up; with one busy thread that is about once per batch.
+///
+/// **Ordering.** Records from one thread keep their order as long as they go
+/// to the same shard (the usual case). Across shards there is no order: the
+/// worker drains the shards in turn, and a thread whose home shard is busy or
+/// full places its record in another shard. Every record carries its own
+/// timestamp; sinks must not rely on arrival order.
 ///
 /// # Failures
 ///
@@ -80,12 +104,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///
 /// The queue is the only buffer, and it is bounded by `queue_capacity`
 /// (default 100,000 records): that capacity is the memory cap while the sink
-/// is down. Beyond it `record()` drops and counts (`dropped_queue_full`). The
-/// queue allocates its slots lazily, in blocks, as records arrive, so a large
-/// capacity costs nothing until it is used; when full, it holds
-/// `queue_capacity` records of `size_of::<Record>()` bytes each plus what they
-/// own (shared `Arc` labels, an optional user id and correlation id). The
-/// worker holds at most one extra batch of `max_batch` records.
+/// is down. It is split exactly between the shards (each holds
+/// `queue_capacity / shards`, rounded up for some so the parts add up), and a
+/// producer whose shard is full moves on to the next ones, so the cap is the
+/// total: `record()` drops and counts (`dropped_queue_full`) only when every
+/// shard is full, even with a single producer thread. Records the worker has
+/// taken out of a shard but not yet put in a batch still count against that
+/// shard. When full, the queue holds `queue_capacity` records of
+/// `size_of::<Record>()` bytes each plus what they own (shared `Arc` labels,
+/// an optional user id and correlation id); the worker holds at most one
+/// extra batch of `max_batch` records. Buffers start small and grow as
+/// traffic needs; the worker resizes the ones it hands back to the shards to
+/// the recent traffic, so a burst's memory is given back afterwards.
 ///
 /// # Upkeep / background work
 ///
@@ -102,8 +132,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///   [`ShutdownError::DeadlineExceeded`] with the final stats; otherwise it
 ///   returns the final stats, with `pending == 0`. A second call returns
 ///   [`ShutdownError::AlreadyShutdown`].
-/// - **Dropping every handle** closes the queue; the worker drains what is
-///   left (no deadline), writes it and ends.
+/// - **Dropping every handle** tells the worker (through its control
+///   channel, which the handles own); it drains what is left (no deadline),
+///   writes it and ends.
 /// - **Dropping the worker future** (for example when the runtime shuts down
 ///   first) counts what was still queued as `dropped_shutdown`. Call
 ///   `shutdown` before leaving `main` so nothing is lost.
@@ -252,7 +283,8 @@ impl<S: MetricsSink> CollectorBuilder<S> {
                 reason: "must be at least 1",
             });
         }
-        // tokio's bounded channel panics above this.
+        // Keeps counts far from overflowing (and the old channel-based
+        // queue's limit, so no setting that worked before now fails).
         if self.queue_capacity > usize::MAX >> 4 {
             return Err(BuildError::InvalidSetting {
                 setting: "queue_capacity",
@@ -274,17 +306,15 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         self.retry.validate()?;
         let max_batch = self.max_batch.min(self.queue_capacity);
 
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
         let shared = Arc::new(Shared {
+            queue: Queue::new(self.queue_capacity, queue::shard_count()),
             counters: Counters::default(),
             notify: Notify::new(),
-            poked: Padded(AtomicBool::new(false)),
             max_batch: max_batch as u64,
         });
         let handle = CollectorHandle {
             inner: Arc::new(HandleInner {
-                tx,
                 control: control_tx,
                 shared: Arc::clone(&shared),
                 shutdown_requested: AtomicBool::new(false),
@@ -296,7 +326,7 @@ impl<S: MetricsSink> CollectorBuilder<S> {
             retry: self.retry,
             export_timeout: self.export_timeout,
         };
-        let worker = Worker::new(self.sink, rx, control_rx, shared, config);
+        let worker = Worker::new(self.sink, control_rx, shared, config);
         Ok((handle, worker))
     }
 
@@ -315,23 +345,24 @@ impl<S: MetricsSink> CollectorBuilder<S> {
 /// State shared by the handles and the worker.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    queue: Queue,
     counters: Counters,
-    /// Producers nudge the lingering worker when a full batch is pending.
+    /// Producers wake the worker through this (see the queue's thresholds).
     notify: Notify,
-    /// Set by the producer that sends the nudge, cleared by the worker when
-    /// it next looks at the queue: at most one nudge per drain.
-    poked: Padded<AtomicBool>,
     max_batch: u64,
 }
 
 impl Shared {
-    #[inline]
-    fn nudge(&self) {
-        // Load first: while the flag is set (a nudge is outstanding) this is
-        // a read of a shared cache line, not a write.
-        if !self.poked.0.load(Ordering::Relaxed) && !self.poked.0.swap(true, Ordering::SeqCst) {
-            self.notify.notify_one();
-        }
+    fn stats(&self) -> CollectorStats {
+        // The worker's counters first, then the queue (upstream of them): a
+        // record moving meanwhile can be missed, never counted twice.
+        let mut s = self.counters.snapshot_worker();
+        let q = self.queue.tally();
+        s.received = q.received;
+        s.dropped_queue_full = q.dropped_queue_full;
+        s.dropped_closed = q.dropped_closed;
+        s.pending += q.queued;
+        s
     }
 }
 
@@ -373,9 +404,10 @@ pub struct CollectorHandle {
     inner: Arc<HandleInner>,
 }
 
+/// Owned by the handles only: when the last handle goes, `control` closes and
+/// the worker learns that no record can arrive any more.
 #[derive(Debug)]
 struct HandleInner {
-    tx: mpsc::Sender<Record>,
     control: mpsc::Sender<Control>,
     shared: Arc<Shared>,
     shutdown_requested: AtomicBool,
@@ -386,7 +418,8 @@ impl fmt::Debug for CollectorHandle {
         f.debug_struct("CollectorHandle")
             .field("stats", &self.stats())
             .field("max_batch", &self.inner.shared.max_batch)
-            .field("queue_capacity", &self.inner.tx.max_capacity())
+            .field("queue_capacity", &self.inner.shared.queue.capacity())
+            .field("shards", &self.inner.shared.queue.shards())
             .finish_non_exhaustive()
     }
 }
@@ -396,26 +429,27 @@ impl CollectorHandle {
     /// `false` if it was dropped (queue full, or the collector is shut down);
     /// either way it is counted.
     ///
-    /// Never awaits, never blocks, never takes a lock, never panics: a
-    /// couple of atomic operations and a `try_send`.
+    /// Never awaits and never panics. It locks one shard of the queue,
+    /// normally uncontended (see [the queue](Collector#the-queue)): it waits
+    /// only if every shard is locked at that instant, each for the few
+    /// nanoseconds of a push or a buffer swap. It wakes the worker only when
+    /// a shard reaches the threshold the worker left (about once per batch),
+    /// never per record.
     #[inline]
     pub fn record(&self, record: impl Into<Record>) -> bool {
-        let inner = &*self.inner;
-        let shared = &*inner.shared;
-        let pending_before = shared.counters.on_received();
-        match inner.tx.try_send(record.into()) {
-            Ok(()) => {
-                // Enough for a full batch: nudge a lingering worker (once).
-                if pending_before + 1 >= shared.max_batch {
-                    shared.nudge();
+        let shared = &*self.inner.shared;
+        match shared.queue.push(record.into()) {
+            Pushed::Queued { wake } => {
+                if wake {
+                    shared.notify.notify_one();
                 }
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            Pushed::QueueFull => {
                 shared.counters.on_queue_full();
                 false
             }
-            Err(TrySendError::Closed(_)) => {
+            Pushed::Closed => {
                 shared.counters.on_closed();
                 false
             }
@@ -425,7 +459,7 @@ impl CollectorHandle {
     /// The counters now (see [`CollectorStats`] for what a snapshot taken
     /// under load guarantees).
     pub fn stats(&self) -> CollectorStats {
-        self.inner.shared.counters.snapshot()
+        self.inner.shared.stats()
     }
 
     /// The text of the most recent sink error (failed attempt, timeout or

@@ -1,5 +1,7 @@
-//! The collector's counters: lock-free atomics shared by the producers
-//! (`record()`), the worker and readers of [`CollectorStats`].
+//! The collector's counters. The producers' counters (`received` and the
+//! drops decided by `record()`) live in the queue's shards, under each shard's
+//! lock; the worker's are atomics here, written by the worker only and read
+//! by [`CollectorStats`] snapshots.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,11 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// ```
 ///
 /// A snapshot taken while producers or the worker are active reads the
-/// counters one after another; they are read in an order that can only miss a
-/// record that is moving between counters, never count one twice, so a busy
-/// snapshot satisfies `received >= written + dropped() + pending`. Once the
-/// collector is quiet (after [`flush`] or [`shutdown`]) the equation holds
-/// exactly, and after `shutdown` `pending` is 0.
+/// counters one after another (the worker's first, then each queue shard's
+/// under its lock, briefly: reading stats is cheap but not meant for the
+/// request path); they are read in an order that can only miss a record that
+/// is moving between counters, never count one twice, so a busy snapshot
+/// satisfies `received >= written + dropped() + pending`. Once the collector
+/// is quiet (after [`flush`] or [`shutdown`]) the equation holds exactly, and
+/// after `shutdown` `pending` is 0.
 ///
 /// [`flush`]: crate::CollectorHandle::flush
 /// [`shutdown`]: crate::CollectorHandle::shutdown
@@ -57,7 +61,8 @@ pub struct CollectorStats {
     /// Batches handed to the sink (each counted once however often it was
     /// retried, so `batches + retries` is the number of sink calls).
     pub batches: u64,
-    /// Records queued or in the batch being written.
+    /// Records queued, or taken by the worker and not yet written or dropped
+    /// (the batch being assembled or written).
     pub pending: u64,
 }
 
@@ -94,15 +99,6 @@ pub(crate) enum DropReason {
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
-/// Counters written on the request path, by every producer.
-#[derive(Debug, Default)]
-pub(crate) struct ProducerCounters {
-    pub(crate) received: AtomicU64,
-    pub(crate) pending: AtomicU64,
-    pub(crate) dropped_queue_full: AtomicU64,
-    pub(crate) dropped_closed: AtomicU64,
-}
-
 /// Counters written by the worker only (read by `stats()`).
 #[derive(Debug, Default)]
 pub(crate) struct WorkerCounters {
@@ -112,6 +108,9 @@ pub(crate) struct WorkerCounters {
     pub(crate) dropped_rejected: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) batches: AtomicU64,
+    /// Records the worker has moved out of the queue and not yet written or
+    /// dropped (its share of `pending`).
+    pub(crate) in_batch: AtomicU64,
 }
 
 /// One flag per drop reason, so the first drop of each kind logs a warning
@@ -125,67 +124,61 @@ struct Warned {
     rejected: AtomicBool,
 }
 
-/// Everything the handles and the worker share.
+/// The worker's counters, warn-once flags and last error, shared with the
+/// handles.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) producer: Padded<ProducerCounters>,
     pub(crate) worker: Padded<WorkerCounters>,
     warned: Warned,
     last_error: Mutex<Option<String>>,
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> CollectorStats {
-        let p = &self.producer.0;
+    /// The worker's counters, with `pending` set to the worker's share
+    /// (records taken from the queue and not yet resolved); the caller adds
+    /// the queue's counts, read *after* this (see `Shared::stats`).
+    pub(crate) fn snapshot_worker(&self) -> CollectorStats {
         let w = &self.worker.0;
-        // Read order matters (see `resolve`): destinations first, then
-        // `pending`, then `received`. A record always leaves `pending` before
-        // it is added to its destination (with Release), so seeing it in a
-        // destination means its `pending` decrement is visible too: no record
-        // is counted twice, and `received` (read last) covers everything seen.
+        // Read order matters: destinations first, then `in_batch`. A record
+        // always leaves its source (`in_batch`, or a shard's `held`) before it
+        // is added to its destination (with Release), so seeing it in a
+        // destination means its removal from the source is visible too: no
+        // record is counted twice. The queue, read last, is upstream of all.
         let ld = |a: &AtomicU64| a.load(Ordering::Acquire);
-        let mut s = CollectorStats {
+        CollectorStats {
             written: ld(&w.written),
             dropped_retries_exhausted: ld(&w.dropped_retries_exhausted),
             dropped_shutdown: ld(&w.dropped_shutdown),
             dropped_rejected: ld(&w.dropped_rejected),
             retries: ld(&w.retries),
             batches: ld(&w.batches),
-            dropped_queue_full: ld(&p.dropped_queue_full),
-            dropped_closed: ld(&p.dropped_closed),
+            pending: ld(&w.in_batch),
             ..CollectorStats::default()
-        };
-        s.pending = ld(&p.pending);
-        s.received = ld(&p.received);
-        s
+        }
     }
 
-    /// A record refused by `record()` because the queue was full.
+    /// A record refused by `record()` because the queue was full (counted
+    /// in its shard).
     pub(crate) fn on_queue_full(&self) {
-        self.resolve(1);
-        let _ = self
-            .producer
-            .0
-            .dropped_queue_full
-            .fetch_add(1, Ordering::Release);
         warn_once(
             &self.warned.queue_full,
             "metrics collector queue is full; dropping records (the sink is down or slower than the traffic; see CollectorStats::dropped_queue_full)",
         );
     }
 
-    /// A record refused by `record()` because the collector is shut down.
+    /// A record refused by `record()` because the collector is shut down
+    /// (counted in its shard).
     pub(crate) fn on_closed(&self) {
-        self.resolve(1);
-        let _ = self
-            .producer
-            .0
-            .dropped_closed
-            .fetch_add(1, Ordering::Release);
         warn_once(
             &self.warned.closed,
             "metrics collector is shut down; dropping records recorded after shutdown (see CollectorStats::dropped_closed)",
         );
+    }
+
+    /// The worker moved `n` records out of the queue (after the shards'
+    /// `held` counts dropped by `n`).
+    pub(crate) fn on_taken(&self, n: u64) {
+        let _ = self.worker.0.in_batch.fetch_add(n, Ordering::Release);
     }
 
     /// `n` records the worker had taken from the queue were written.
@@ -196,6 +189,17 @@ impl Counters {
 
     /// `n` records the worker had taken from the queue were dropped.
     pub(crate) fn on_dropped(&self, reason: DropReason, n: u64) {
+        self.resolve(n);
+        self.add_dropped(reason, n);
+    }
+
+    /// `n` records that were still in the queue (already removed from its
+    /// counts) were dropped.
+    pub(crate) fn on_dropped_queued(&self, reason: DropReason, n: u64) {
+        self.add_dropped(reason, n);
+    }
+
+    fn add_dropped(&self, reason: DropReason, n: u64) {
         if n == 0 {
             return;
         }
@@ -217,7 +221,6 @@ impl Counters {
                 "metrics sink rejected records; dropping them (see CollectorStats::dropped_rejected and last_error)",
             ),
         };
-        self.resolve(n);
         let _ = counter.fetch_add(n, Ordering::Release);
         warn_once(flag, msg);
     }
@@ -245,21 +248,11 @@ impl Counters {
             .clone()
     }
 
-    /// Takes `n` records out of `pending`; the caller then adds them to their
-    /// destination counter with Release ordering (see `snapshot`).
+    /// Takes `n` records out of the worker's `in_batch`; the caller then adds
+    /// them to their destination counter with Release ordering (see
+    /// `snapshot_worker`).
     fn resolve(&self, n: u64) {
-        let _ = self.producer.0.pending.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// A record enters the collector: `received`, then `pending` (Release, so
-    /// a snapshot that sees it pending also sees it received). Counted before
-    /// the enqueue, so the worker can never resolve a record that is not yet
-    /// pending (which would wrap the counter below zero).
-    #[inline]
-    pub(crate) fn on_received(&self) -> u64 {
-        let p = &self.producer.0;
-        let _ = p.received.fetch_add(1, Ordering::Relaxed);
-        p.pending.fetch_add(1, Ordering::Release)
+        let _ = self.worker.0.in_batch.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -291,17 +284,18 @@ mod tests {
     }
 
     #[test]
-    fn counters_keep_the_invariant() {
+    fn worker_counters_move_records_from_in_batch_to_destinations() {
         let c = Counters::default();
-        for _ in 0..10 {
-            let _ = c.on_received();
-        }
+        c.on_taken(10);
         c.on_written(4);
         c.on_dropped(DropReason::Rejected, 3);
         c.on_dropped(DropReason::Shutdown, 0);
-        let s = c.snapshot();
-        assert_eq!((s.written, s.dropped_rejected, s.pending), (4, 3, 3));
-        assert!(s.is_consistent());
+        c.on_dropped_queued(DropReason::Shutdown, 5);
+        let s = c.snapshot_worker();
+        assert_eq!(
+            (s.written, s.dropped_rejected, s.dropped_shutdown, s.pending),
+            (4, 3, 5, 3)
+        );
     }
 
     #[test]

@@ -8,25 +8,24 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Shared;
 use super::batch::{Batcher, Wait};
+use super::queue::{Drainer, Queue};
 use super::retry::{Backoff, RetryPolicy};
 use super::stats::{CollectorStats, DropReason};
 use crate::error::{ShutdownError, SinkError};
-use crate::record::Record;
 use crate::sink::{Batch, MetricsSink};
 
 /// Messages from the handles to the worker (a small bounded channel, apart
-/// from the record queue so a full queue never delays a shutdown).
+/// from the record queue so a full queue never delays a shutdown). The
+/// channel closing means every handle is gone.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Write everything queued so far, then answer.
@@ -67,7 +66,6 @@ pub struct Worker<S> {
 impl<S: MetricsSink> Worker<S> {
     pub(crate) fn new(
         sink: S,
-        rx: mpsc::Receiver<Record>,
         control: mpsc::Receiver<Control>,
         shared: Arc<Shared>,
         config: Config,
@@ -76,7 +74,7 @@ impl<S: MetricsSink> Worker<S> {
             sink,
             batch: Batch::with_capacity(config.max_batch),
             batcher: Batcher::new(config.max_batch, config.linger),
-            rx,
+            drainer: Drainer::new(&shared.queue),
             ctl: ControlState {
                 rx: control,
                 closed: false,
@@ -85,8 +83,6 @@ impl<S: MetricsSink> Worker<S> {
             },
             shared,
             config,
-            taken: 0,
-            resolved: 0,
             dropped_at_deadline: 0,
         };
         Self {
@@ -118,15 +114,10 @@ struct WorkerState<S> {
     sink: S,
     batch: Batch,
     batcher: Batcher,
-    rx: mpsc::Receiver<Record>,
+    drainer: Drainer,
     ctl: ControlState,
     shared: Arc<Shared>,
     config: Config,
-    /// Records taken from the queue so far.
-    taken: u64,
-    /// Records written or dropped by the worker so far (`taken - resolved` is
-    /// the batch in hand).
-    resolved: u64,
     /// Records dropped because the shutdown deadline passed.
     dropped_at_deadline: u64,
 }
@@ -135,8 +126,10 @@ struct ControlState {
     rx: mpsc::Receiver<Control>,
     /// Every handle is gone: drain and stop.
     closed: bool,
-    /// Flush callers and the `resolved` count that satisfies each.
-    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// Flush callers, each with the records per shard that had been accepted
+    /// when its request arrived: it is answered once the worker has moved at
+    /// least those into batches and has no batch in hand.
+    flush_waiters: Vec<(Box<[u64]>, oneshot::Sender<()>)>,
     shutdown: Option<(
         Instant,
         oneshot::Sender<Result<CollectorStats, ShutdownError>>,
@@ -152,19 +145,20 @@ impl ControlState {
         self.shutdown.as_ref().map(|(d, _)| *d)
     }
 
-    fn on_message(&mut self, msg: Option<Control>, queue: &mut mpsc::Receiver<Record>, taken: u64) {
+    fn on_message(&mut self, msg: Option<Control>, queue: &Queue) {
         match msg {
             None => self.closed = true,
             Some(Control::Flush(reply)) => {
-                // Everything in the queue now was enqueued before the flush
-                // request was sent; `taken` covers what the worker holds.
-                let target = taken + queue.len() as u64;
-                self.flush_waiters.push((target, reply));
+                // Everything accepted by now was recorded before the flush
+                // request arrived (and so covers whatever was recorded before
+                // `flush()` was called).
+                self.flush_waiters.push((queue.accepted(), reply));
             }
             Some(Control::Shutdown { deadline, reply }) => {
                 // Close intake before the final drain (tower buffer's
-                // ordering): records after this point fail fast in
-                // `record()` as `dropped_closed` instead of racing the drain.
+                // ordering): each shard is closed under its lock, so a record
+                // is either in a shard before it closes (and gets drained) or
+                // fails fast in `record()` as `dropped_closed`.
                 queue.close();
                 self.shutdown = Some((deadline, reply));
             }
@@ -181,10 +175,7 @@ impl<S: MetricsSink> WorkerState<S> {
                     break;
                 }
             }
-            // Re-arm the producers' "batch is full" nudge before looking at
-            // the queue, so a record enqueued after this drain nudges again.
-            self.shared.poked.0.store(false, Ordering::SeqCst);
-            let disconnected = self.fill();
+            let exhausted = self.fill();
 
             let flushing = self.ctl.draining() || !self.ctl.flush_waiters.is_empty();
             if self.batcher.is_due(Instant::now(), flushing) {
@@ -197,63 +188,51 @@ impl<S: MetricsSink> WorkerState<S> {
                 continue;
             }
             self.answer_flushes();
-            if self.ctl.draining() && self.batcher.len() == 0 && disconnected {
+            // Draining means no record can arrive any more (intake closed, or
+            // no handle left), so an empty queue stays empty.
+            if self.ctl.draining() && self.batcher.len() == 0 && exhausted {
                 break;
             }
 
-            match self.batcher.wait() {
-                Wait::FirstRecord => {
-                    // Idle: park on the queue itself. The first record wakes
-                    // the worker; while a batch lingers the worker is not
-                    // parked here, so producers do not wake it per record.
-                    let deadline = self.ctl.shutdown_deadline();
-                    tokio::select! {
-                        biased;
-                        msg = self.ctl.rx.recv(), if !self.ctl.closed => {
-                            self.ctl.on_message(msg, &mut self.rx, self.taken);
-                        }
-                        rec = self.rx.recv() => {
-                            // `None` (closed and empty) is seen by the next fill().
-                            if let Some(rec) = rec {
-                                self.push(rec, Instant::now());
-                            }
-                        }
-                        () = sleep_opt(deadline) => {}
-                    }
+            // Ask to be woken by the first record (idle), or by the records
+            // that complete the batch (lingering).
+            let need = match self.batcher.wait() {
+                Wait::FirstRecord => 1,
+                Wait::Until(_) => self.config.max_batch - self.batcher.len(),
+            };
+            if !self.drainer.arm(&self.shared.queue, need) {
+                continue; // already there: drain again
+            }
+            let linger_end = match self.batcher.wait() {
+                Wait::FirstRecord => None,
+                Wait::Until(t) => Some(t),
+            };
+            let deadline = self.ctl.shutdown_deadline();
+            tokio::select! {
+                biased;
+                msg = self.ctl.rx.recv(), if !self.ctl.closed => {
+                    self.ctl.on_message(msg, &self.shared.queue);
                 }
-                Wait::Until(linger_end) => {
-                    tokio::select! {
-                        biased;
-                        msg = self.ctl.rx.recv(), if !self.ctl.closed => {
-                            self.ctl.on_message(msg, &mut self.rx, self.taken);
-                        }
-                        () = self.shared.notify.notified() => {}
-                        () = tokio::time::sleep_until(linger_end) => {}
-                    }
-                }
+                () = self.shared.notify.notified() => {}
+                () = sleep_opt(linger_end) => {}
+                () = sleep_opt(deadline) => {}
             }
         }
         self.finish();
     }
 
-    fn push(&mut self, rec: Record, now: Instant) {
-        self.batch.push(rec);
-        self.batcher.push(now);
-        self.taken += 1;
-    }
-
-    /// Moves queued records into the batch without waiting. Returns whether
-    /// the queue is closed and empty.
+    /// Moves queued records into the batch without waiting, up to a full
+    /// batch. Returns whether the queue was found empty.
     fn fill(&mut self) -> bool {
-        let now = Instant::now();
-        while !self.batcher.is_full() {
-            match self.rx.try_recv() {
-                Ok(rec) => self.push(rec, now),
-                Err(TryRecvError::Empty) => return false,
-                Err(TryRecvError::Disconnected) => return true,
-            }
-        }
-        false
+        let room = self.config.max_batch - self.batch.len();
+        let counters = &self.shared.counters;
+        let filled = self
+            .drainer
+            .fill(&self.shared.queue, &mut self.batch, room, |n| {
+                counters.on_taken(n as u64);
+            });
+        self.batcher.add(Instant::now(), filled.moved);
+        filled.exhausted
     }
 
     /// Writes the batch in hand (with retries), listening to control messages
@@ -271,7 +250,7 @@ impl<S: MetricsSink> WorkerState<S> {
                     biased;
                     out = &mut write => break Some(out),
                     msg = self.ctl.rx.recv(), if !self.ctl.closed => {
-                        self.ctl.on_message(msg, &mut self.rx, self.taken);
+                        self.ctl.on_message(msg, &self.shared.queue);
                     }
                     () = sleep_opt(deadline) => break None,
                 }
@@ -287,42 +266,45 @@ impl<S: MetricsSink> WorkerState<S> {
             }
             Some(Outcome::Dropped(reason)) => counters.on_dropped(reason, n),
         }
-        self.resolved += n;
         self.batch.clear();
         self.batcher.reset();
+        self.drainer.batch_done();
         true
     }
 
     /// The shutdown deadline passed: the batch in hand and everything still
-    /// queued are dropped and counted.
+    /// queued are dropped and counted, and intake is closed.
     fn abandon_all(&mut self) {
-        self.rx.close();
+        let n = self.drop_everything();
+        self.dropped_at_deadline += n;
+    }
+
+    /// Closes intake and counts the batch in hand and everything queued as
+    /// `dropped_shutdown`. Returns how many.
+    fn drop_everything(&mut self) -> u64 {
         let in_hand = self.batch.len() as u64;
         self.batch.clear();
         self.batcher.reset();
-        let mut queued = 0;
-        while self.rx.try_recv().is_ok() {
-            queued += 1;
-        }
-        self.taken += queued;
-        let n = in_hand + queued;
-        self.resolved += n;
-        self.dropped_at_deadline += n;
-        self.shared.counters.on_dropped(DropReason::Shutdown, n);
+        let counters = &self.shared.counters;
+        counters.on_dropped(DropReason::Shutdown, in_hand);
+        let queued = self.drainer.take_all(&self.shared.queue);
+        counters.on_dropped_queued(DropReason::Shutdown, queued);
+        in_hand + queued
     }
 
     fn answer_flushes(&mut self) {
-        if self.ctl.flush_waiters.is_empty() {
+        // A batch in hand is not resolved yet; flushing makes it due, so this
+        // is reached again right after it is written.
+        if self.ctl.flush_waiters.is_empty() || !self.batch.is_empty() {
             return;
         }
-        let resolved = self.resolved;
         let waiters = std::mem::take(&mut self.ctl.flush_waiters);
-        for (target, reply) in waiters {
-            if target <= resolved {
+        for (targets, reply) in waiters {
+            if self.drainer.has_moved(&targets) {
                 // The caller may have given up waiting; nothing to do then.
                 let _ = reply.send(());
             } else {
-                self.ctl.flush_waiters.push((target, reply));
+                self.ctl.flush_waiters.push((targets, reply));
             }
         }
     }
@@ -333,7 +315,7 @@ impl<S: MetricsSink> WorkerState<S> {
             let _ = reply.send(());
         }
         if let Some((_, reply)) = self.ctl.shutdown.take() {
-            let stats = self.shared.counters.snapshot();
+            let stats = self.shared.stats();
             let answer = if self.dropped_at_deadline > 0 {
                 Err(ShutdownError::DeadlineExceeded(stats))
             } else {
@@ -346,16 +328,17 @@ impl<S: MetricsSink> WorkerState<S> {
 
 impl<S> Drop for WorkerState<S> {
     fn drop(&mut self) {
-        // Reached with records in hand only if the worker future is dropped
-        // before completing (runtime shutdown) or a bug panics it: count them
-        // so `received = written + dropped + pending` keeps holding.
-        self.rx.close();
-        let mut n = self.batch.len() as u64;
+        // Closes intake for good (records after the worker ended count as
+        // `dropped_closed`). Finds records only if the worker future is
+        // dropped before completing (runtime shutdown) or a bug panics it:
+        // count them so `received = written + dropped + pending` keeps
+        // holding.
+        let in_hand = self.batch.len() as u64;
         self.batch.clear();
-        while self.rx.try_recv().is_ok() {
-            n += 1;
-        }
-        self.shared.counters.on_dropped(DropReason::Shutdown, n);
+        let counters = &self.shared.counters;
+        counters.on_dropped(DropReason::Shutdown, in_hand);
+        let queued = self.drainer.take_all(&self.shared.queue);
+        counters.on_dropped_queued(DropReason::Shutdown, queued);
     }
 }
 
