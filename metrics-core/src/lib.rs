@@ -16,6 +16,7 @@
 //! dropping every handle has the worker drain and stop on its own.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 pub mod aggregate;
 mod collector;
 mod error;
@@ -27,6 +28,10 @@ mod sink;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
+pub use admin::{AdminCheck, AdminCheckError, CachedAdminCheck, SharedError, StaticAdmins};
+#[cfg(feature = "databricks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
+pub use admin::{DatabricksAdminCheck, DatabricksAdminCheckBuilder, DatabricksConfigError};
 pub use collector::{
     Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy, Worker,
 };
