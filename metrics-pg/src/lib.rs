@@ -40,18 +40,28 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod governance;
+mod job;
 mod migrate;
 mod partition;
 mod pool;
+mod retention;
+mod rollup;
+mod schedule;
 mod schema;
 mod sink;
 
 pub use error::Error;
+pub use governance::Governance;
+pub use job::{Clock, JobReport};
 pub use migrate::{MigrationReport, Migrator, migrate};
 pub use partition::{
     DAYS_AHEAD, DAYS_BEHIND, PartitionReport, create_partitions, maintain_partitions,
 };
 pub use pool::create_pool;
+pub use retention::RetentionJob;
+pub use rollup::{ALL, RollupJob};
+pub use schedule::{Scheduler, SchedulerConfig, SchedulerHandle};
 pub use schema::{DEFAULT_SCHEMA, SchemaName};
 pub use sink::{PgSink, PgSinkBuilder};
 

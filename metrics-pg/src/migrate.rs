@@ -37,6 +37,12 @@ static MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0002_aggregated_metrics.up.sql"),
         down: include_str!("../migrations/0002_aggregated_metrics.down.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rollup_hours",
+        up: include_str!("../migrations/0003_rollup_hours.up.sql"),
+        down: include_str!("../migrations/0003_rollup_hours.down.sql"),
+    },
 ];
 
 /// First key of the two-key advisory lock taken while migrating; the second is

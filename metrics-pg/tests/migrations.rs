@@ -54,6 +54,7 @@ async fn fresh_database_gets_every_table_and_bookkeeping() {
             "_migrations",
             "aggregated_metrics",
             "performance_metrics",
+            "rollup_hours",
             "usage_events"
         ]
     );
@@ -132,7 +133,7 @@ async fn down_then_up() {
 
     let up = migrator.run(&mut client).await.unwrap();
     assert_eq!(up.applied, (1..=latest).collect::<Vec<_>>());
-    assert_eq!(tables(&client, &schema).await.len(), 4);
+    assert_eq!(tables(&client, &schema).await.len(), 5);
 }
 
 #[tokio::test]

@@ -1,0 +1,344 @@
+//! The retention job: drops raw day partitions past the raw horizon once
+//! every hour in them is rolled up, and deletes rollups past theirs.
+//!
+//! # Never losing rows
+//!
+//! A day partition is dropped in one transaction that
+//!
+//! 1. locks the parent raw table in `SHARE ROW EXCLUSIVE` mode: nothing can
+//!    be inserted (a late row would otherwise slip in between the check and
+//!    the drop), reads keep going, and the lock order (parent first) is the
+//!    one writers use, so no deadlock;
+//! 2. re-counts the partition's rows per hour and rolls every hour that was
+//!    never rolled or whose count changed (inside the same transaction);
+//! 3. marks those hours `raw_dropped` in `rollup_hours` (so they are never
+//!    rolled again from a partial set of rows) and drops the partition.
+//!
+//! If anything fails the transaction rolls back and the partition stays;
+//! the next run tries again.
+//!
+//! # Horizons
+//!
+//! A partition for day `D` is dropped once `D + 1 day <= now − raw_retention`
+//! (every row in it is older than the horizon). A rollup hour `[h, h + 1 h)`
+//! is deleted once `h + 1 h <= now − rollup_retention`. The rollup horizon is
+//! never shorter than the raw one (the longer of the two is used), so no hour
+//! loses its rollup while its raw rows could still be re-rolled.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::Pool;
+use time::{Date, Month};
+use tokio_postgres::Client;
+
+use crate::error::Error;
+use crate::governance::Governance;
+use crate::job::{
+    Clock, JobLock, JobReport, RETENTION_LOCK_CLASS, ROLLUP_LOCK_CLASS, from_unix_secs, unix_secs,
+};
+use crate::partition::PARTITIONED_TABLES;
+use crate::rollup::{Kind, RollupOptions, hours_to_roll, roll_closed_hours, roll_hour};
+use crate::schema::SchemaName;
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+
+/// Drops expired raw partitions (after rolling any hour not yet rolled) and
+/// deletes expired rollups. Run it daily (the [`Scheduler`](crate::Scheduler)
+/// does at 02:00 UTC; `metrics-aggregate retention` from cron).
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use metrics_pg::RetentionJob;
+///
+/// let pool = metrics_pg::create_pool("postgres://app@localhost/app", 2)?;
+/// let report = RetentionJob::new(pool, "app_metrics")?
+///     .raw_retention(Duration::from_secs(7 * 86_400))
+///     .rollup_retention(Duration::from_secs(90 * 86_400))
+///     .run_once()
+///     .await?;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RetentionJob {
+    pool: Pool,
+    schema: SchemaName,
+    raw_retention: Duration,
+    rollup_retention: Duration,
+    rollup: RollupOptions,
+    governance: Governance,
+    clock: Clock,
+}
+
+impl RetentionJob {
+    /// Default horizon of the raw tables: 7 days.
+    pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+    /// Default horizon of the rollups: 90 days.
+    pub const DEFAULT_ROLLUP_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+    /// A job for the tables in `schema`, with the default horizons.
+    pub fn new(pool: Pool, schema: &str) -> Result<Self, Error> {
+        Ok(Self {
+            pool,
+            schema: SchemaName::new(schema)?,
+            raw_retention: Self::DEFAULT_RAW_RETENTION,
+            rollup_retention: Self::DEFAULT_ROLLUP_RETENTION,
+            rollup: RollupOptions::default(),
+            governance: Governance::default(),
+            clock: Clock::system(),
+        })
+    }
+
+    /// How long raw rows are kept (whole UTC days; default 7 days).
+    pub fn raw_retention(mut self, keep: Duration) -> Self {
+        self.raw_retention = keep;
+        self
+    }
+
+    /// How long hourly rollups are kept (default 90 days; never less than
+    /// the raw retention).
+    pub fn rollup_retention(mut self, keep: Duration) -> Self {
+        self.rollup_retention = keep;
+        self
+    }
+
+    /// Grace period of the rollup pass this job starts with (see
+    /// [`RollupJob::grace`](crate::RollupJob::grace)).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.rollup.grace = grace;
+        self
+    }
+
+    /// Exact limit of the sketches of hours this job rolls (see
+    /// [`RollupJob::exact_limit`](crate::RollupJob::exact_limit)).
+    pub fn exact_limit(mut self, limit: u32) -> Self {
+        self.rollup.exact_limit = limit;
+        self
+    }
+
+    /// Record-count thresholds checked after each run.
+    pub fn governance(mut self, governance: Governance) -> Self {
+        self.governance = governance;
+        self
+    }
+
+    /// The clock `run_once` reads.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Applies retention at the clock's current time.
+    pub async fn run_once(&self) -> Result<JobReport, Error> {
+        self.run_at(self.clock.now()).await
+    }
+
+    /// Applies retention as of `now`: first a rollup pass of closed hours,
+    /// then partition drops, then rollup deletes.
+    pub async fn run_at(&self, now: SystemTime) -> Result<JobReport, Error> {
+        let started = Instant::now();
+        let mut report = JobReport {
+            job: "retention",
+            ..JobReport::default()
+        };
+        let Some(mut lock) =
+            JobLock::try_acquire(&self.pool, RETENTION_LOCK_CLASS, &self.schema).await?
+        else {
+            report.skipped = true;
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        };
+        // Rolling and dropping exclude the rollup job (which only ever
+        // try-locks, so it skips a minute rather than queueing behind us).
+        lock.also_wait_for(ROLLUP_LOCK_CLASS, &self.schema).await?;
+        let client: &mut Client = lock.client();
+        roll_closed_hours(client, &self.schema, &self.rollup, now, &mut report).await?;
+
+        let now_secs = unix_secs(now);
+        let raw_cutoff = now_secs.saturating_sub(secs(self.raw_retention));
+        for table in PARTITIONED_TABLES {
+            let Some(kind) = Kind::of_table(table) else {
+                continue;
+            };
+            for (name, day) in day_partitions(client, &self.schema, table).await? {
+                if day + DAY <= raw_cutoff {
+                    self.drop_partition(client, kind, &name, day, &mut report)
+                        .await?;
+                }
+            }
+        }
+
+        let keep = secs(self.rollup_retention.max(self.raw_retention));
+        // Hour [h, h+1h) expires when h + 1h <= cutoff, i.e. h <= cutoff - 1h.
+        let last_expired = from_unix_secs(now_secs.saturating_sub(keep) - HOUR);
+        report.rollup_rows_deleted = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE time_bucket <= $1",
+                    self.schema.qualify("aggregated_metrics")
+                ),
+                &[&last_expired],
+            )
+            .await
+            .map_err(|e| Error::db("deleting expired rollups", e))?;
+        let _ = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE hour <= $1",
+                    self.schema.qualify("rollup_hours")
+                ),
+                &[&last_expired],
+            )
+            .await
+            .map_err(|e| Error::db("deleting expired rollup bookkeeping", e))?;
+
+        report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
+        lock.release().await?;
+        report.elapsed = started.elapsed();
+        tracing::info!(schema = %self.schema, %report, "retention done");
+        Ok(report)
+    }
+
+    /// Rolls whatever the partition still needs, then drops it, atomically.
+    async fn drop_partition(
+        &self,
+        client: &mut Client,
+        kind: Kind,
+        name: &str,
+        day: i64,
+        report: &mut JobReport,
+    ) -> Result<(), Error> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a partition drop", e))?;
+        // Writers wait at most this long behind us; if they hold the table
+        // longer, give up and retry on the next run rather than pile up.
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '30s'; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+            self.schema.qualify(kind.table())
+        ))
+        .await
+        .map_err(|e| Error::db("locking a raw table to drop a partition", e))?;
+        for hour in hours_to_roll(&tx, &self.schema, kind, day, day + DAY).await? {
+            let (raw, written) =
+                roll_hour(&tx, &self.schema, kind, hour, self.rollup.exact_limit).await?;
+            report.hours_rolled += 1;
+            report.raw_rows_rolled += raw;
+            report.rollup_rows_written += written;
+        }
+        let part = self.schema.qualify(name);
+        let rows: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {part}"), &[])
+            .await
+            .map_err(|e| Error::db("counting a partition's rows", e))?
+            .get(0);
+        let _ = tx
+            .execute(
+                &format!(
+                    "UPDATE {} SET raw_dropped = true \
+                     WHERE metric_type = $1 AND hour >= $2 AND hour < $3",
+                    self.schema.qualify("rollup_hours")
+                ),
+                &[
+                    &kind.metric_type(),
+                    &from_unix_secs(day),
+                    &from_unix_secs(day + DAY),
+                ],
+            )
+            .await
+            .map_err(|e| Error::db("marking dropped hours", e))?;
+        tx.batch_execute(&format!("DROP TABLE {part}"))
+            .await
+            .map_err(|e| Error::db("dropping an expired partition", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a partition drop", e))?;
+        tracing::info!(schema = %self.schema, partition = name, rows, "dropped expired raw partition");
+        report.partitions_dropped.push(name.to_owned());
+        report.raw_rows_dropped += u64::try_from(rows).unwrap_or(0);
+        Ok(())
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// The day partitions of `table` (`table_pYYYYMMDD`) with the start of their
+/// day (seconds since the epoch), oldest first. The default partition and
+/// anything not named by `maintain_partitions` are left alone.
+async fn day_partitions(
+    client: &Client,
+    schema: &SchemaName,
+    table: &str,
+) -> Result<Vec<(String, i64)>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent \
+             JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = $1 AND p.relname = $2",
+            &[&schema.as_str(), &table],
+        )
+        .await
+        .map_err(|e| Error::db("listing raw partitions", e))?;
+    let mut out: Vec<(String, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.get(0);
+            let day = parse_partition_day(table, &name)?;
+            Some((name, day.midnight().assume_utc().unix_timestamp()))
+        })
+        .collect();
+    out.sort_by_key(|(_, day)| *day);
+    Ok(out)
+}
+
+/// `performance_metrics_p20250309` → 2025-03-09.
+fn parse_partition_day(table: &str, name: &str) -> Option<Date> {
+    let digits = name.strip_prefix(table)?.strip_prefix("_p")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i32 = digits[0..4].parse().ok()?;
+    let m: u8 = digits[4..6].parse().ok()?;
+    let d: u8 = digits[6..8].parse().ok()?;
+    Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+    use crate::partition::partition_name;
+
+    #[test]
+    fn partition_names_parse_back() {
+        let d = date!(2025 - 03 - 09);
+        for table in PARTITIONED_TABLES {
+            assert_eq!(
+                parse_partition_day(table, &partition_name(table, d)),
+                Some(d)
+            );
+        }
+        assert_eq!(
+            parse_partition_day("usage_events", "usage_events_default"),
+            None
+        );
+        assert_eq!(
+            parse_partition_day("usage_events", "performance_metrics_p20250309"),
+            None
+        );
+        assert_eq!(
+            parse_partition_day("usage_events", "usage_events_p20251309"),
+            None
+        );
+    }
+}

@@ -1,0 +1,662 @@
+//! The rollup job: every closed hour of raw rows becomes a few
+//! `aggregated_metrics` rows holding the summary values and mergeable sketches.
+//!
+//! # How a run works
+//!
+//! 1. Take the rollup advisory lock without waiting (another instance running
+//!    the job makes this run a no-op reported as `skipped`).
+//! 2. Per raw table, count the raw rows per hour (one set-based `GROUP BY`)
+//!    over the hours that may need work: every closed hour since the last one
+//!    rolled, plus the `recheck_window` before the last closed hour, and
+//!    compare with `rollup_hours`, which records how many raw rows each
+//!    rollup read. An hour never rolled, or whose count changed (late rows),
+//!    is rolled (again).
+//! 3. Each such hour is rolled in **one transaction**: its raw rows stream
+//!    out with binary `COPY (SELECT ..) TO STDOUT` into per-key summaries
+//!    (the client holds sketches, never the hour's rows), the rollup rows are
+//!    upserted on the bucket key (`INSERT .. ON CONFLICT DO UPDATE`), and the
+//!    number of rows streamed is recorded in `rollup_hours`. A run cut short
+//!    leaves every hour either fully rolled or untouched; the next run picks
+//!    up the rest.
+//!
+//! Counting from the streamed rows (not a separate `count(*)`) matters: the
+//! recorded count is exactly what went into the rollup, so a row committed
+//! while the `COPY` ran shows up as a changed count in the next run.
+//!
+//! Rows per hour: performance per `(endpoint, method)` plus an
+//! all-endpoints row whose `endpoint_path` and `method` are
+//! [`ALL`] (`*`); usage per `event_type` plus an all-types row with
+//! `event_type = '*'`. The all-rows sketches are merges of the per-key ones,
+//! which give the same state as adding every sample (see
+//! [`LatencySketch`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::Pool;
+use futures_util::{StreamExt, pin_mut};
+use metrics_core::aggregate::{
+    DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, PerformanceSummary, UsageSummary,
+};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
+
+use crate::error::Error;
+use crate::governance::Governance;
+use crate::job::{Clock, JobLock, JobReport, ROLLUP_LOCK_CLASS, from_unix_secs, unix_secs};
+use crate::schema::SchemaName;
+
+/// The `endpoint_path`, `method` and `event_type` of the all-endpoints and
+/// all-types rollup rows. Route templates start with `/` (or are
+/// `<unmatched>`), so `*` never collides with a real key.
+pub const ALL: &str = "*";
+
+const HOUR: i64 = 3600;
+
+/// `statement_timeout` of each rollup transaction: generous (an hour of a
+/// busy service streams in seconds), but a stuck statement must not hold the
+/// job's lock for ever.
+const ROLL_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '600s'";
+
+/// The raw tables and their rollup `metric_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Performance,
+    Usage,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Self; 2] = [Self::Performance, Self::Usage];
+
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Self::Performance => "performance_metrics",
+            Self::Usage => "usage_events",
+        }
+    }
+
+    pub(crate) fn metric_type(self) -> &'static str {
+        match self {
+            Self::Performance => "performance",
+            Self::Usage => "usage",
+        }
+    }
+
+    pub(crate) fn of_table(table: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.table() == table)
+    }
+}
+
+/// Rolls closed hours of raw rows up into `aggregated_metrics`: one
+/// transaction per hour, raw rows streamed by binary `COPY` into sketches,
+/// an upsert on the bucket key, and a record of the raw row count so hours
+/// that receive late rows are rolled again. Scheduling, retention and the
+/// accuracy guarantee are described in `docs/operations.md`.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use metrics_pg::RollupJob;
+///
+/// let pool = metrics_pg::create_pool("postgres://app@localhost/app", 2)?;
+/// let job = RollupJob::new(pool, "app_metrics")?.grace(Duration::from_secs(120));
+/// let report = job.run_once().await?;
+/// println!("{report}"); // rollup: 1 hours rolled (41666 raw rows -> 52 rollup rows) ...
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RollupJob {
+    pool: Pool,
+    schema: SchemaName,
+    options: RollupOptions,
+    governance: Governance,
+    clock: Clock,
+}
+
+/// The settings of a rollup pass (shared with the retention job, which rolls
+/// hours before dropping their partition).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RollupOptions {
+    pub(crate) grace: Duration,
+    pub(crate) recheck_window: Duration,
+    pub(crate) exact_limit: u32,
+}
+
+impl Default for RollupOptions {
+    fn default() -> Self {
+        Self {
+            grace: RollupJob::DEFAULT_GRACE,
+            recheck_window: RollupJob::DEFAULT_RECHECK_WINDOW,
+            exact_limit: DEFAULT_EXACT_LIMIT,
+        }
+    }
+}
+
+// ===== impl RollupJob =====
+
+impl RollupJob {
+    /// How long after an hour ends it counts as closed (rows still in the
+    /// collector's queue or batches being retried get this long to land).
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+    /// How far back each run re-counts rolled hours to catch late rows.
+    /// Older late rows are caught by the retention job before their day's
+    /// partition is dropped.
+    pub const DEFAULT_RECHECK_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+    /// A job for the tables in `schema`, with the default settings.
+    pub fn new(pool: Pool, schema: &str) -> Result<Self, Error> {
+        Ok(Self {
+            pool,
+            schema: SchemaName::new(schema)?,
+            options: RollupOptions::default(),
+            governance: Governance::default(),
+            clock: Clock::system(),
+        })
+    }
+
+    /// Grace period after the end of an hour before it is rolled (default
+    /// [`DEFAULT_GRACE`](Self::DEFAULT_GRACE), 2 minutes).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.options.grace = grace;
+        self
+    }
+
+    /// How far back (before the last closed hour) each run looks for hours
+    /// whose raw row count changed (default 24 h). Raise it after importing
+    /// back-dated rows to roll them at once.
+    pub fn recheck_window(mut self, window: Duration) -> Self {
+        self.options.recheck_window = window;
+        self
+    }
+
+    /// Samples per bucket kept verbatim (exact percentiles) before the latency
+    /// sketch switches to its 1 % relative-error bins (default 1,000).
+    pub fn exact_limit(mut self, limit: u32) -> Self {
+        self.options.exact_limit = limit;
+        self
+    }
+
+    /// Record-count thresholds checked after each run.
+    pub fn governance(mut self, governance: Governance) -> Self {
+        self.governance = governance;
+        self
+    }
+
+    /// The clock `run_once` reads (tests use [`Clock::fixed`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The schema rolled up.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Rolls every hour closed at the clock's current time.
+    pub async fn run_once(&self) -> Result<JobReport, Error> {
+        self.run_at(self.clock.now()).await
+    }
+
+    /// Rolls every hour closed at `now` (an hour `[h, h + 1 h)` is closed
+    /// once `h + 1 h + grace <= now`).
+    pub async fn run_at(&self, now: SystemTime) -> Result<JobReport, Error> {
+        let started = Instant::now();
+        let mut report = JobReport {
+            job: "rollup",
+            ..JobReport::default()
+        };
+        let Some(mut lock) =
+            JobLock::try_acquire(&self.pool, ROLLUP_LOCK_CLASS, &self.schema).await?
+        else {
+            report.skipped = true;
+            report.elapsed = started.elapsed();
+            tracing::debug!(schema = %self.schema, "rollup skipped: another instance holds the lock");
+            return Ok(report);
+        };
+        let client: &mut Client = lock.client();
+        roll_closed_hours(client, &self.schema, &self.options, now, &mut report).await?;
+        report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
+        lock.release().await?;
+        report.elapsed = started.elapsed();
+        tracing::info!(schema = %self.schema, %report, "rollup done");
+        Ok(report)
+    }
+}
+
+/// Start of the hour containing `secs`.
+pub(crate) fn floor_hour(secs: i64) -> i64 {
+    secs.div_euclid(HOUR) * HOUR
+}
+
+/// `'YYYY-MM-DD HH:MM:SS+00'`, a timestamptz literal (COPY takes no
+/// parameters). Only ever built from our own integers.
+pub(crate) fn ts_literal(secs: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00'",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Rolls every closed hour that needs it, both raw tables, one transaction
+/// per hour.
+pub(crate) async fn roll_closed_hours(
+    client: &mut Client,
+    schema: &SchemaName,
+    options: &RollupOptions,
+    now: SystemTime,
+    report: &mut JobReport,
+) -> Result<(), Error> {
+    let grace = i64::try_from(options.grace.as_secs()).unwrap_or(i64::MAX / 2);
+    let closed_end = floor_hour(unix_secs(now).saturating_sub(grace));
+    let recheck = i64::try_from(options.recheck_window.as_secs()).unwrap_or(i64::MAX / 2);
+    for kind in Kind::ALL {
+        let Some(lo) = scan_start(client, schema, kind, closed_end, recheck).await? else {
+            continue;
+        };
+        if lo >= closed_end {
+            continue;
+        }
+        let hours = hours_to_roll(&*client, schema, kind, lo, closed_end).await?;
+        for hour in hours {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| Error::db("starting a rollup transaction", e))?;
+            let (raw, written) = roll_hour(&tx, schema, kind, hour, options.exact_limit).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::db("committing a rollup", e))?;
+            tracing::debug!(schema = %schema, table = kind.table(), hour = %ts_literal(hour), raw, written, "rolled hour");
+            report.hours_rolled += 1;
+            report.raw_rows_rolled += raw;
+            report.rollup_rows_written += written;
+        }
+    }
+    Ok(())
+}
+
+/// Where the per-hour count of this run starts: the hour after the last one
+/// rolled, or `recheck` before `closed_end`, whichever is earlier; the first
+/// raw row's hour when nothing was ever rolled; `None` when there is nothing.
+async fn scan_start(
+    client: &Client,
+    schema: &SchemaName,
+    kind: Kind,
+    closed_end: i64,
+    recheck: i64,
+) -> Result<Option<i64>, Error> {
+    let last: Option<i64> = client
+        .query_one(
+            &format!(
+                "SELECT extract(epoch FROM max(hour))::bigint FROM {} WHERE metric_type = $1",
+                schema.qualify("rollup_hours")
+            ),
+            &[&kind.metric_type()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the last rolled hour", e))?
+        .get(0);
+    if let Some(last) = last {
+        return Ok(Some((last + HOUR).min(closed_end.saturating_sub(recheck))));
+    }
+    // Never rolled: start at the oldest raw row (a full scan, once).
+    let first: Option<f64> = client
+        .query_one(
+            &format!(
+                "SELECT extract(epoch FROM min(\"timestamp\"))::float8 FROM {}",
+                schema.qualify(kind.table())
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("finding the oldest raw row", e))?
+        .get(0);
+    Ok(first.map(|s| floor_hour(s.floor() as i64)))
+}
+
+/// Hours in `[lo, hi)` whose raw rows were never rolled or changed in
+/// number since, ascending (seconds since the epoch).
+pub(crate) async fn hours_to_roll(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &SchemaName,
+    kind: Kind,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<i64>, Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT extract(epoch FROM h.hour)::bigint FROM ( \
+                   SELECT date_bin('1 hour', \"timestamp\", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, \
+                          count(*) AS n \
+                   FROM {raw} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY 1) h \
+                 LEFT JOIN {done} r ON r.metric_type = $3 AND r.hour = h.hour \
+                 WHERE r.hour IS NULL OR (r.raw_count <> h.n AND NOT r.raw_dropped) \
+                 ORDER BY 1",
+                raw = schema.qualify(kind.table()),
+                done = schema.qualify("rollup_hours"),
+            ),
+            &[&from_unix_secs(lo), &from_unix_secs(hi), &kind.metric_type()],
+        )
+        .await
+        .map_err(|e| Error::db("counting raw rows per hour", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// One rollup row, ready to upsert.
+struct OutRow {
+    endpoint: Option<String>,
+    method: Option<String>,
+    event_type: Option<String>,
+    values: serde_json::Value,
+    count: i64,
+    latency: Option<Vec<u8>>,
+    users: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PerfBucket {
+    summary: PerformanceSummary,
+    users: DistinctUsers,
+}
+
+/// Rolls one hour of one raw table inside `tx`: streams its rows, upserts the
+/// rollup rows, records the count. Returns (raw rows read, rollup rows
+/// written).
+pub(crate) async fn roll_hour(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    kind: Kind,
+    hour: i64,
+    exact_limit: u32,
+) -> Result<(u64, u64), Error> {
+    tx.batch_execute(ROLL_STATEMENT_TIMEOUT)
+        .await
+        .map_err(|e| Error::db("setting statement_timeout", e))?;
+    let (raw, rows) = match kind {
+        Kind::Performance => stream_performance(tx, schema, hour, exact_limit).await?,
+        Kind::Usage => stream_usage(tx, schema, hour).await?,
+    };
+    let written = upsert(tx, schema, kind, hour, &rows).await?;
+    let raw_count = i64::try_from(raw).unwrap_or(i64::MAX);
+    let _ = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} AS r (metric_type, hour, raw_count) VALUES ($1, $2, $3) \
+                 ON CONFLICT (metric_type, hour) DO UPDATE \
+                 SET raw_count = EXCLUDED.raw_count, rolled_at = now()",
+                schema.qualify("rollup_hours")
+            ),
+            &[&kind.metric_type(), &from_unix_secs(hour), &raw_count],
+        )
+        .await
+        .map_err(|e| Error::db("recording a rolled hour", e))?;
+    Ok((raw, written))
+}
+
+fn copy_sql(schema: &SchemaName, kind: Kind, columns: &str, hour: i64) -> String {
+    format!(
+        "COPY (SELECT {columns} FROM {} WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) \
+         TO STDOUT (FORMAT binary)",
+        schema.qualify(kind.table()),
+        ts_literal(hour),
+        ts_literal(hour + HOUR)
+    )
+}
+
+async fn stream_performance(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    hour: i64,
+    exact_limit: u32,
+) -> Result<(u64, Vec<OutRow>), Error> {
+    let sql = copy_sql(
+        schema,
+        Kind::Performance,
+        "endpoint, method, status_code, response_time_ms, user_id",
+        hour,
+    );
+    let stream = tx
+        .copy_out(sql.as_str())
+        .await
+        .map_err(|e| Error::db("streaming raw requests", e))?;
+    let rows = BinaryCopyOutStream::new(
+        stream,
+        &[Type::TEXT, Type::TEXT, Type::INT4, Type::FLOAT8, Type::TEXT],
+    );
+    pin_mut!(rows);
+    // endpoint -> [(method, bucket)]: a handful of methods per endpoint, and
+    // looking the endpoint up by &str avoids allocating per row.
+    let mut buckets: HashMap<String, Vec<(String, PerfBucket)>> = HashMap::new();
+    let mut raw = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| Error::db("streaming raw requests", e))?;
+        let endpoint: &str = row
+            .try_get(0)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
+        let method: &str = row
+            .try_get(1)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
+        let status: i32 = row
+            .try_get(2)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
+        let ms: f64 = row
+            .try_get(3)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
+        let user: Option<&str> = row
+            .try_get(4)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
+        raw += 1;
+        if !buckets.contains_key(endpoint) {
+            let _ = buckets.insert(endpoint.to_owned(), Vec::new());
+        }
+        let Some(methods) = buckets.get_mut(endpoint) else {
+            continue; // inserted just above
+        };
+        let i = match methods.iter().position(|(m, _)| m == method) {
+            Some(i) => i,
+            None => {
+                methods.push((
+                    method.to_owned(),
+                    PerfBucket {
+                        summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(
+                            exact_limit,
+                        )),
+                        users: DistinctUsers::new(),
+                    },
+                ));
+                methods.len() - 1
+            }
+        };
+        let bucket = &mut methods[i].1;
+        // The table's CHECK keeps status_code in 100..=599.
+        bucket
+            .summary
+            .add_sample(u16::try_from(status).unwrap_or(0), ms);
+        if let Some(user) = user {
+            bucket.users.add(user);
+        }
+    }
+    // Sorted, so rows are written in key order: equal inputs give equal
+    // statements, and concurrent upserts of one hour lock rows in one order.
+    let sorted: BTreeMap<(String, String), PerfBucket> = buckets
+        .into_iter()
+        .flat_map(|(e, ms)| ms.into_iter().map(move |(m, b)| ((e.clone(), m), b)))
+        .collect();
+    let mut all = PerfBucket {
+        summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(exact_limit)),
+        users: DistinctUsers::new(),
+    };
+    let mut out = Vec::with_capacity(sorted.len() + 1);
+    for ((endpoint, method), b) in sorted {
+        all.summary.merge(&b.summary);
+        all.users.merge(&b.users);
+        out.push(perf_row(Some(endpoint), Some(method), &b));
+    }
+    if raw > 0 {
+        out.push(perf_row(Some(ALL.to_owned()), Some(ALL.to_owned()), &all));
+    }
+    Ok((raw, out))
+}
+
+fn perf_row(endpoint: Option<String>, method: Option<String>, b: &PerfBucket) -> OutRow {
+    OutRow {
+        endpoint,
+        method,
+        event_type: None,
+        values: serde_json::to_value(b.summary.values()).unwrap_or_default(),
+        count: i64::try_from(b.summary.count()).unwrap_or(i64::MAX),
+        latency: Some(b.summary.latency().to_bytes()),
+        users: b.users.to_bytes(),
+    }
+}
+
+async fn stream_usage(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    hour: i64,
+) -> Result<(u64, Vec<OutRow>), Error> {
+    let sql = copy_sql(
+        schema,
+        Kind::Usage,
+        "event_type, user_id, page_name, success",
+        hour,
+    );
+    let stream = tx
+        .copy_out(sql.as_str())
+        .await
+        .map_err(|e| Error::db("streaming raw usage events", e))?;
+    let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL]);
+    pin_mut!(rows);
+    let mut by_type: HashMap<String, UsageSummary> = HashMap::new();
+    let mut raw = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| Error::db("streaming raw usage events", e))?;
+        let event_type: &str = row
+            .try_get(0)
+            .map_err(|e| Error::db("decoding a raw usage event", e))?;
+        let user: &str = row
+            .try_get(1)
+            .map_err(|e| Error::db("decoding a raw usage event", e))?;
+        let page: Option<&str> = row
+            .try_get(2)
+            .map_err(|e| Error::db("decoding a raw usage event", e))?;
+        let success: Option<bool> = row
+            .try_get(3)
+            .map_err(|e| Error::db("decoding a raw usage event", e))?;
+        raw += 1;
+        if !by_type.contains_key(event_type) {
+            let _ = by_type.insert(event_type.to_owned(), UsageSummary::new());
+        }
+        if let Some(s) = by_type.get_mut(event_type) {
+            s.add_event(event_type, user, page, success);
+        }
+    }
+    let sorted: BTreeMap<String, UsageSummary> = by_type.into_iter().collect();
+    let mut all = UsageSummary::new();
+    let mut out = Vec::with_capacity(sorted.len() + 1);
+    for (event_type, s) in sorted {
+        all.merge(&s);
+        out.push(usage_row(event_type, &s));
+    }
+    if raw > 0 {
+        out.push(usage_row(ALL.to_owned(), &all));
+    }
+    Ok((raw, out))
+}
+
+fn usage_row(event_type: String, s: &UsageSummary) -> OutRow {
+    let values = s.values();
+    OutRow {
+        endpoint: None,
+        method: None,
+        event_type: Some(event_type),
+        count: i64::try_from(values.total_events).unwrap_or(i64::MAX),
+        values: serde_json::to_value(values).unwrap_or_default(),
+        latency: None,
+        users: s.users().to_bytes(),
+    }
+}
+
+/// One set-based upsert of every rollup row of the hour.
+async fn upsert(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    kind: Kind,
+    hour: i64,
+    rows: &[OutRow],
+) -> Result<u64, Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let endpoints: Vec<Option<&str>> = rows.iter().map(|r| r.endpoint.as_deref()).collect();
+    let methods: Vec<Option<&str>> = rows.iter().map(|r| r.method.as_deref()).collect();
+    let types: Vec<Option<&str>> = rows.iter().map(|r| r.event_type.as_deref()).collect();
+    let values: Vec<&serde_json::Value> = rows.iter().map(|r| &r.values).collect();
+    let counts: Vec<i64> = rows.iter().map(|r| r.count).collect();
+    let latency: Vec<Option<&[u8]>> = rows.iter().map(|r| r.latency.as_deref()).collect();
+    let users: Vec<&[u8]> = rows.iter().map(|r| r.users.as_slice()).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {} AS a (time_bucket, metric_type, endpoint_path, method, event_type, \
+                                  aggregated_values, sample_count, latency_sketch, users_sketch) \
+             SELECT $1, $2, u.e, u.m, u.t, u.v, u.c, u.l, u.s \
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int8[], $8::bytea[], $9::bytea[]) \
+                  AS u(e, m, t, v, c, l, s) \
+             ON CONFLICT (time_bucket, metric_type, endpoint_path, method, event_type) DO UPDATE \
+             SET aggregated_values = EXCLUDED.aggregated_values, \
+                 sample_count = EXCLUDED.sample_count, \
+                 latency_sketch = EXCLUDED.latency_sketch, \
+                 users_sketch = EXCLUDED.users_sketch, \
+                 updated_at = now()",
+            schema.qualify("aggregated_metrics")
+        ),
+        &[
+            &from_unix_secs(hour),
+            &kind.metric_type(),
+            &endpoints,
+            &methods,
+            &types,
+            &values,
+            &counts,
+            &latency,
+            &users,
+        ],
+    )
+    .await
+    .map_err(|e| Error::db("upserting rollup rows", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_and_literals() {
+        assert_eq!(floor_hour(0), 0);
+        assert_eq!(floor_hour(3599), 0);
+        assert_eq!(floor_hour(3600), 3600);
+        assert_eq!(floor_hour(-1), -3600);
+        assert_eq!(ts_literal(1_767_225_600), "'2026-01-01 00:00:00+00'");
+        assert_eq!(ts_literal(1_767_225_600 + 3661), "'2026-01-01 01:01:01+00'");
+    }
+
+    #[test]
+    fn kinds() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::of_table(k.table()), Some(k));
+        }
+        assert_eq!(Kind::of_table("aggregated_metrics"), None);
+    }
+}
