@@ -1,33 +1,7 @@
 //! [`DistinctUsers`]: mergeable distinct-user counting, exact for small sets
 //! and HyperLogLog beyond.
 //!
-//! # Which and why
-//!
-//! Most apps this library serves have tens to a few thousand users, and an
-//! hourly bucket rarely sees more than a few hundred. For those an exact set is
-//! both smaller than a HyperLogLog sketch and free of error, so the counter
-//! keeps an exact, sorted set of 64-bit user-id hashes up to `exact_limit`
-//! (default [`DEFAULT_DISTINCT_EXACT_LIMIT`] = 2,048, where the set's 16 KiB
-//! equal the sketch's size) and converts to HyperLogLog beyond:
-//!
-//! * **exact mode**: the count is exact (up to a 64-bit hash collision, with
-//!   probability below `n² / 2⁶⁵` ≈ 10⁻¹³ at the limit); reported bound 0.
-//! * **HyperLogLog mode**: 2¹⁴ one-byte registers, estimated with Ertl's
-//!   improved raw estimator (no empirical bias tables, unbiased from small to
-//!   huge cardinalities). Relative standard error `1.04 / √16384` ≈ 0.81 %, so
-//!   the stated bound [`HLL_REL_ERROR_BOUND`] = 2 % is about 2.5 standard
-//!   errors: it holds for ≈ 99 % of sets. Unlike the latency bound this one is
-//!   probabilistic, and the docs say so.
-//!
-//! Merging is exact set union or register-wise maximum; the state after any
-//! sequence of adds and merges is a function of the union of the users seen
-//! (and the smallest exact limit), so merge is associative and commutative and
-//! merged bytes equal the bytes of one counter fed every user.
-//!
-//! User ids are hashed with a fixed function (FNV-1a 64 followed by the
-//! MurmurHash3 64-bit finaliser), so hashes stored in one release stay
-//! comparable in the next; the function is part of format version 1. Storing
-//! hashes also keeps emails out of the rollup table.
+//! The design and accuracy argument are documented on [`DistinctUsers`].
 
 use super::sketch::{DecodeError, Reader, put_varint};
 
@@ -36,7 +10,7 @@ use super::sketch::{DecodeError, Reader, put_varint};
 pub const DEFAULT_DISTINCT_EXACT_LIMIT: u32 = 2_048;
 
 /// Relative error bound stated for HyperLogLog estimates (≈ 2.5 standard
-/// errors; see the [module docs](self)).
+/// errors; see the [`DistinctUsers`] docs).
 pub const HLL_REL_ERROR_BOUND: f64 = 0.02;
 
 /// Serialisation format version written by [`DistinctUsers::to_bytes`].
@@ -59,7 +33,35 @@ pub struct DistinctEstimate {
     pub rel_error_bound: f64,
 }
 
-/// Mergeable distinct-user counter (see the [module docs](self)).
+/// Mergeable distinct-user counter.
+///
+/// # Which and why
+///
+/// Most apps this library serves have tens to a few thousand users, and an
+/// hourly bucket rarely sees more than a few hundred. For those an exact set is
+/// both smaller than a HyperLogLog sketch and free of error, so the counter
+/// keeps an exact, sorted set of 64-bit user-id hashes up to `exact_limit`
+/// (default [`DEFAULT_DISTINCT_EXACT_LIMIT`] = 2,048, where the set's 16 KiB
+/// equal the sketch's size) and converts to HyperLogLog beyond:
+///
+/// * **exact mode**: the count is exact (up to a 64-bit hash collision, with
+///   probability below `n² / 2⁶⁵` ≈ 10⁻¹³ at the limit); reported bound 0.
+/// * **HyperLogLog mode**: 2¹⁴ one-byte registers, estimated with Ertl's
+///   improved raw estimator (no empirical bias tables, unbiased from small to
+///   huge cardinalities). Relative standard error `1.04 / √16384` ≈ 0.81 %, so
+///   the stated bound [`HLL_REL_ERROR_BOUND`] = 2 % is about 2.5 standard
+///   errors: it holds for ≈ 99 % of sets. Unlike the latency bound this one is
+///   probabilistic, and the docs say so.
+///
+/// Merging is exact set union or register-wise maximum; the state after any
+/// sequence of adds and merges is a function of the union of the users seen
+/// (and the smallest exact limit), so merge is associative and commutative and
+/// merged bytes equal the bytes of one counter fed every user.
+///
+/// User ids are hashed with a fixed function (FNV-1a 64 followed by the
+/// MurmurHash3 64-bit finaliser), so hashes stored in one release stay
+/// comparable in the next; the function is part of format version 1. Storing
+/// hashes also keeps emails out of the rollup table.
 ///
 /// # Example
 ///

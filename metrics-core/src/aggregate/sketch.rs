@@ -1,38 +1,7 @@
 //! [`LatencySketch`]: a mergeable latency quantile sketch that is exact for
 //! small buckets and a relative-error (DDSketch-style) histogram above that.
 //!
-//! # Why two modes
-//!
-//! Hourly buckets of a quiet endpoint hold a handful of samples. A plain
-//! DDSketch picks one order statistic and returns its bin's representative,
-//! which on small buckets is far from PostgreSQL's `percentile_cont` (measured:
-//! a median 9 % and up to 94 % off at p99), because `percentile_cont`
-//! interpolates between two neighbouring order statistics. So a sketch keeps
-//! the raw values while it holds at most `exact_limit` of them (default
-//! [`DEFAULT_EXACT_LIMIT`]) and then answers *exactly* what `percentile_cont`
-//! answers. Beyond the limit it switches, once and for good, to a logarithmic
-//! histogram with relative accuracy [`RELATIVE_ACCURACY`] (1 %).
-//!
-//! # Why the sketch mode stays within 1 % of `percentile_cont`
-//!
-//! Every value `x` lands in bin `k = ceil(ln x / ln γ)` with
-//! `γ = (1 + α) / (1 − α)`, whose representative `2γᵏ / (1 + γ)` is within `α`
-//! relative of every value of the bin. So the estimate of *each order
-//! statistic* is within `α`. The sketch then interpolates between the
-//! estimates of ranks `⌊q(n−1)⌋` and `⌊q(n−1)⌋ + 1` with `percentile_cont`'s
-//! own weights; a convex combination of positive estimates that are each
-//! within `α` of their targets is within `α` of the combined target. Hence the
-//! bound holds for every quantile, every bucket size and after any number of
-//! merges (merging only adds bin counts; it never moves a value to another
-//! bin). The store is never collapsed (collapsing would void the bound for the
-//! lowest quantiles); the key domain is bounded instead (see
-//! [`MIN_TRACKED_VALUE`]), so even pathological input needs at most ~36,000
-//! bins, and real latencies need a few hundred.
-//!
-//! Values below [`MIN_TRACKED_VALUE`] share a zero bin whose representative is
-//! `0`: for them the error is absolute (< 1e-6, a nanosecond when values are
-//! milliseconds) rather than relative, so the complete statement is
-//! `|estimate − true| ≤ α · true + MIN_TRACKED_VALUE`.
+//! The design and accuracy argument are documented on [`LatencySketch`].
 
 use std::borrow::Cow;
 
@@ -131,8 +100,7 @@ pub enum DecodeError {
     Corrupt(&'static str),
 }
 
-/// A mergeable latency quantile sketch (see the [module docs](self) for the
-/// accuracy argument).
+/// A mergeable latency quantile sketch.
 ///
 /// * While it holds at most [`exact_limit`](Self::exact_limit) samples it
 ///   keeps them verbatim and [`quantile`](Self::quantile) equals PostgreSQL's
@@ -149,6 +117,39 @@ pub enum DecodeError {
 ///
 /// Samples must be finite and non-negative (latencies are durations); other
 /// values are ignored by [`add`](Self::add).
+///
+/// # Why two modes
+///
+/// Hourly buckets of a quiet endpoint hold a handful of samples. A plain
+/// DDSketch picks one order statistic and returns its bin's representative,
+/// which on small buckets is far from PostgreSQL's `percentile_cont` (measured:
+/// a median 9 % and up to 94 % off at p99), because `percentile_cont`
+/// interpolates between two neighbouring order statistics. So a sketch keeps
+/// the raw values while it holds at most `exact_limit` of them (default
+/// [`DEFAULT_EXACT_LIMIT`]) and then answers *exactly* what `percentile_cont`
+/// answers. Beyond the limit it switches, once and for good, to a logarithmic
+/// histogram with relative accuracy [`RELATIVE_ACCURACY`] (1 %).
+///
+/// # Why the sketch mode stays within 1 % of `percentile_cont`
+///
+/// Every value `x` lands in bin `k = ceil(ln x / ln γ)` with
+/// `γ = (1 + α) / (1 − α)`, whose representative `2γᵏ / (1 + γ)` is within `α`
+/// relative of every value of the bin. So the estimate of *each order
+/// statistic* is within `α`. The sketch then interpolates between the
+/// estimates of ranks `⌊q(n−1)⌋` and `⌊q(n−1)⌋ + 1` with `percentile_cont`'s
+/// own weights; a convex combination of positive estimates that are each
+/// within `α` of their targets is within `α` of the combined target. Hence the
+/// bound holds for every quantile, every bucket size and after any number of
+/// merges (merging only adds bin counts; it never moves a value to another
+/// bin). The store is never collapsed (collapsing would void the bound for the
+/// lowest quantiles); the key domain is bounded instead (see
+/// [`MIN_TRACKED_VALUE`]), so even pathological input needs at most ~36,000
+/// bins, and real latencies need a few hundred.
+///
+/// Values below [`MIN_TRACKED_VALUE`] share a zero bin whose representative is
+/// `0`: for them the error is absolute (< 1e-6, a nanosecond when values are
+/// milliseconds) rather than relative, so the complete statement is
+/// `|estimate − true| ≤ α · true + MIN_TRACKED_VALUE`.
 ///
 /// # Example
 ///
