@@ -24,7 +24,10 @@
 //! (the `dropped` counts printed at the end show it did). Time is the CPU time
 //! of each producer thread (`COLLECTOR_RECORD_CLOCK=wall` switches to wall
 //! time), averaged over the threads of a chunk; the figure is the median over
-//! the rounds. `COLLECTOR_RECORD_ROUNDS` (default 41) sets the rounds.
+//! the rounds. `COLLECTOR_RECORD_ROUNDS` (default 41) sets the rounds;
+//! `COLLECTOR_RECORD_THREADS=1` or `=2` runs one thread count only and
+//! `COLLECTOR_RECORD_VARIANTS=record,old_record` only those variants (for
+//! profiling; ratios then need `old_record` in the list).
 //!
 //! Prints `RESULT collector_record variant=<v> ns_per_record=<median>
 //! ratio_to_baseline=<x>` lines at the end (baseline = `old_record` with the
@@ -367,6 +370,17 @@ fn main() {
     };
     let chunk = if test_mode { 1_000 } else { CHUNK };
     let clock = Clock::from_env();
+    let variants: Vec<Variant> = match std::env::var("COLLECTOR_RECORD_VARIANTS") {
+        Ok(list) => Variant::ALL
+            .into_iter()
+            .filter(|v| list.split(',').any(|name| name == v.name()))
+            .collect(),
+        Err(_) => Variant::ALL.to_vec(),
+    };
+    let thread_counts: Vec<usize> = match std::env::var("COLLECTOR_RECORD_THREADS") {
+        Ok(n) => vec![n.parse().expect("COLLECTOR_RECORD_THREADS must be 1 or 2")],
+        Err(_) => vec![1, 2],
+    };
     let env = Arc::new(setup());
 
     // Two long-lived producer threads.
@@ -394,15 +408,15 @@ fn main() {
     // on a loaded machine they often take turns, and then they do not
     // contend.
     let mut on_cpu_2t: Vec<f64> = Vec::new();
-    for threads in [1usize, 2] {
-        for v in Variant::ALL {
+    for &threads in &thread_counts {
+        for &v in &variants {
             results.push(((threads, v), Vec::new()));
         }
     }
     for round in 0..rounds {
-        for threads in [1usize, 2] {
-            for k in 0..Variant::ALL.len() {
-                let variant = Variant::ALL[(k + round) % Variant::ALL.len()];
+        for &threads in &thread_counts {
+            for k in 0..variants.len() {
+                let variant = variants[(k + round) % variants.len()];
                 wait_for_consumers(&env);
                 let barrier = Arc::new(Barrier::new(threads));
                 for w in &workers[..threads] {
@@ -447,7 +461,9 @@ fn main() {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        if n % 2 == 1 {
+        if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
             v[n / 2]
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
@@ -461,13 +477,17 @@ fn main() {
         "INFO collector_record two_thread_chunks_on_cpu_fraction median={:.2} (1.00 = both producers ran simultaneously throughout)",
         median(&on_cpu_2t)
     );
-    for threads in [1usize, 2] {
+    for &threads in &thread_counts {
         let of = |v: Variant| {
             let (_, s) = results.iter().find(|(k, _)| *k == (threads, v)).unwrap();
             s
         };
-        let base = median(of(Variant::OldRecord));
-        for v in Variant::ALL {
+        let base = if variants.contains(&Variant::OldRecord) {
+            median(of(Variant::OldRecord))
+        } else {
+            f64::NAN
+        };
+        for &v in &variants {
             let samples = of(v);
             let mut sorted = samples.clone();
             sorted.sort_by(f64::total_cmp);
@@ -479,7 +499,7 @@ fn main() {
                 sorted[sorted.len() - 1],
             );
         }
-        for v in Variant::ALL {
+        for &v in &variants {
             let ns = median(of(v));
             println!(
                 "RESULT collector_record variant={}_{threads}t ns_per_record={ns:.1} ratio_to_baseline={:.2}",

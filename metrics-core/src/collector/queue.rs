@@ -333,8 +333,9 @@ struct Lane {
     /// where the traffic comes from, for the wake-up thresholds.
     in_batch: u64,
     in_prev_batch: u64,
-    /// Length of the shard's buffer at the last swap (sizes the next buffer).
-    last_len: usize,
+    /// Recent peak length of the shard's buffer at a swap (sizes the next
+    /// buffer); decays slowly so a burst's memory is given back over time.
+    peak: usize,
 }
 
 /// What [`Drainer::fill`] did.
@@ -368,7 +369,7 @@ impl Drainer {
                     moved: 0,
                     in_batch: 0,
                     in_prev_batch: 0,
-                    last_len: 0,
+                    peak: 0,
                 }
             })
             .collect();
@@ -403,10 +404,12 @@ impl Drainer {
             loop {
                 let swap = lane.taken_out.is_empty();
                 if swap {
-                    // Size the buffer the shard gets back to its recent
-                    // traffic, here rather than under the lock or on the
-                    // request path.
-                    let want = lane.last_len.max(MIN_BUFFER).min(lane.cap);
+                    // Size the buffer the shard gets back to twice its recent
+                    // peak, here rather than by growing under the lock on
+                    // the request path; shrink it only when far larger, so
+                    // steady traffic reuses the same two buffers per shard
+                    // without reallocating.
+                    let want = lane.peak.saturating_mul(2).max(MIN_BUFFER).min(lane.cap);
                     if lane.taken_out.capacity() > 4 * want {
                         lane.taken_out.shrink_to(want);
                     } else {
@@ -417,7 +420,7 @@ impl Drainer {
                     let mut shard = queue.lock(i);
                     if swap && !shard.buf.is_empty() {
                         std::mem::swap(&mut shard.buf, &mut lane.taken_out);
-                        lane.last_len = lane.taken_out.len();
+                        lane.peak = lane.taken_out.len().max(lane.peak - lane.peak / 16);
                     }
                     let take = room.min(lane.taken_out.len());
                     shard.held = lane.taken_out.len() - take;
