@@ -104,7 +104,8 @@ fn median_us(samples: usize, mut f: impl FnMut()) -> f64 {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sketch_merge");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(3));
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_secs(1));
     let mut lines = Vec::new();
     for hours in WINDOWS {
         let d = data(hours);
