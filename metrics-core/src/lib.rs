@@ -28,7 +28,9 @@ mod sink;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
-pub use admin::{AdminCheck, AdminCheckError, CachedAdminCheck, SharedError, StaticAdmins};
+pub use admin::{
+    AdminCheck, AdminCheckError, CachedAdminCheck, SharedAdminCheck, SharedError, StaticAdmins,
+};
 #[cfg(feature = "databricks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
 pub use admin::{DatabricksAdminCheck, DatabricksAdminCheckBuilder, DatabricksConfigError};

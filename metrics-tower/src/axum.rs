@@ -1,5 +1,8 @@
 //! axum integration (feature `axum`).
 //!
+//! The admin guard lives here: [`RequireAdmin`] (extractor) and
+//! [`RequireAdminLayer`] (layer); see [`admin`].
+//!
 //! [`DefaultRoute`](crate::DefaultRoute) already prefers axum's `MatchedPath`
 //! with this feature on. [`MatchedPathRoute`] is the strict variant for apps
 //! that want every request without a matched route as `<unmatched>`, without
@@ -13,6 +16,10 @@
 //! runs *before* routing and sees no `MatchedPath`: [`DefaultRoute`](crate::DefaultRoute)
 //! then normalises paths and [`MatchedPathRoute`] labels everything
 //! `<unmatched>`, so prefer `Router::layer`.
+
+pub mod admin;
+
+pub use admin::{AdminRejection, RequireAdmin, RequireAdminLayer};
 
 use axum::extract::MatchedPath;
 use http::Request;

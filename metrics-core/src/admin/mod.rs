@@ -78,6 +78,64 @@ impl<T: AdminCheck + ?Sized> AdminCheck for Box<T> {
     }
 }
 
+/// A cheap, cloneable handle to any [`AdminCheck`]: what the HTTP guard
+/// reads from request extensions, and what apps pass around.
+///
+/// ```
+/// use metrics_core::{AdminCheck, CachedAdminCheck, Identity, SharedAdminCheck, StaticAdmins};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let admins = SharedAdminCheck::new(CachedAdminCheck::new(StaticAdmins::from_env()));
+/// let for_the_router = admins.clone(); // one check, one cache
+/// assert!(!for_the_router.is_admin(&Identity::new("nobody")).await.unwrap());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SharedAdminCheck {
+    check: Arc<dyn AdminCheck>,
+    // Shown by Debug, since the check itself need not be Debug.
+    type_name: &'static str,
+}
+
+impl SharedAdminCheck {
+    /// Shares `check`.
+    pub fn new<C: AdminCheck>(check: C) -> Self {
+        Self {
+            check: Arc::new(check),
+            type_name: std::any::type_name::<C>(),
+        }
+    }
+
+    /// Shares a check that is already behind an `Arc`.
+    pub fn from_arc(check: Arc<dyn AdminCheck>) -> Self {
+        Self {
+            check,
+            type_name: "dyn AdminCheck",
+        }
+    }
+
+    /// The shared check as a trait object.
+    pub fn as_arc(&self) -> &Arc<dyn AdminCheck> {
+        &self.check
+    }
+}
+
+#[async_trait]
+impl AdminCheck for SharedAdminCheck {
+    async fn is_admin(&self, identity: &Identity) -> Result<bool, AdminCheckError> {
+        self.check.is_admin(identity).await
+    }
+}
+
+impl std::fmt::Debug for SharedAdminCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedAdminCheck")
+            .field(&self.type_name)
+            .finish()
+    }
+}
+
 /// A shareable error source. `AdminCheckError` is `Clone` because one failed
 /// lookup answers every caller that was waiting for it.
 pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
@@ -146,6 +204,15 @@ mod tests {
         assert!(dynamic.is_admin(&id).await.unwrap());
         let boxed: Box<dyn AdminCheck> = Box::new(Yes);
         assert!(boxed.is_admin(&id).await.unwrap());
+        let shared = SharedAdminCheck::new(Yes);
+        assert!(shared.clone().is_admin(&id).await.unwrap());
+        assert!(format!("{shared:?}").contains("Yes"));
+        assert!(
+            SharedAdminCheck::from_arc(dynamic)
+                .is_admin(&id)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
