@@ -7,7 +7,8 @@ use std::time::Duration;
 use http::Request;
 
 pub use metrics_core::{
-    self as core, AccessToken, Batch, BuildError, Collector, CollectorHandle, CollectorStats,
+    self as core, AccessToken, AdminCheck, AdminCheckError, CachedAdminCheck, SharedAdminCheck,
+    StaticAdmins, Batch, BuildError, Collector, CollectorHandle, CollectorStats,
     CorrelationId, ErrorType, Identity, MemorySink, MemorySnapshot, MetricsSink, Record,
     RequestRecord, RetryPolicy, Route, ShutdownError, SinkError, UsageEvent, UserId, WriteSummary,
     async_trait,
@@ -20,6 +21,14 @@ pub use metrics_tower::{
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use metrics_pg as pg;
+
+#[cfg(feature = "databricks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
+pub use metrics_core::DatabricksAdminCheck;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use metrics_tower::axum::{AdminRejection, RequireAdmin, RequireAdminLayer};
 
 #[cfg(feature = "postgres")]
 mod postgres;
