@@ -88,7 +88,8 @@ pub struct JobReport {
     pub job: &'static str,
     /// Another instance held the job's advisory lock, so this run did nothing.
     pub skipped: bool,
-    /// Hours rolled up (or rolled again after late rows), both raw tables.
+    /// Hours with raw rows rolled up (or rolled again after late rows), both
+    /// raw tables.
     pub hours_rolled: u64,
     /// Raw rows read by those rollups.
     pub raw_rows_rolled: u64,

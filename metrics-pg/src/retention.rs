@@ -156,7 +156,15 @@ impl RetentionJob {
         // try-locks, so it skips a minute rather than queueing behind us).
         lock.also_wait_for(ROLLUP_LOCK_CLASS, &self.schema).await?;
         let client: &mut Client = lock.client();
-        roll_closed_hours(client, &self.schema, &self.rollup, now, &mut report).await?;
+        roll_closed_hours(
+            client,
+            &self.pool,
+            &self.schema,
+            &self.rollup,
+            now,
+            &mut report,
+        )
+        .await?;
 
         let now_secs = unix_secs(now);
         let raw_cutoff = now_secs.saturating_sub(secs(self.raw_retention));
@@ -272,7 +280,7 @@ fn secs(d: Duration) -> i64 {
 /// The day partitions of `table` (`table_pYYYYMMDD`) with the start of their
 /// day (seconds since the epoch), oldest first. The default partition and
 /// anything not named by `maintain_partitions` are left alone.
-async fn day_partitions(
+pub(crate) async fn day_partitions(
     client: &Client,
     schema: &SchemaName,
     table: &str,

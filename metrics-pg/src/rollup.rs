@@ -5,13 +5,14 @@
 //!
 //! 1. Take the rollup advisory lock without waiting (another instance running
 //!    the job makes this run a no-op reported as `skipped`).
-//! 2. Per raw table, count the raw rows per hour (one set-based `GROUP BY`)
-//!    over the hours that may need work: every closed hour since the last one
-//!    rolled, plus the `recheck_window` before the last closed hour, and
-//!    compare with `rollup_hours`, which records how many raw rows each
-//!    rollup read. An hour never rolled, or whose count changed (late rows),
-//!    is rolled (again).
-//! 3. Each such hour is rolled in **one transaction**: its raw rows stream
+//! 2. Per raw table, pick the hours to roll: every closed hour after the
+//!    last one rolled (an empty hour is recorded with count 0 so it is
+//!    visited once), and, within `recheck_window` before the last closed
+//!    hour, the hours whose raw row count (one set-based `GROUP BY`) differs
+//!    from the count `rollup_hours` recorded when they were rolled: late
+//!    rows arrived, so the hour is rolled again.
+//! 3. Each such hour is rolled in **one transaction** (up to
+//!    `concurrency` hours at once, on pooled connections): its raw rows stream
 //!    out with binary `COPY (SELECT ..) TO STDOUT` into per-key summaries
 //!    (the client holds sketches, never the hour's rows), the rollup rows are
 //!    upserted on the bucket key (`INSERT .. ON CONFLICT DO UPDATE`), and the
@@ -120,6 +121,7 @@ pub struct RollupJob {
 /// hours before dropping their partition).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RollupOptions {
+    pub(crate) concurrency: usize,
     pub(crate) grace: Duration,
     pub(crate) recheck_window: Duration,
     pub(crate) exact_limit: u32,
@@ -128,6 +130,7 @@ pub(crate) struct RollupOptions {
 impl Default for RollupOptions {
     fn default() -> Self {
         Self {
+            concurrency: 2,
             grace: RollupJob::DEFAULT_GRACE,
             recheck_window: RollupJob::DEFAULT_RECHECK_WINDOW,
             exact_limit: DEFAULT_EXACT_LIMIT,
@@ -185,6 +188,14 @@ impl RollupJob {
         self
     }
 
+    /// Hours rolled at once, each in its own transaction on its own pooled
+    /// connection (default 2; the pool needs this many connections besides
+    /// the one holding the job's lock).
+    pub fn concurrency(mut self, hours: usize) -> Self {
+        self.options.concurrency = hours.max(1);
+        self
+    }
+
     /// The clock `run_once` reads (tests use [`Clock::fixed`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -218,7 +229,15 @@ impl RollupJob {
             return Ok(report);
         };
         let client: &mut Client = lock.client();
-        roll_closed_hours(client, &self.schema, &self.options, now, &mut report).await?;
+        roll_closed_hours(
+            client,
+            &self.pool,
+            &self.schema,
+            &self.options,
+            now,
+            &mut report,
+        )
+        .await?;
         report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
         lock.release().await?;
         report.elapsed = started.elapsed();
@@ -249,36 +268,31 @@ pub(crate) fn ts_literal(secs: i64) -> String {
 }
 
 /// Rolls every closed hour that needs it, both raw tables, one transaction
-/// per hour.
+/// per hour, up to `options.concurrency` hours at once on connections of
+/// `pool` (the caller's locked session only reads the bookkeeping).
 pub(crate) async fn roll_closed_hours(
     client: &mut Client,
+    pool: &Pool,
     schema: &SchemaName,
     options: &RollupOptions,
     now: SystemTime,
     report: &mut JobReport,
 ) -> Result<(), Error> {
-    let grace = i64::try_from(options.grace.as_secs()).unwrap_or(i64::MAX / 2);
+    // Clamped to a century so every instant stays within timestamptz's range.
+    const CENTURY: u64 = 100 * 366 * 86_400;
+    let grace = options.grace.as_secs().min(CENTURY) as i64;
     let closed_end = floor_hour(unix_secs(now).saturating_sub(grace));
-    let recheck = i64::try_from(options.recheck_window.as_secs()).unwrap_or(i64::MAX / 2);
+    let recheck = options.recheck_window.as_secs().min(CENTURY) as i64;
     for kind in Kind::ALL {
-        let Some(lo) = scan_start(client, schema, kind, closed_end, recheck).await? else {
-            continue;
-        };
-        if lo >= closed_end {
-            continue;
-        }
-        let hours = hours_to_roll(&*client, schema, kind, lo, closed_end).await?;
-        for hour in hours {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| Error::db("starting a rollup transaction", e))?;
-            let (raw, written) = roll_hour(&tx, schema, kind, hour, options.exact_limit).await?;
-            tx.commit()
-                .await
-                .map_err(|e| Error::db("committing a rollup", e))?;
-            tracing::debug!(schema = %schema, table = kind.table(), hour = %ts_literal(hour), raw, written, "rolled hour");
-            report.hours_rolled += 1;
+        let hours = closed_hours_to_roll(client, schema, kind, closed_end, recheck).await?;
+        let results = futures_util::stream::iter(hours)
+            .map(|hour| roll_hour_on(pool, schema, kind, hour, options.exact_limit))
+            .buffered(options.concurrency.max(1));
+        pin_mut!(results);
+        while let Some(done) = results.next().await {
+            let (raw, written) = done?;
+            // Empty hours are only recorded (so they are not visited again).
+            report.hours_rolled += u64::from(raw > 0);
             report.raw_rows_rolled += raw;
             report.rollup_rows_written += written;
         }
@@ -286,16 +300,47 @@ pub(crate) async fn roll_closed_hours(
     Ok(())
 }
 
-/// Where the per-hour count of this run starts: the hour after the last one
-/// rolled, or `recheck` before `closed_end`, whichever is earlier; the first
-/// raw row's hour when nothing was ever rolled; `None` when there is nothing.
-async fn scan_start(
+/// Rolls one hour in its own transaction on a pooled connection.
+async fn roll_hour_on(
+    pool: &Pool,
+    schema: &SchemaName,
+    kind: Kind,
+    hour: i64,
+    exact_limit: u32,
+) -> Result<(u64, u64), Error> {
+    let mut conn = pool.get().await.map_err(Error::Pool)?;
+    let client: &mut Client = &mut conn;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting a rollup transaction", e))?;
+    let (raw, written) = roll_hour(&tx, schema, kind, hour, exact_limit).await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("committing a rollup", e))?;
+    tracing::debug!(schema = %schema, table = kind.table(), hour = %ts_literal(hour), raw, written, "rolled hour");
+    Ok((raw, written))
+}
+
+/// Above this many hours since the last rolled one, new hours are found by
+/// counting rows per hour rather than visited one by one (a long gap is
+/// usually empty).
+const MAX_ENUMERATED_HOURS: i64 = 48;
+
+/// The closed hours of `kind` to roll this run, ascending:
+///
+/// * hours after the last one rolled: all of them (an empty hour is
+///   recorded with count 0, so it is visited once), or, after a long gap or
+///   on the first run, those that have rows;
+/// * hours already rolled within `recheck` seconds before `closed_end`:
+///   only those whose raw row count changed since.
+async fn closed_hours_to_roll(
     client: &Client,
     schema: &SchemaName,
     kind: Kind,
     closed_end: i64,
     recheck: i64,
-) -> Result<Option<i64>, Error> {
+) -> Result<Vec<i64>, Error> {
     let last: Option<i64> = client
         .query_one(
             &format!(
@@ -307,22 +352,67 @@ async fn scan_start(
         .await
         .map_err(|e| Error::db("reading the last rolled hour", e))?
         .get(0);
-    if let Some(last) = last {
-        return Ok(Some((last + HOUR).min(closed_end.saturating_sub(recheck))));
+    let new_from = match last {
+        Some(last) => last + HOUR,
+        None => match first_raw_hour(client, schema, kind).await? {
+            Some(first) => first,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let mut hours = Vec::new();
+    let recheck_from = closed_end.saturating_sub(recheck);
+    let rolled_end = new_from.min(closed_end);
+    if recheck_from < rolled_end {
+        hours = hours_to_roll(client, schema, kind, recheck_from, rolled_end).await?;
     }
-    // Never rolled: start at the oldest raw row (a full scan, once).
-    let first: Option<f64> = client
+    if closed_end - new_from > MAX_ENUMERATED_HOURS * HOUR {
+        hours.extend(hours_to_roll(client, schema, kind, new_from, closed_end).await?);
+    } else {
+        hours.extend((new_from..closed_end).step_by(HOUR as usize));
+    }
+    hours.sort_unstable();
+    hours.dedup();
+    Ok(hours)
+}
+
+/// The first hour that may hold raw rows, for a table never rolled: the
+/// oldest stray row in the default partition or the start of the oldest
+/// non-empty day partition. Cheap: no scan of a day partition.
+async fn first_raw_hour(
+    client: &Client,
+    schema: &SchemaName,
+    kind: Kind,
+) -> Result<Option<i64>, Error> {
+    let stray: Option<f64> = client
         .query_one(
             &format!(
                 "SELECT extract(epoch FROM min(\"timestamp\"))::float8 FROM {}",
-                schema.qualify(kind.table())
+                schema.qualify(&format!("{}_default", kind.table()))
             ),
             &[],
         )
         .await
-        .map_err(|e| Error::db("finding the oldest raw row", e))?
+        .map_err(|e| Error::db("finding the oldest stray raw row", e))?
         .get(0);
-    Ok(first.map(|s| floor_hour(s.floor() as i64)))
+    let mut first = stray.map(|s| floor_hour(s.floor() as i64));
+    for (name, day) in crate::retention::day_partitions(client, schema, kind.table()).await? {
+        if first.is_some_and(|f| f <= day) {
+            break;
+        }
+        let any = client
+            .query_opt(
+                &format!("SELECT 1 FROM {} LIMIT 1", schema.qualify(&name)),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("looking for raw rows", e))?
+            .is_some();
+        if any {
+            first = Some(first.map_or(day, |f| f.min(day)));
+            break;
+        }
+    }
+    Ok(first)
 }
 
 /// Hours in `[lo, hi)` whose raw rows were never rolled or changed in
