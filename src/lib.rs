@@ -7,11 +7,10 @@ use std::time::Duration;
 use http::Request;
 
 pub use metrics_core::{
-    self as core, AccessToken, AdminCheck, AdminCheckError, CachedAdminCheck, SharedAdminCheck,
-    StaticAdmins, Batch, BuildError, Collector, CollectorHandle, CollectorStats,
-    CorrelationId, ErrorType, Identity, MemorySink, MemorySnapshot, MetricsSink, Record,
-    RequestRecord, RetryPolicy, Route, ShutdownError, SinkError, UsageEvent, UserId, WriteSummary,
-    async_trait,
+    self as core, AccessToken, AdminCheck, AdminCheckError, Batch, BuildError, CachedAdminCheck,
+    Collector, CollectorHandle, CollectorStats, CorrelationId, ErrorType, Identity, MemorySink,
+    MemorySnapshot, MetricsSink, Record, RequestRecord, RetryPolicy, Route, SharedAdminCheck,
+    ShutdownError, SinkError, StaticAdmins, UsageEvent, UserId, WriteSummary, async_trait,
 };
 pub use metrics_tower::{
     self as tower, DefaultRoute, ExtensionIdentity, MakeIdentity, MakeRoute, MetricsLayer,
@@ -137,7 +136,9 @@ impl AppMetricsBuilder {
     /// Stores records in PostgreSQL through `pool`: [`start`](Self::start)
     /// migrates the schema (`app_metrics` unless [`Self::postgres_schema`]
     /// says otherwise), creates the daily partitions, starts the collector
-    /// with a [`pg::PgSink`] and an hourly partition-maintenance task.
+    /// with a [`pg::PgSink`], an hourly partition-maintenance task and the
+    /// [`pg::Scheduler`] (rollups every minute, retention daily at 02:00 UTC,
+    /// each run once across app instances thanks to an advisory lock).
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn postgres(mut self, pool: metrics_pg::deadpool_postgres::Pool) -> Self {

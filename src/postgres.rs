@@ -1,11 +1,11 @@
-//! The facade's PostgreSQL store: pool, migrations, partitions, sink, and the
-//! hourly partition-maintenance task.
+//! The facade's PostgreSQL store: pool, migrations, partitions, sink, the
+//! hourly partition-maintenance task and the rollup/retention scheduler.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_pg::PgSink;
 use metrics_pg::deadpool_postgres::Pool;
+use metrics_pg::{PgSink, Scheduler, SchedulerConfig, SchedulerHandle};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -66,20 +66,25 @@ impl PgStore {
         let sink = PgSink::builder(pool.clone())
             .schema(self.schema.clone())
             .build()?;
-        let maintenance = Maintenance::spawn(pool, self.schema);
+        // Rollups every minute, retention daily at 02:00 UTC; an advisory lock
+        // makes sure that with N app instances each job runs once.
+        let scheduler = Scheduler::spawn(pool.clone(), &self.schema, SchedulerConfig::default())?;
+        let maintenance = Maintenance::spawn(pool, self.schema, scheduler);
         Ok(Started { sink, maintenance })
     }
 }
 
-/// The hourly partition-maintenance task, stopped by `stop()` between runs
-/// (never in the middle of one).
+/// The background work of the PostgreSQL store: the hourly partition
+/// maintenance task and the rollup/retention scheduler, both stopped by
+/// `stop()` between runs (never in the middle of one).
 pub(crate) struct Maintenance {
     stop: Arc<Notify>,
     task: JoinHandle<()>,
+    scheduler: SchedulerHandle,
 }
 
 impl Maintenance {
-    fn spawn(pool: Pool, schema: String) -> Self {
+    fn spawn(pool: Pool, schema: String, scheduler: SchedulerHandle) -> Self {
         let stop = Arc::new(Notify::new());
         let stopped = Arc::clone(&stop);
         let task = tokio::spawn(async move {
@@ -93,7 +98,11 @@ impl Maintenance {
                 }
             }
         });
-        Self { stop, task }
+        Self {
+            stop,
+            task,
+            scheduler,
+        }
     }
 
     pub(crate) async fn stop(self) {
@@ -101,6 +110,7 @@ impl Maintenance {
         // next select instead of missing the signal.
         self.stop.notify_one();
         let _ = self.task.await;
+        self.scheduler.stop().await;
     }
 }
 

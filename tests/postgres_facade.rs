@@ -126,3 +126,54 @@ async fn unreachable_database_is_a_clear_start_error() {
     let text = err.to_string();
     assert!(text.contains("PostgreSQL"), "{text}");
 }
+
+#[tokio::test]
+async fn started_facade_rolls_up_closed_hours_in_the_background() {
+    let db = TestDb::new().await;
+    let schema = db.name().to_owned();
+    let mut client = db.connect().await;
+    app_metrics::pg::migrate(&mut client, &schema)
+        .await
+        .unwrap();
+    // Two rows in an hour that closed three hours ago (client-side ids, like the sink).
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".performance_metrics
+                 (id, \"timestamp\", endpoint, method, status_code, response_time_ms)
+             VALUES (gen_random_uuid(), date_trunc('hour', now()) - interval '3 hours' + interval '5 minutes',
+                     '/old/{{id}}', 'GET', 200, 12.5),
+                    (gen_random_uuid(), date_trunc('hour', now()) - interval '3 hours' + interval '6 minutes',
+                     '/old/{{id}}', 'GET', 500, 40.0)"
+        ))
+        .await
+        .unwrap();
+
+    let metrics = AppMetrics::builder()
+        .postgres_url(db.url())
+        .postgres_schema(&schema)
+        .start()
+        .await
+        .unwrap();
+
+    // The scheduler's first rollup runs right after start; poll for its row.
+    let query = format!(
+        "SELECT sample_count, aggregated_values->>'error_count'
+         FROM \"{schema}\".aggregated_metrics
+         WHERE metric_type = 'performance' AND endpoint_path = '/old/{{id}}'"
+    );
+    let mut found = None;
+    for _ in 0..100 {
+        if let Some(row) = client.query_opt(&query, &[]).await.unwrap() {
+            found = Some(row);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    metrics.shutdown(Duration::from_secs(10)).await.unwrap();
+    let row = found.expect("the in-process scheduler rolled up the closed hour");
+    let samples: i64 = row
+        .try_get::<_, i64>(0)
+        .unwrap_or_else(|_| i64::from(row.get::<_, i32>(0)));
+    assert_eq!(samples, 2);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("1"));
+}
