@@ -19,6 +19,7 @@
 //! Known labels are looked up by `&str` and shared as `Arc<str>`, so the hot
 //! path allocates only the first time a label is seen.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +198,49 @@ pub struct RouteLabels {
     known: RwLock<HashSet<Arc<str>>>,
     max: usize,
     overflow: AtomicU64,
+    /// Tells the sets apart in the per-thread cache (an address could be
+    /// reused by a later set; an id never is).
+    id: u64,
+}
+
+/// Source of [`RouteLabels`] ids.
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How many recently used labels each thread remembers.
+const CACHE_SLOTS: usize = 8;
+
+/// A thread's most recently used labels, checked before the shared set: a
+/// hit costs a few length and byte comparisons instead of a read lock and a
+/// SipHash. Entries are compared by content, so a hit is always the label
+/// the set would return; labels are never removed from a set, so an entry
+/// never goes stale.
+struct LabelCache {
+    slots: [Option<(u64, Route)>; CACHE_SLOTS],
+    /// The slot the next miss overwrites (round robin).
+    next: usize,
+}
+
+impl LabelCache {
+    fn lookup(&self, set: u64, label: &str) -> Option<Route> {
+        self.slots
+            .iter()
+            .flatten()
+            .find_map(|(id, route)| (*id == set && route.as_str() == label).then(|| route.clone()))
+    }
+
+    fn remember(&mut self, set: u64, route: &Route) {
+        self.slots[self.next] = Some((set, route.clone()));
+        self.next = (self.next + 1) % CACHE_SLOTS;
+    }
+}
+
+thread_local! {
+    static LABEL_CACHE: RefCell<LabelCache> = const {
+        RefCell::new(LabelCache {
+            slots: [const { None }; CACHE_SLOTS],
+            next: 0,
+        })
+    };
 }
 
 /// A snapshot of a layer's route labels, from
@@ -219,11 +263,34 @@ impl RouteLabels {
             known: RwLock::new(HashSet::new()),
             max,
             overflow: AtomicU64::new(0),
+            id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// The label already known as `label`, if any (a read lock and a hash).
+    /// The label already known as `label`, if any: from the thread's cache,
+    /// or else from the set (a read lock and a hash), then cached.
     pub(crate) fn get(&self, label: &str) -> Option<Route> {
+        // `try_with` fails only while the thread is being torn down, and
+        // `try_borrow_mut` never fails (no re-entry); either way the set
+        // answers on its own.
+        let cached = LABEL_CACHE
+            .try_with(|c| c.try_borrow().ok()?.lookup(self.id, label))
+            .ok()
+            .flatten();
+        if cached.is_some() {
+            return cached;
+        }
+        let route = self.get_shared(label)?;
+        let _ = LABEL_CACHE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.remember(self.id, &route);
+            }
+        });
+        Some(route)
+    }
+
+    /// The label as the shared set knows it.
+    fn get_shared(&self, label: &str) -> Option<Route> {
         // A poisoned lock only means another thread panicked while holding
         // it; the set itself is still consistent (inserts are single calls).
         let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
@@ -365,6 +432,29 @@ mod tests {
         assert_eq!(labels.admit(Arc::from("/d")), Route::OVERFLOW);
         let stats = labels.stats();
         assert_eq!((stats.distinct, stats.max, stats.overflowed), (2, 2, 2));
+    }
+
+    #[test]
+    fn cached_labels_belong_to_their_own_set() {
+        let a = RouteLabels::new(100);
+        let b = RouteLabels::new(1);
+        assert_eq!(a.intern("/x"), "/x");
+        assert_eq!(a.get("/x").unwrap(), "/x");
+        // `/x` is cached for `a`, never for `b`.
+        assert!(b.get("/x").is_none());
+        assert_eq!(b.intern("/y"), "/y");
+        assert_eq!(b.intern("/x"), Route::OVERFLOW);
+        // More labels than cache slots: all still found, by content.
+        for i in 0..(CACHE_SLOTS * 2) {
+            let label = format!("/r{i}");
+            assert_eq!(a.intern(&label), label.as_str());
+        }
+        for i in 0..(CACHE_SLOTS * 2) {
+            let label = format!("/r{i}");
+            assert_eq!(a.get(&label).unwrap(), label.as_str());
+        }
+        assert!(a.get("/r").is_none(), "a prefix is not a hit");
+        assert_eq!(a.stats().distinct, 1 + CACHE_SLOTS * 2);
     }
 
     #[test]
