@@ -143,6 +143,18 @@ impl<B> MakeRoute<B> for NormalizedPath {
 /// assert_eq!(normalize_path(&"/a".repeat(200), &mut buf), None);
 /// ```
 pub fn normalize_path<'b>(path: &str, out: &'b mut [u8; MAX_LABEL_LEN]) -> Option<&'b str> {
+    // Whole segments joined by '/' are valid UTF-8; the check costs
+    // little and keeps the crate free of `unsafe`.
+    std::str::from_utf8(normalize_path_bytes(path, out)?).ok()
+}
+
+/// [`normalize_path`] without the final UTF-8 check: the layer looks the
+/// bytes up in the label cache first and checks them only on a miss (the
+/// check is a third of the normaliser's cost on short paths).
+pub(crate) fn normalize_path_bytes<'b>(
+    path: &str,
+    out: &'b mut [u8; MAX_LABEL_LEN],
+) -> Option<&'b [u8]> {
     let path = if path.is_empty() { "/" } else { path };
     let mut len = 0;
     // Byte-wise split on '/': a plain loop, much cheaper than `str::split`'s
@@ -165,9 +177,7 @@ pub fn normalize_path<'b>(path: &str, out: &'b mut [u8; MAX_LABEL_LEN]) -> Optio
         out[len + sep..end].copy_from_slice(piece);
         len = end;
     }
-    // Whole segments joined by '/' are valid UTF-8; the check costs
-    // little and keeps the crate free of `unsafe`.
-    std::str::from_utf8(&out[..len]).ok()
+    Some(&out[..len])
 }
 
 fn looks_like_id(b: &[u8]) -> bool {
@@ -221,11 +231,10 @@ struct LabelCache {
 }
 
 impl LabelCache {
-    fn lookup(&self, set: u64, label: &str) -> Option<Route> {
-        self.slots
-            .iter()
-            .flatten()
-            .find_map(|(id, route)| (*id == set && route.as_str() == label).then(|| route.clone()))
+    fn lookup(&self, set: u64, label: &[u8]) -> Option<Route> {
+        self.slots.iter().flatten().find_map(|(id, route)| {
+            (*id == set && route.as_str().as_bytes() == label).then(|| route.clone())
+        })
     }
 
     fn remember(&mut self, set: u64, route: &Route) {
@@ -270,6 +279,11 @@ impl RouteLabels {
     /// The label already known as `label`, if any: from the thread's cache,
     /// or else from the set (a read lock and a hash), then cached.
     pub(crate) fn get(&self, label: &str) -> Option<Route> {
+        self.get_bytes(label.as_bytes())
+    }
+
+    /// Like [`get`](Self::get) for a label as bytes; not UTF-8 means unknown.
+    pub(crate) fn get_bytes(&self, label: &[u8]) -> Option<Route> {
         // `try_with` fails only while the thread is being torn down, and
         // `try_borrow_mut` never fails (no re-entry); either way the set
         // answers on its own.
@@ -280,7 +294,7 @@ impl RouteLabels {
         if cached.is_some() {
             return cached;
         }
-        let route = self.get_shared(label)?;
+        let route = self.get_shared(std::str::from_utf8(label).ok()?)?;
         let _ = LABEL_CACHE.try_with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
                 c.remember(self.id, &route);

@@ -15,7 +15,7 @@ use super::record::{Pending, PendingRoute, RecordGuard};
 use super::{Core, MetricsLayer, ResponseFuture};
 use crate::correlation;
 use crate::identity::{ExtensionIdentity, MakeIdentity};
-use crate::route::{DefaultRoute, MAX_LABEL_LEN, MakeRoute, RouteLabel, normalize_path};
+use crate::route::{DefaultRoute, MAX_LABEL_LEN, MakeRoute, RouteLabel, normalize_path_bytes};
 
 /// The service built by [`MetricsLayer`]: records every request it serves.
 ///
@@ -97,15 +97,19 @@ where
             RouteLabel::Fixed(route) => PendingRoute::Label(route),
             RouteLabel::Unknown => {
                 let mut buf = [0u8; MAX_LABEL_LEN];
-                match normalize_path(req.uri().path(), &mut buf) {
+                match normalize_path_bytes(req.uri().path(), &mut buf) {
                     None => PendingRoute::Overflow,
-                    Some(label) => match core.labels.get(label) {
+                    Some(label) => match core.labels.get_bytes(label) {
                         Some(route) => PendingRoute::Known(route),
                         None if core.labels.is_full() => PendingRoute::Overflow,
                         // First sight of this label: the only allocation
                         // the route costs, and only once per label unless
-                        // it keeps ending in 404.
-                        None => PendingRoute::New(Arc::from(label)),
+                        // it keeps ending in 404. Whole segments of a `str`
+                        // are UTF-8, so the fallback is unreachable.
+                        None => match std::str::from_utf8(label) {
+                            Ok(label) => PendingRoute::New(Arc::from(label)),
+                            Err(_) => PendingRoute::Overflow,
+                        },
                     },
                 }
             }
