@@ -29,22 +29,15 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building (release)..." >&2
-cargo build -q --release -p app-metrics-test-support --bin pg-throwaway
 cargo build -q --release -p metrics-pg --example pg_ingest
 target_dir=${CARGO_TARGET_DIR:-target}
 driver="$target_dir/release/examples/pg_ingest"
 
-# Our own server, fsync on (a benchmark without durability would flatter
-# every mode that commits often).
-"$target_dir/release/pg-throwaway" --fsync on --parent-pid $$ --env-file "$work/env" >"$work/server.out" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 600); do [ -s "$work/env" ] && break; sleep 0.1; done
-[ -s "$work/env" ] || { cat "$work/server.out" >&2; echo "server did not start" >&2; exit 1; }
-# shellcheck disable=SC1091
-. "$work/env"
+# shellcheck source=benches/lib/pg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
+pg_start "$work"
 url=$DATABASE_URL
 psql_() { psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql_ -c "SHOW fsync" -t | grep -q on || { echo "fsync is not on" >&2; exit 1; }
 
 original_table() { # the seed plan's layout: uuid PK + three btrees
     psql_ <<SQL
