@@ -42,9 +42,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let traffic = demo.then(|| demo_traffic(addr));
+    // Stop the demo traffic as soon as shutdown starts, so it does not knock on a closed listener.
+    let stop_traffic = traffic.as_ref().map(|t| t.abort_handle());
 
     axum::serve(listener, app(&metrics))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            if let Some(t) = stop_traffic {
+                t.abort();
+            }
+        })
         .await?;
 
     if let Some(t) = traffic {
