@@ -45,6 +45,7 @@
 //! the collector's stats.
 
 mod body;
+mod clock;
 mod future;
 mod layer;
 mod record;

@@ -1,6 +1,5 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 // Tokio's `Instant` is `std::time::Instant` unless `test-util` pauses the clock,
 // which lets tests measure durations without sleeping.
@@ -73,8 +72,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        // Read once: the record's timestamp and a generated id's time.
-        let timestamp = SystemTime::now();
+        // Derived from `start` (no second clock read): the record's timestamp
+        // and a generated id's time.
+        let timestamp = super::clock::wall_time_at(start);
         let core = &self.core;
 
         let correlation_id = core.correlation_id.then(|| {
