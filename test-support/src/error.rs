@@ -5,7 +5,7 @@ use std::{io, path::PathBuf, process::ExitStatus};
 /// Why a throwaway PostgreSQL cluster could not be created, started, stopped or reached.
 ///
 /// Every message names what is missing or what failed, so that a test run that cannot get a
-/// database says why instead of skipping.
+/// database fails loudly and says why.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
