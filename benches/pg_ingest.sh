@@ -19,24 +19,9 @@ PER_ROW_ROWS=${PER_ROW_ROWS:-20000}
 STREAMS=${STREAMS:-2}
 BATCH=${BATCH:-20000}
 
-work=$(mktemp -d /tmp/pg_ingest.XXXXXX)
-chmod 755 "$work"
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "building (release)..." >&2
-cargo build -q --release -p metrics-pg --example pg_ingest
-target_dir=${CARGO_TARGET_DIR:-target}
-driver="$target_dir/release/examples/pg_ingest"
-
 # shellcheck source=benches/lib/pg.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
-pg_start "$work"
-url=$DATABASE_URL
+pg_bench_setup pg_ingest pg_ingest
 psql_() { psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 original_table() { # the seed plan's layout: uuid PK + three btrees

@@ -22,23 +22,9 @@ ENDPOINTS=${ENDPOINTS:-50}
 ROUNDS=${ROUNDS:-3}
 ACC_ROWS=${ACC_ROWS:-10000000}
 
-work=$(mktemp -d /tmp/rollup_bench.XXXXXX)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "building (release)..." >&2
-cargo build -q --release -p metrics-pg --example rollup_bench
-target_dir=${CARGO_TARGET_DIR:-target}
-driver="$target_dir/release/examples/rollup_bench"
-
 # shellcheck source=benches/lib/pg.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
-pg_start "$work"
-url=$DATABASE_URL
+pg_bench_setup rollup_bench rollup_bench
 
 echo "loading $ROWS rows over one day, $ENDPOINTS endpoints..." >&2
 "$driver" load --url "$url" --rows "$ROWS" --endpoints "$ENDPOINTS"
