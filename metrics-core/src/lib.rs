@@ -22,6 +22,7 @@ mod collector;
 mod error;
 mod identity;
 mod memory;
+pub mod query;
 mod record;
 mod sink;
 #[cfg(any(test, feature = "test-util"))]

@@ -134,6 +134,13 @@ impl MemorySink {
         self.lock().insert(record.into());
     }
 
+    /// Runs `f` over the stored records (oldest first) under the store's
+    /// lock; the query implementation reads them in place instead of
+    /// cloning a snapshot.
+    pub(crate) fn with_records<R>(&self, f: impl FnOnce(&VecDeque<Record>) -> R) -> R {
+        f(&self.lock().records)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Store> {
         // The lock is never held across an await or user code, so poisoning
         // can only come from a panic in our own short critical sections;

@@ -1,0 +1,557 @@
+//! The dashboard's questions and their answers: the [`MetricsQuery`] trait
+//! that a store implements (PostgreSQL in `metrics-pg`, the in-memory store
+//! here in [`MemorySink`](crate::MemorySink)), the query parameters and the
+//! report types the HTTP API serialises.
+//!
+//! The report types serialise to exactly the JSON of DESIGN §5 (the API
+//! router adds the range it answered for around them), so every store gives
+//! the same body shape and an empty store answers zeros and empty lists.
+//!
+//! # Example: asking the memory store
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use metrics_core::query::{MetricsQuery, PerformanceQuery};
+//! use metrics_core::aggregate::{Preset, TimeRange};
+//! use metrics_core::{MemorySink, Method, RequestRecord, Route};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), metrics_core::query::QueryError> {
+//! let store = MemorySink::new();
+//! let now = SystemTime::now();
+//! for (ms, status) in [(10, 200), (20, 200), (300, 500)] {
+//!     store.insert(RequestRecord::new(
+//!         now - Duration::from_secs(60),
+//!         Route::from_static("/users/{id}"),
+//!         Method::GET,
+//!         status,
+//!         Duration::from_millis(ms),
+//!     ));
+//! }
+//! let q = PerformanceQuery::new(TimeRange::preset(Preset::Last24Hours, now), now);
+//! let report = store.performance(&q).await?;
+//! assert_eq!(report.metrics.total_requests, 3);
+//! assert_eq!(report.metrics.p50_response_time_ms, 20.0);
+//! assert_eq!(report.endpoints[0].endpoint, "/users/{id}");
+//! assert!((report.metrics.error_rate - 1.0 / 3.0).abs() < 1e-12);
+//! # Ok(()) }
+//! ```
+
+mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{PerformanceSummary, Resolution, TimeRange};
+use crate::error::BoxError;
+
+/// The store behind the dashboard API: answers the five questions of
+/// DESIGN §5 for a validated [`TimeRange`].
+///
+/// Implementations must
+/// * never double count: each instant of the range is answered from exactly
+///   one source (rollups for closed, rolled-up hours; raw rows otherwise);
+/// * answer an empty range with zeros and empty lists, not an error;
+/// * bound their work (a store-side statement timeout, 10 s in `metrics-pg`)
+///   and report it as [`QueryError::Timeout`].
+///
+/// Held as a trait object ([`SharedMetricsQuery`]) by the API router, hence
+/// `async_trait`.
+#[async_trait]
+pub trait MetricsQuery: Send + Sync + 'static {
+    /// Summary over every request in the range plus the per-(endpoint,
+    /// method) table, slowest (highest p95, then average) first.
+    async fn performance(&self, query: &PerformanceQuery) -> Result<PerformanceReport, QueryError>;
+
+    /// Usage summary: totals, distinct users, events by type and by page.
+    async fn usage(&self, query: &UsageQuery) -> Result<UsageReport, QueryError>;
+
+    /// Buckets of the range at the asked resolution, ascending.
+    async fn time_series(&self, query: &TimeSeriesQuery) -> Result<TimeSeries, QueryError>;
+
+    /// Number of usage events `user_id` sent in `range` (the caller's own
+    /// count, for any authenticated user).
+    async fn user_event_count(&self, user_id: &str, range: &TimeRange) -> Result<u64, QueryError>;
+}
+
+/// A [`MetricsQuery`] shared between the API router's handlers.
+pub type SharedMetricsQuery = Arc<dyn MetricsQuery>;
+
+/// Why a query could not be answered. The API maps [`Timeout`](Self::Timeout)
+/// and [`Unavailable`](Self::Unavailable) to 503, [`Internal`](Self::Internal)
+/// to 500.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The store cancelled the query at its statement timeout.
+    #[error(
+        "the metrics query did not finish within {} s; try a shorter time range",
+        .0.as_secs()
+    )]
+    Timeout(Duration),
+    /// The store cannot be reached (connection refused, pool exhausted, ...).
+    #[error("the metrics store is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// Anything else (undecodable stored state, a query bug).
+    #[error("the metrics query failed: {0}")]
+    Internal(#[source] BoxError),
+}
+
+// ===== queries =====
+
+/// Parameters of [`MetricsQuery::performance`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerformanceQuery {
+    /// The validated range.
+    pub range: TimeRange,
+    /// Only this route template (the `endpoint` parameter), if given.
+    pub endpoint: Option<String>,
+    /// The time the request was answered (which hour is still open).
+    pub now: SystemTime,
+}
+
+impl PerformanceQuery {
+    /// All endpoints over `range`, answered at `now`.
+    pub fn new(range: TimeRange, now: SystemTime) -> Self {
+        Self {
+            range,
+            endpoint: None,
+            now,
+        }
+    }
+
+    /// Restricts the report to one route template.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+}
+
+/// Parameters of [`MetricsQuery::usage`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageQuery {
+    /// The validated range.
+    pub range: TimeRange,
+    /// Only this event type (the `event_type` parameter), if given.
+    pub event_type: Option<String>,
+    /// The time the request was answered (for `active_users_current_hour`).
+    pub now: SystemTime,
+}
+
+impl UsageQuery {
+    /// All event types over `range`, answered at `now`.
+    pub fn new(range: TimeRange, now: SystemTime) -> Self {
+        Self {
+            range,
+            event_type: None,
+            now,
+        }
+    }
+
+    /// Restricts the report to one event type.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+}
+
+/// Parameters of [`MetricsQuery::time_series`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeSeriesQuery {
+    /// The validated range.
+    pub range: TimeRange,
+    /// Which series.
+    pub metric_type: SeriesKind,
+    /// Bucket width.
+    pub resolution: Resolution,
+    /// The time the request was answered.
+    pub now: SystemTime,
+}
+
+impl TimeSeriesQuery {
+    /// `metric_type` over `range` at the range's default resolution
+    /// ([`TimeRange::default_resolution`]).
+    pub fn new(range: TimeRange, metric_type: SeriesKind, now: SystemTime) -> Self {
+        Self {
+            resolution: range.default_resolution(),
+            range,
+            metric_type,
+            now,
+        }
+    }
+
+    /// Sets the bucket width.
+    pub fn resolution(mut self, resolution: Resolution) -> Self {
+        self.resolution = resolution;
+        self
+    }
+}
+
+/// The `metric_type` parameter of the time series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesKind {
+    /// Request volume, latency and errors (the default).
+    #[default]
+    Performance,
+    /// Usage events and their users.
+    Usage,
+    /// Both, merged on the bucket timestamp.
+    Both,
+}
+
+impl SeriesKind {
+    /// The query-string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Performance => "performance",
+            Self::Usage => "usage",
+            Self::Both => "both",
+        }
+    }
+
+    /// Whether the performance fields are asked for.
+    pub fn includes_performance(self) -> bool {
+        matches!(self, Self::Performance | Self::Both)
+    }
+
+    /// Whether the usage fields are asked for.
+    pub fn includes_usage(self) -> bool {
+        matches!(self, Self::Usage | Self::Both)
+    }
+}
+
+/// `metric_type` is not `performance`, `usage` or `both`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metric_type must be one of performance, usage, both (got {0:?})")]
+pub struct UnknownSeriesKind(pub String);
+
+impl FromStr for SeriesKind {
+    type Err = UnknownSeriesKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "performance" => Ok(Self::Performance),
+            "usage" => Ok(Self::Usage),
+            "both" => Ok(Self::Both),
+            other => Err(UnknownSeriesKind(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for SeriesKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ===== reports =====
+
+/// Answer of [`MetricsQuery::performance`]: `{"metrics": {..}, "endpoints": [..]}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceReport {
+    /// Summary over every request in the range.
+    pub metrics: PerformanceMetrics,
+    /// One row per (endpoint, method), slowest first.
+    pub endpoints: Vec<EndpointMetrics>,
+}
+
+/// The `metrics` object of the performance report. Times in milliseconds;
+/// all zero for an empty range.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceMetrics {
+    /// Number of requests.
+    pub total_requests: u64,
+    /// Mean response time.
+    pub avg_response_time_ms: f64,
+    /// Median response time.
+    pub p50_response_time_ms: f64,
+    /// 95th percentile.
+    pub p95_response_time_ms: f64,
+    /// 99th percentile.
+    pub p99_response_time_ms: f64,
+    /// Share of requests with status ≥ 400 (0..=1).
+    pub error_rate: f64,
+    /// Distinct users among the requests.
+    pub active_users: u64,
+}
+
+impl PerformanceMetrics {
+    /// The metrics of a summary, with `active_users` distinct users.
+    pub fn from_summary(summary: &PerformanceSummary, active_users: u64) -> Self {
+        let v = summary.values();
+        Self {
+            total_requests: v.count,
+            avg_response_time_ms: v.avg,
+            p50_response_time_ms: v.p50,
+            p95_response_time_ms: v.p95,
+            p99_response_time_ms: v.p99,
+            error_rate: v.error_rate,
+            active_users,
+        }
+    }
+}
+
+/// One row of the performance report's `endpoints` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointMetrics {
+    /// Route template.
+    pub endpoint: String,
+    /// HTTP method.
+    pub method: String,
+    /// Number of requests.
+    pub request_count: u64,
+    /// Requests with status ≥ 400.
+    pub error_count: u64,
+    /// `error_count / request_count`.
+    pub error_rate: f64,
+    /// Mean response time.
+    pub avg_response_time_ms: f64,
+    /// Median response time.
+    pub p50_response_time_ms: f64,
+    /// 95th percentile.
+    pub p95_response_time_ms: f64,
+    /// 99th percentile.
+    pub p99_response_time_ms: f64,
+}
+
+impl EndpointMetrics {
+    /// The row of `(endpoint, method)` from its summary.
+    pub fn from_summary(
+        endpoint: impl Into<String>,
+        method: impl Into<String>,
+        summary: &PerformanceSummary,
+    ) -> Self {
+        let v = summary.values();
+        Self {
+            endpoint: endpoint.into(),
+            method: method.into(),
+            request_count: v.count,
+            error_count: v.error_count,
+            error_rate: v.error_rate,
+            avg_response_time_ms: v.avg,
+            p50_response_time_ms: v.p50,
+            p95_response_time_ms: v.p95,
+            p99_response_time_ms: v.p99,
+        }
+    }
+}
+
+/// Sorts an endpoint table slowest first: highest p95, then highest
+/// average, then by endpoint and method (a stable, total order, so every
+/// store lists ties the same way).
+pub fn sort_slowest_first(endpoints: &mut [EndpointMetrics]) {
+    endpoints.sort_by(|a, b| {
+        b.p95_response_time_ms
+            .total_cmp(&a.p95_response_time_ms)
+            .then(b.avg_response_time_ms.total_cmp(&a.avg_response_time_ms))
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+            .then_with(|| a.method.cmp(&b.method))
+    });
+}
+
+/// Answer of [`MetricsQuery::usage`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// Totals and users.
+    pub metrics: UsageMetrics,
+    /// Events per event type.
+    pub event_distribution: BTreeMap<String, u64>,
+    /// Events per page name (events without a page are not listed).
+    pub page_views: BTreeMap<String, u64>,
+}
+
+/// The `metrics` object of the usage report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageMetrics {
+    /// Number of usage events.
+    pub total_events: u64,
+    /// Distinct users who sent events.
+    pub unique_users: u64,
+    /// Distinct users over requests *and* events in the range.
+    pub active_users: u64,
+    /// Distinct users over requests and events in the current UTC hour.
+    pub active_users_current_hour: u64,
+}
+
+/// Answer of [`MetricsQuery::time_series`]: `{"data_points": [..]}`.
+///
+/// Buckets with no data inside a range that has some are listed with
+/// zeros (a chart's x axis stays continuous); a range without any data
+/// answers an empty list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeries {
+    /// Buckets, ascending.
+    pub data_points: Vec<DataPoint>,
+}
+
+/// One bucket of a time series: its start and the fields of the series
+/// asked for (`both` carries both sets, flattened into one object).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataPoint {
+    /// Bucket start, UTC, RFC 3339 (`2024-06-01T10:05:00Z`).
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+    /// Request fields (performance and both).
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub performance: Option<PerformancePoint>,
+    /// Usage fields (usage and both).
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<UsagePoint>,
+}
+
+/// Request fields of a time-series bucket (all zero when it is empty).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerformancePoint {
+    /// Requests in the bucket.
+    pub request_count: u64,
+    /// Mean response time.
+    pub avg_response_time_ms: f64,
+    /// Median response time.
+    pub p50_response_time_ms: f64,
+    /// 95th percentile.
+    pub p95_response_time_ms: f64,
+    /// 99th percentile.
+    pub p99_response_time_ms: f64,
+    /// Requests with status ≥ 400.
+    pub error_count: u64,
+    /// `error_count / request_count`.
+    pub error_rate: f64,
+}
+
+impl PerformancePoint {
+    /// The point of a bucket's summary.
+    pub fn from_summary(summary: &PerformanceSummary) -> Self {
+        let v = summary.values();
+        Self {
+            request_count: v.count,
+            avg_response_time_ms: v.avg,
+            p50_response_time_ms: v.p50,
+            p95_response_time_ms: v.p95,
+            p99_response_time_ms: v.p99,
+            error_count: v.error_count,
+            error_rate: v.error_rate,
+        }
+    }
+}
+
+/// Usage fields of a time-series bucket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// Usage events in the bucket.
+    pub event_count: u64,
+    /// Distinct users who sent them.
+    pub unique_users: u64,
+}
+
+/// Formats `t` as RFC 3339 in UTC with a `Z` suffix (whole seconds unless
+/// `t` has a fraction). Used for every timestamp in API bodies.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        // Only years outside 0..=9999 fail to format; the API never sees
+        // such instants (ranges are validated against `now`).
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_rfc3339(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        time::OffsetDateTime::parse(&text, &Rfc3339)
+            .map(SystemTime::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_point_flattens_the_series_asked_for() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_236_300);
+        let p = DataPoint {
+            timestamp: t,
+            performance: Some(PerformancePoint {
+                request_count: 2,
+                ..PerformancePoint::default()
+            }),
+            usage: None,
+        };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["timestamp"], "2024-06-01T10:05:00Z");
+        assert_eq!(json["request_count"], 2);
+        assert!(json.get("event_count").is_none());
+        let both = DataPoint {
+            usage: Some(UsagePoint {
+                event_count: 3,
+                unique_users: 1,
+            }),
+            ..p
+        };
+        let json = serde_json::to_value(&both).unwrap();
+        assert_eq!(
+            (json["request_count"].as_u64(), json["event_count"].as_u64()),
+            (Some(2), Some(3))
+        );
+        let back: DataPoint = serde_json::from_value(json).unwrap();
+        assert_eq!(back.timestamp, t);
+    }
+
+    #[test]
+    fn series_kind_round_trips_and_refuses_others() {
+        for k in [SeriesKind::Performance, SeriesKind::Usage, SeriesKind::Both] {
+            assert_eq!(k.as_str().parse::<SeriesKind>(), Ok(k));
+        }
+        let err = "latency".parse::<SeriesKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "metric_type must be one of performance, usage, both (got \"latency\")"
+        );
+    }
+
+    #[test]
+    fn slowest_first_orders_by_p95_then_avg_then_name() {
+        let row = |e: &str, p95: f64, avg: f64| EndpointMetrics {
+            endpoint: e.into(),
+            method: "GET".into(),
+            p95_response_time_ms: p95,
+            avg_response_time_ms: avg,
+            ..EndpointMetrics::default()
+        };
+        let mut rows = vec![
+            row("/a", 10.0, 1.0),
+            row("/b", 30.0, 1.0),
+            row("/c", 10.0, 5.0),
+            row("/d", 10.0, 5.0),
+        ];
+        sort_slowest_first(&mut rows);
+        let order: Vec<_> = rows.iter().map(|r| r.endpoint.as_str()).collect();
+        assert_eq!(order, ["/b", "/c", "/d", "/a"]);
+    }
+
+    #[test]
+    fn timeout_message_names_the_limit() {
+        let e = QueryError::Timeout(Duration::from_secs(10));
+        assert_eq!(
+            e.to_string(),
+            "the metrics query did not finish within 10 s; try a shorter time range"
+        );
+    }
+}
