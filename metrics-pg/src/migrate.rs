@@ -43,6 +43,12 @@ static MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0003_rollup_hours.up.sql"),
         down: include_str!("../migrations/0003_rollup_hours.down.sql"),
     },
+    Migration {
+        version: 4,
+        name: "rollup_5min_daily",
+        up: include_str!("../migrations/0004_rollup_5min_daily.up.sql"),
+        down: include_str!("../migrations/0004_rollup_5min_daily.down.sql"),
+    },
 ];
 
 /// First key of the two-key advisory lock taken while migrating; the second is

@@ -53,7 +53,10 @@ async fn fresh_database_gets_every_table_and_bookkeeping() {
         [
             "_migrations",
             "aggregated_metrics",
+            "aggregated_metrics_5min",
+            "aggregated_metrics_daily",
             "performance_metrics",
+            "rollup_days",
             "rollup_hours",
             "usage_events"
         ]
@@ -133,7 +136,7 @@ async fn down_then_up() {
 
     let up = migrator.run(&mut client).await.unwrap();
     assert_eq!(up.applied, (1..=latest).collect::<Vec<_>>());
-    assert_eq!(tables(&client, &schema).await.len(), 5);
+    assert_eq!(tables(&client, &schema).await.len(), 8);
 }
 
 #[tokio::test]
