@@ -108,8 +108,10 @@ impl MetricsQuery for MemorySink {
             let mut usage = vec![(0u64, DistinctUsers::new()); starts.len()];
             let mut any = false;
             let first = starts.first().copied();
+            // Whole buckets: the first one starts at the bucket boundary
+            // before the range start, like the rollups the stores read.
             let index = |t: SystemTime| -> Option<usize> {
-                if !query.range.contains(t) {
+                if t >= query.range.end() {
                     return None;
                 }
                 let offset = t.duration_since(first?).ok()?;

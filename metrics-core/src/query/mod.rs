@@ -382,6 +382,10 @@ pub struct UsageMetrics {
 
 /// Answer of [`MetricsQuery::time_series`]: `{"data_points": [..]}`.
 ///
+/// Each point covers its whole bucket: the first bucket starts at the
+/// bucket boundary at or before the range start (5-minute and hourly
+/// buckets are aligned to UTC), the last one holds the range's end.
+///
 /// Buckets with no data inside a range that has some are listed with
 /// zeros (a chart's x axis stays continuous); a range without any data
 /// answers an empty list.
