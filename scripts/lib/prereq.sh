@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Shared by scripts/test and scripts/demo: find or install what a fresh Debian machine lacks.
+# Source it after setting `install` (1: may install with apt-get, 0: only check).
+
+die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else die "need root to run: $*"
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    [ "${install:-1}" -eq 1 ] || die "missing: $* (run without --no-install, or install it yourself)"
+    command -v apt-get >/dev/null 2>&1 || die "missing: $*, and no apt-get here: install it yourself"
+    if [ "$apt_updated" -eq 0 ]; then
+        run as_root apt-get update -q
+        apt_updated=1
+    fi
+    run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null
+}
+
+# The directory with initdb and pg_ctl, found as the test harness finds it (test-support's
+# cluster.rs): APP_METRICS_PG_BIN, else PATH, else the newest /usr/lib/postgresql/*/bin.
+pg_bin_dir() {
+    if [ -n "${APP_METRICS_PG_BIN:-}" ]; then
+        [ -x "$APP_METRICS_PG_BIN/initdb" ] && echo "$APP_METRICS_PG_BIN"
+        return 0
+    fi
+    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        dirname "$(command -v initdb)"
+        return 0
+    fi
+    local dir
+    dir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+    return 0
+}
+
+# Makes sure PostgreSQL server binaries (and, as root, a way to drop privileges for them) exist;
+# sets pg_bin.
+ensure_postgres() {
+    if [ -z "$(pg_bin_dir)" ]; then
+        # Debian's package puts the server binaries in /usr/lib/postgresql/<major>/bin, where the
+        # harness looks; its postinst may also start a system cluster on 5432, which we do not use.
+        apt_install postgresql
+        [ -n "$(pg_bin_dir)" ] || die "PostgreSQL installed, but initdb/pg_ctl still not found"
+    fi
+    pg_bin=$(pg_bin_dir)
+    if [ "$(id -u)" -eq 0 ] && ! command -v runuser >/dev/null 2>&1 && ! command -v setpriv >/dev/null 2>&1; then
+        apt_install util-linux # the harness runs the cluster as an unprivileged user through these
+    fi
+}
