@@ -11,7 +11,8 @@
 //!   log-normal latencies, ~2 % errors, 1,000 users), from a seeded
 //!   generator.
 //! * `time` alternates, `--rounds` times, (a) our `RollupJob` over the whole
-//!   day from scratch (bookkeeping and rollups emptied first) and (b) the
+//!   day from scratch (bookkeeping and rollups emptied first; the job writes
+//!   the hourly, 5-minute and daily rollups, as it does in production) and (b) the
 //!   equivalent single SQL `GROUP BY date_trunc('hour'), endpoint, method`
 //!   with count/sum/min/max/avg and three `percentile_cont`s, fetched by the
 //!   client; prints the median seconds of each and checks that every bucket's
@@ -196,7 +197,9 @@ async fn time_modes(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..args.rounds.max(1) {
         client
             .batch_execute(&format!(
-                "TRUNCATE \"{s}\".aggregated_metrics, \"{s}\".rollup_hours; CHECKPOINT"
+                "TRUNCATE \"{s}\".aggregated_metrics, \"{s}\".rollup_hours, \
+                 \"{s}\".aggregated_metrics_5min, \"{s}\".aggregated_metrics_daily, \
+                 \"{s}\".rollup_days; CHECKPOINT"
             ))
             .await?;
         let t0 = Instant::now();

@@ -82,6 +82,20 @@ pub enum Error {
     /// The connection pool could not be created.
     #[error("could not create the PostgreSQL connection pool: {0}")]
     CreatePool(#[source] deadpool_postgres::BuildError),
+    /// A stored rollup row could not be read back (its sketch bytes or its
+    /// `aggregated_values` are not what metrics-pg writes). Re-rolling the
+    /// hour rewrites it while its raw rows exist.
+    #[error(
+        "rollup row {key} in {table} cannot be read: {reason}; re-run the rollup for that hour or delete the row"
+    )]
+    CorruptRollup {
+        /// The table holding the row.
+        table: &'static str,
+        /// The row's key, for the reader of the log.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {

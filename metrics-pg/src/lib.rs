@@ -39,6 +39,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod daily;
 mod error;
 mod governance;
 mod job;

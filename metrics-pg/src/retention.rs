@@ -203,6 +203,30 @@ impl RetentionJob {
             )
             .await
             .map_err(|e| Error::db("deleting expired rollup bookkeeping", e))?;
+        // 5-minute rows go with their hour (slots of [h, h + 1 h) for every
+        // expired h); daily rows with the first expired hour of their day.
+        let _ = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE time_bucket < $1",
+                    self.schema.qualify("aggregated_metrics_5min")
+                ),
+                &[&from_unix_secs(
+                    crate::rollup::floor_hour(now_secs.saturating_sub(keep) - HOUR) + HOUR,
+                )],
+            )
+            .await
+            .map_err(|e| Error::db("deleting expired 5-minute rollups", e))?;
+        let _ = crate::daily::delete_expired_days(client, &self.schema, last_expired).await?;
+        // Hours re-rolled before their partition was dropped withdrew their
+        // day's daily rows: build those days again.
+        let _ = crate::daily::build_complete_days(
+            client,
+            &self.pool,
+            &self.schema,
+            self.rollup.concurrency,
+        )
+        .await?;
 
         report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
         lock.release().await?;

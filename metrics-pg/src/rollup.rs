@@ -30,6 +30,28 @@
 //! `event_type = '*'`. The all-rows sketches are merges of the per-key ones,
 //! which give the same state as adding every sample (see
 //! [`LatencySketch`]).
+//!
+//! # 5-minute and daily rollups (what the query side may rely on)
+//!
+//! * `aggregated_metrics_5min` holds the all-endpoints / all-types key of
+//!   every 5-minute slot. An hour's 5-minute rows are written in the **same
+//!   transaction** as its hourly rows, so an hour present in `rollup_hours`
+//!   has its 5-minute rows (an empty slot has no row). Re-rolling an hour
+//!   deletes and rewrites its 12 slots.
+//! * `aggregated_metrics_daily` holds, per UTC day and key (the same keys and
+//!   `*` rows as `aggregated_metrics`), the merge of that day's hourly rows;
+//!   `rollup_days` lists the days whose daily rows are complete. A day is
+//!   built (one transaction: merge the hourly sketches in Rust, replace the
+//!   daily rows, upsert the `rollup_days` row) only once all 24 of its hours
+//!   are in `rollup_hours`. Rolling any hour of a day again deletes the day's
+//!   `rollup_days` row in the hour's transaction, and the run rebuilds the
+//!   day before it ends (a run that fails in between leaves the day without
+//!   a `rollup_days` row; the next run builds it). So a query that sees a
+//!   `rollup_days` row can trust that the daily rows equal the merge of the
+//!   day's hourly rows; without one it must merge the hourly rows itself.
+//! * Retention deletes 5-minute rows with their hour, and daily rows and
+//!   the `rollup_days` row of a day as soon as its first hour expires (a
+//!   `rollup_days` row never outlives one of its hourly rows).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -54,6 +76,10 @@ use crate::schema::SchemaName;
 pub const ALL: &str = "*";
 
 const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+/// Width of an `aggregated_metrics_5min` slot, and slots per hour.
+const SLOT: i64 = 300;
+const SLOTS: usize = (HOUR / SLOT) as usize;
 
 /// `statement_timeout` of each rollup transaction: generous (an hour of a
 /// busy service streams in seconds), but a stuck statement must not hold the
@@ -251,6 +277,21 @@ pub(crate) fn floor_hour(secs: i64) -> i64 {
     secs.div_euclid(HOUR) * HOUR
 }
 
+/// Start of the UTC day containing `secs`.
+pub(crate) fn floor_day(secs: i64) -> i64 {
+    secs.div_euclid(DAY) * DAY
+}
+
+/// The 5-minute slot (0..12) of an instant `secs` within the hour `hour`.
+/// Rows outside the hour (cannot happen: the `COPY` selects the hour) are
+/// clamped rather than dropped.
+#[inline]
+fn slot_of(hour: i64, secs: i64) -> usize {
+    usize::try_from((secs - hour).div_euclid(SLOT))
+        .unwrap_or(0)
+        .min(SLOTS - 1)
+}
+
 /// `'YYYY-MM-DD HH:MM:SS+00'`, a timestamptz literal (COPY takes no
 /// parameters). Only ever built from our own integers.
 pub(crate) fn ts_literal(secs: i64) -> String {
@@ -284,7 +325,8 @@ pub(crate) async fn roll_closed_hours(
     let closed_end = floor_hour(unix_secs(now).saturating_sub(grace));
     let recheck = options.recheck_window.as_secs().min(CENTURY) as i64;
     for kind in Kind::ALL {
-        let hours = closed_hours_to_roll(client, schema, kind, closed_end, recheck).await?;
+        let (hours, gap_fills) =
+            closed_hours_to_roll(client, schema, kind, closed_end, recheck).await?;
         let results = futures_util::stream::iter(hours)
             .map(|hour| roll_hour_on(pool, schema, kind, hour, options.exact_limit))
             .buffered(options.concurrency.max(1));
@@ -296,6 +338,43 @@ pub(crate) async fn roll_closed_hours(
             report.raw_rows_rolled += raw;
             report.rollup_rows_written += written;
         }
+        record_empty_hours(client, schema, kind, &gap_fills).await?;
+    }
+    let days = crate::daily::build_complete_days(client, pool, schema, options.concurrency).await?;
+    if days.days > 0 {
+        tracing::debug!(schema = %schema, days = days.days, rows = days.rows, "built daily rollups");
+    }
+    Ok(())
+}
+
+/// Records hours of a long gap that had no raw rows (count 0) once the gap's
+/// other hours are rolled, so their days can become complete.
+async fn record_empty_hours(
+    client: &Client,
+    schema: &SchemaName,
+    kind: Kind,
+    fills: &[(i64, i64, Vec<i64>)],
+) -> Result<(), Error> {
+    for (lo, hi, with_rows) in fills {
+        if lo >= hi {
+            continue;
+        }
+        let with_rows: Vec<SystemTime> = with_rows.iter().map(|&h| from_unix_secs(h)).collect();
+        let _ = client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (metric_type, hour, raw_count)                      SELECT $1, h, 0 FROM generate_series($2::timestamptz, $3::timestamptz, '1 hour') h                      WHERE h <> ALL($4::timestamptz[])                      ON CONFLICT (metric_type, hour) DO NOTHING",
+                    schema.qualify("rollup_hours")
+                ),
+                &[
+                    &kind.metric_type(),
+                    &from_unix_secs(*lo),
+                    &from_unix_secs(hi - HOUR),
+                    &with_rows,
+                ],
+            )
+            .await
+            .map_err(|e| Error::db("recording empty hours", e))?;
     }
     Ok(())
 }
@@ -331,7 +410,10 @@ const MAX_ENUMERATED_HOURS: i64 = 48;
 ///
 /// * hours after the last one rolled: all of them (an empty hour is
 ///   recorded with count 0, so it is visited once), or, after a long gap or
-///   on the first run, those that have rows;
+///   on the first run, those that have rows (the gap's empty hours are
+///   returned as `(from, to, hours with rows)`, to be recorded once the rest
+///   is rolled). A first run starts at the UTC midnight before the first raw
+///   row, so that day can become complete (see the module docs);
 /// * hours already rolled within `recheck` seconds before `closed_end`:
 ///   only those whose raw row count changed since.
 async fn closed_hours_to_roll(
@@ -340,7 +422,7 @@ async fn closed_hours_to_roll(
     kind: Kind,
     closed_end: i64,
     recheck: i64,
-) -> Result<Vec<i64>, Error> {
+) -> Result<(Vec<i64>, Vec<(i64, i64, Vec<i64>)>), Error> {
     let last: Option<i64> = client
         .query_one(
             &format!(
@@ -355,10 +437,11 @@ async fn closed_hours_to_roll(
     let new_from = match last {
         Some(last) => last + HOUR,
         None => match first_raw_hour(client, schema, kind).await? {
-            Some(first) => first,
-            None => return Ok(Vec::new()),
+            Some(first) => floor_day(first),
+            None => return Ok((Vec::new(), Vec::new())),
         },
     };
+    let mut fills = Vec::new();
     let mut hours = Vec::new();
     let recheck_from = closed_end.saturating_sub(recheck);
     let rolled_end = new_from.min(closed_end);
@@ -366,13 +449,15 @@ async fn closed_hours_to_roll(
         hours = hours_to_roll(client, schema, kind, recheck_from, rolled_end).await?;
     }
     if closed_end - new_from > MAX_ENUMERATED_HOURS * HOUR {
-        hours.extend(hours_to_roll(client, schema, kind, new_from, closed_end).await?);
+        let with_rows = hours_to_roll(client, schema, kind, new_from, closed_end).await?;
+        hours.extend(with_rows.iter().copied());
+        fills.push((new_from, closed_end, with_rows));
     } else {
         hours.extend((new_from..closed_end).step_by(HOUR as usize));
     }
     hours.sort_unstable();
     hours.dedup();
-    Ok(hours)
+    Ok((hours, fills))
 }
 
 /// The first hour that may hold raw rows, for a table never rolled: the
@@ -455,10 +540,35 @@ struct OutRow {
     users: Vec<u8>,
 }
 
+/// One `aggregated_metrics_5min` row (the all-rows key of one slot).
+struct SlotRow {
+    start: i64,
+    values: serde_json::Value,
+    count: i64,
+    latency: Option<Vec<u8>>,
+    users: Vec<u8>,
+}
+
+/// What streaming one hour produced.
+struct Rolled {
+    raw: u64,
+    rows: Vec<OutRow>,
+    slots: Vec<SlotRow>,
+}
+
 #[derive(Debug)]
 struct PerfBucket {
     summary: PerformanceSummary,
     users: DistinctUsers,
+}
+
+impl PerfBucket {
+    fn new(exact_limit: u32) -> Self {
+        Self {
+            summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(exact_limit)),
+            users: DistinctUsers::new(),
+        }
+    }
 }
 
 /// Rolls one hour of one raw table inside `tx`: streams its rows, upserts the
@@ -474,11 +584,24 @@ pub(crate) async fn roll_hour(
     tx.batch_execute(ROLL_STATEMENT_TIMEOUT)
         .await
         .map_err(|e| Error::db("setting statement_timeout", e))?;
-    let (raw, rows) = match kind {
+    let Rolled { raw, rows, slots } = match kind {
         Kind::Performance => stream_performance(tx, schema, hour, exact_limit).await?,
         Kind::Usage => stream_usage(tx, schema, hour).await?,
     };
     let written = upsert(tx, schema, kind, hour, &rows).await?;
+    write_slots(tx, schema, kind, hour, &slots).await?;
+    // The day's daily rows no longer equal the merge of its hours: withdraw
+    // them (atomically with the new hourly rows) until the day is rebuilt.
+    let _ = tx
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE metric_type = $1 AND day = $2",
+                schema.qualify("rollup_days")
+            ),
+            &[&kind.metric_type(), &from_unix_secs(floor_day(hour))],
+        )
+        .await
+        .map_err(|e| Error::db("withdrawing a day's daily rollup", e))?;
     let raw_count = i64::try_from(raw).unwrap_or(i64::MAX);
     let _ = tx
         .execute(
@@ -510,11 +633,11 @@ async fn stream_performance(
     schema: &SchemaName,
     hour: i64,
     exact_limit: u32,
-) -> Result<(u64, Vec<OutRow>), Error> {
+) -> Result<Rolled, Error> {
     let sql = copy_sql(
         schema,
         Kind::Performance,
-        "endpoint, method, status_code, response_time_ms, user_id",
+        "endpoint, method, status_code, response_time_ms, user_id, \"timestamp\"",
         hour,
     );
     let stream = tx
@@ -523,12 +646,20 @@ async fn stream_performance(
         .map_err(|e| Error::db("streaming raw requests", e))?;
     let rows = BinaryCopyOutStream::new(
         stream,
-        &[Type::TEXT, Type::TEXT, Type::INT4, Type::FLOAT8, Type::TEXT],
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::FLOAT8,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+        ],
     );
     pin_mut!(rows);
     // endpoint -> [(method, bucket)]: a handful of methods per endpoint, and
     // looking the endpoint up by &str avoids allocating per row.
     let mut buckets: HashMap<String, Vec<(String, PerfBucket)>> = HashMap::new();
+    let mut slots: [Option<PerfBucket>; SLOTS] = Default::default();
     let mut raw = 0u64;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| Error::db("streaming raw requests", e))?;
@@ -547,7 +678,18 @@ async fn stream_performance(
         let user: Option<&str> = row
             .try_get(4)
             .map_err(|e| Error::db("decoding a raw request", e))?;
+        let at: SystemTime = row
+            .try_get(5)
+            .map_err(|e| Error::db("decoding a raw request", e))?;
         raw += 1;
+        // The table's CHECK keeps status_code in 100..=599.
+        let status = u16::try_from(status).unwrap_or(0);
+        let slot =
+            slots[slot_of(hour, unix_secs(at))].get_or_insert_with(|| PerfBucket::new(exact_limit));
+        slot.summary.add_sample(status, ms);
+        if let Some(user) = user {
+            slot.users.add(user);
+        }
         if !buckets.contains_key(endpoint) {
             let _ = buckets.insert(endpoint.to_owned(), Vec::new());
         }
@@ -557,23 +699,12 @@ async fn stream_performance(
         let i = match methods.iter().position(|(m, _)| m == method) {
             Some(i) => i,
             None => {
-                methods.push((
-                    method.to_owned(),
-                    PerfBucket {
-                        summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(
-                            exact_limit,
-                        )),
-                        users: DistinctUsers::new(),
-                    },
-                ));
+                methods.push((method.to_owned(), PerfBucket::new(exact_limit)));
                 methods.len() - 1
             }
         };
         let bucket = &mut methods[i].1;
-        // The table's CHECK keeps status_code in 100..=599.
-        bucket
-            .summary
-            .add_sample(u16::try_from(status).unwrap_or(0), ms);
+        bucket.summary.add_sample(status, ms);
         if let Some(user) = user {
             bucket.users.add(user);
         }
@@ -584,10 +715,7 @@ async fn stream_performance(
         .into_iter()
         .flat_map(|(e, ms)| ms.into_iter().map(move |(m, b)| ((e.clone(), m), b)))
         .collect();
-    let mut all = PerfBucket {
-        summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(exact_limit)),
-        users: DistinctUsers::new(),
-    };
+    let mut all = PerfBucket::new(exact_limit);
     let mut out = Vec::with_capacity(sorted.len() + 1);
     for ((endpoint, method), b) in sorted {
         all.summary.merge(&b.summary);
@@ -597,7 +725,37 @@ async fn stream_performance(
     if raw > 0 {
         out.push(perf_row(Some(ALL.to_owned()), Some(ALL.to_owned()), &all));
     }
-    Ok((raw, out))
+    let slots = slot_rows(hour, slots, |b| {
+        let r = perf_row(None, None, &b);
+        (r.values, r.count, r.latency, r.users)
+    });
+    Ok(Rolled {
+        raw,
+        rows: out,
+        slots,
+    })
+}
+
+/// The non-empty slots of an hour as `aggregated_metrics_5min` rows.
+fn slot_rows<B>(
+    hour: i64,
+    slots: [Option<B>; SLOTS],
+    render: impl Fn(B) -> (serde_json::Value, i64, Option<Vec<u8>>, Vec<u8>),
+) -> Vec<SlotRow> {
+    slots
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let (values, count, latency, users) = render(b?);
+            Some(SlotRow {
+                start: hour + i as i64 * SLOT,
+                values,
+                count,
+                latency,
+                users,
+            })
+        })
+        .collect()
 }
 
 fn perf_row(endpoint: Option<String>, method: Option<String>, b: &PerfBucket) -> OutRow {
@@ -616,20 +774,30 @@ async fn stream_usage(
     tx: &Transaction<'_>,
     schema: &SchemaName,
     hour: i64,
-) -> Result<(u64, Vec<OutRow>), Error> {
+) -> Result<Rolled, Error> {
     let sql = copy_sql(
         schema,
         Kind::Usage,
-        "event_type, user_id, page_name, success",
+        "event_type, user_id, page_name, success, \"timestamp\"",
         hour,
     );
     let stream = tx
         .copy_out(sql.as_str())
         .await
         .map_err(|e| Error::db("streaming raw usage events", e))?;
-    let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL]);
+    let rows = BinaryCopyOutStream::new(
+        stream,
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
+            Type::TIMESTAMPTZ,
+        ],
+    );
     pin_mut!(rows);
     let mut by_type: HashMap<String, UsageSummary> = HashMap::new();
+    let mut slots: [Option<UsageSummary>; SLOTS] = Default::default();
     let mut raw = 0u64;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| Error::db("streaming raw usage events", e))?;
@@ -645,7 +813,13 @@ async fn stream_usage(
         let success: Option<bool> = row
             .try_get(3)
             .map_err(|e| Error::db("decoding a raw usage event", e))?;
+        let at: SystemTime = row
+            .try_get(4)
+            .map_err(|e| Error::db("decoding a raw usage event", e))?;
         raw += 1;
+        slots[slot_of(hour, unix_secs(at))]
+            .get_or_insert_with(UsageSummary::new)
+            .add_event(event_type, user, page, success);
         if !by_type.contains_key(event_type) {
             let _ = by_type.insert(event_type.to_owned(), UsageSummary::new());
         }
@@ -663,7 +837,15 @@ async fn stream_usage(
     if raw > 0 {
         out.push(usage_row(ALL.to_owned(), &all));
     }
-    Ok((raw, out))
+    let slots = slot_rows(hour, slots, |s| {
+        let r = usage_row(ALL.to_owned(), &s);
+        (r.values, r.count, r.latency, r.users)
+    });
+    Ok(Rolled {
+        raw,
+        rows: out,
+        slots,
+    })
 }
 
 fn usage_row(event_type: String, s: &UsageSummary) -> OutRow {
@@ -677,6 +859,60 @@ fn usage_row(event_type: String, s: &UsageSummary) -> OutRow {
         latency: None,
         users: s.users().to_bytes(),
     }
+}
+
+/// Replaces the hour's `aggregated_metrics_5min` rows (delete, then one
+/// set-based insert of the non-empty slots).
+async fn write_slots(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    kind: Kind,
+    hour: i64,
+    slots: &[SlotRow],
+) -> Result<(), Error> {
+    let table = schema.qualify("aggregated_metrics_5min");
+    let _ = tx
+        .execute(
+            &format!(
+                "DELETE FROM {table} WHERE metric_type = $1 AND time_bucket >= $2 AND time_bucket < $3"
+            ),
+            &[
+                &kind.metric_type(),
+                &from_unix_secs(hour),
+                &from_unix_secs(hour + HOUR),
+            ],
+        )
+        .await
+        .map_err(|e| Error::db("deleting an hour's 5-minute rollups", e))?;
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let starts: Vec<SystemTime> = slots.iter().map(|r| from_unix_secs(r.start)).collect();
+    let values: Vec<&serde_json::Value> = slots.iter().map(|r| &r.values).collect();
+    let counts: Vec<i64> = slots.iter().map(|r| r.count).collect();
+    let latency: Vec<Option<&[u8]>> = slots.iter().map(|r| r.latency.as_deref()).collect();
+    let users: Vec<&[u8]> = slots.iter().map(|r| r.users.as_slice()).collect();
+    let _ = tx
+        .execute(
+            &format!(
+                "INSERT INTO {table} (time_bucket, metric_type, aggregated_values, sample_count, \
+                                      latency_sketch, users_sketch) \
+                 SELECT u.b, $1, u.v, u.c, u.l, u.s \
+                 FROM unnest($2::timestamptz[], $3::jsonb[], $4::int8[], $5::bytea[], $6::bytea[]) \
+                      AS u(b, v, c, l, s)"
+            ),
+            &[
+                &kind.metric_type(),
+                &starts,
+                &values,
+                &counts,
+                &latency,
+                &users,
+            ],
+        )
+        .await
+        .map_err(|e| Error::db("writing 5-minute rollups", e))?;
+    Ok(())
 }
 
 /// One set-based upsert of every rollup row of the hour.

@@ -316,3 +316,79 @@ async fn the_scheduler_runs_the_rollup_and_stops() {
     handle.stop().await;
     assert_eq!(rollup_dump(&client, &schema).await.len(), 4 * 2);
 }
+
+async fn first_and_count(client: &Client, sql: &str) -> (Option<i64>, i64) {
+    let r = client.query_one(sql, &[]).await.unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test]
+async fn five_minute_and_daily_rollups_expire_with_their_hours() {
+    let (db, schema) = migrated_db().await;
+    let client = db.connect().await;
+    // Every 5-minute slot of days 0 and 1 has a request.
+    let rows: Vec<_> = (0..2 * 24 * 12u64)
+        .map(|i| req(t(DAY0 + i * 300 + 7), "/e", 200, (i % 50) as f64))
+        .collect();
+    insert_requests(&client, &schema, &rows).await;
+    let now = DAY0 + 2 * DAY + 120;
+    let _ = RollupJob::new(pool(&db), &schema)
+        .unwrap()
+        .run_at(t(now))
+        .await
+        .unwrap();
+    let slots = format!(
+        "SELECT extract(epoch FROM min(time_bucket))::bigint, count(*) FROM \"{schema}\".aggregated_metrics_5min"
+    );
+    let days = format!(
+        "SELECT extract(epoch FROM min(day))::bigint, count(*) FROM \"{schema}\".rollup_days"
+    );
+    let daily = format!(
+        "SELECT extract(epoch FROM min(time_bucket))::bigint, count(*) FROM \"{schema}\".aggregated_metrics_daily"
+    );
+    assert_eq!(
+        first_and_count(&client, &slots).await,
+        (Some(DAY0 as i64), 576)
+    );
+    assert_eq!(
+        first_and_count(&client, &days).await,
+        (Some(DAY0 as i64), 2)
+    );
+    assert_eq!(
+        first_and_count(&client, &daily).await,
+        (Some(DAY0 as i64), 4)
+    );
+
+    // Rollups kept 2 days: hour 0 of day 0 expires at day 2, 01:00.
+    let now = DAY0 + 2 * DAY;
+    let job = RetentionJob::new(pool(&db), &schema)
+        .unwrap()
+        .raw_retention(Duration::from_secs(DAY))
+        .rollup_retention(Duration::from_secs(2 * DAY));
+    let _ = job.run_at(t(now + HOUR - 1)).await.unwrap();
+    assert_eq!(
+        first_and_count(&client, &slots).await,
+        (Some(DAY0 as i64), 576)
+    );
+    assert_eq!(first_and_count(&client, &days).await.1, 2);
+    let _ = job.run_at(t(now + HOUR)).await.unwrap();
+    // Its slots go with it, and its day's daily rows and rollup_days row
+    // (the day is no longer whole), and day 0 is not rebuilt from 23 hours.
+    assert_eq!(
+        first_and_count(&client, &slots).await,
+        (Some((DAY0 + HOUR) as i64), 576 - 12)
+    );
+    assert_eq!(
+        first_and_count(&client, &days).await,
+        (Some((DAY0 + DAY) as i64), 1)
+    );
+    assert_eq!(
+        first_and_count(&client, &daily).await,
+        (Some((DAY0 + DAY) as i64), 2)
+    );
+    let _ = job.run_at(t(now + 2 * HOUR)).await.unwrap();
+    assert_eq!(
+        first_and_count(&client, &slots).await,
+        (Some((DAY0 + 2 * HOUR) as i64), 576 - 24)
+    );
+}
