@@ -12,6 +12,7 @@ pub use metrics_core::{
     MemorySnapshot, MetricsSink, Record, RequestRecord, RetryPolicy, Route, SharedAdminCheck,
     ShutdownError, SinkError, StaticAdmins, UsageEvent, UserId, WriteSummary, async_trait,
 };
+pub use metrics_core::query::{MetricsQuery, QueryError, SharedMetricsQuery};
 pub use metrics_tower::{
     self as tower, DefaultRoute, ExtensionIdentity, MakeIdentity, MakeRoute, MetricsLayer,
     MetricsService, TrustedProxyHeaders,
@@ -94,6 +95,8 @@ pub struct AppMetricsBuilder {
     max_batch: Option<usize>,
     linger: Option<Duration>,
     retry: Option<RetryPolicy>,
+    admins: Option<SharedAdminCheck>,
+    query: Option<SharedMetricsQuery>,
 }
 
 impl std::fmt::Debug for AppMetricsBuilder {
@@ -110,6 +113,8 @@ impl std::fmt::Debug for AppMetricsBuilder {
             .field("exclude_paths", &self.exclude_paths)
             .field("exclude_prefixes", &self.exclude_prefixes)
             .field("identity", &self.identity)
+            .field("admins", &self.admins)
+            .field("query", &self.query.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -232,11 +237,37 @@ impl AppMetricsBuilder {
         self
     }
 
+    /// Who may read the dashboard API (the admin endpoints answer 403 to
+    /// everyone else). Without it nobody is an admin: the admin endpoints
+    /// answer 403 and a warning is logged at start. Wrap remote checks in
+    /// [`CachedAdminCheck`]:
+    /// `.admins(CachedAdminCheck::new(DatabricksAdminCheck::from_env()?))`.
+    pub fn admins(mut self, check: impl AdminCheck) -> Self {
+        self.admins = Some(SharedAdminCheck::new(check));
+        self
+    }
+
+    /// Like [`admins`](Self::admins), for a check that is already shared
+    /// (with other guards of the app, so they share one cache).
+    pub fn admins_shared(mut self, check: SharedAdminCheck) -> Self {
+        self.admins = Some(check);
+        self
+    }
+
+    /// The store the dashboard API reads. The memory and PostgreSQL stores
+    /// bring their own; set this with [`sink`](Self::sink) to serve the API
+    /// from your store (without it, a custom sink's API answers 503).
+    pub fn query(mut self, query: impl MetricsQuery) -> Self {
+        self.query = Some(Arc::new(query));
+        self
+    }
+
     /// Starts the collector on the current Tokio runtime and returns the
     /// running [`AppMetrics`].
     pub async fn start(self) -> Result<AppMetrics, Error> {
         #[cfg(feature = "postgres")]
         let mut maintenance = None;
+        let mut query = self.query;
         let (collector, memory) = match self.store {
             Store::None => return Err(Error::NoStore),
             Store::Memory(sink) => {
@@ -248,6 +279,7 @@ impl AppMetricsBuilder {
                     self.retry,
                 )
                 .spawn()?;
+                query.get_or_insert_with(|| Arc::new(sink.clone()));
                 (handle, Some(sink))
             }
             Store::Sink(sink) => {
@@ -289,11 +321,19 @@ impl AppMetricsBuilder {
         if let Some(max) = self.max_routes {
             layer = layer.max_routes(max);
         }
+        let admins = self.admins.unwrap_or_else(|| {
+            tracing::warn!(
+                "no admin check configured (AppMetricsBuilder::admins): the dashboard API's admin endpoints answer 403 to everyone"
+            );
+            SharedAdminCheck::new(StaticAdmins::new(std::iter::empty::<&str>()))
+        });
         Ok(AppMetrics {
             inner: Arc::new(Inner {
                 collector,
                 memory,
                 layer,
+                admins,
+                query,
                 #[cfg(feature = "postgres")]
                 maintenance: std::sync::Mutex::new(maintenance),
             }),
@@ -359,6 +399,8 @@ struct Inner {
     collector: CollectorHandle,
     memory: Option<MemorySink>,
     layer: MetricsLayer<DefaultRoute, IdentitySource>,
+    admins: SharedAdminCheck,
+    query: Option<SharedMetricsQuery>,
     #[cfg(feature = "postgres")]
     maintenance: std::sync::Mutex<Option<postgres::Maintenance>>,
 }
@@ -385,6 +427,8 @@ impl AppMetrics {
             max_batch: None,
             linger: None,
             retry: None,
+            admins: None,
+            query: None,
         }
     }
 
@@ -401,6 +445,19 @@ impl AppMetrics {
     /// The in-memory store, when the builder chose [`AppMetricsBuilder::memory`].
     pub fn memory_sink(&self) -> Option<&MemorySink> {
         self.inner.memory.as_ref()
+    }
+
+    /// The admin check the dashboard API uses (share it with your own
+    /// admin-only routes via [`RequireAdminLayer`]).
+    pub fn admins(&self) -> &SharedAdminCheck {
+        &self.inner.admins
+    }
+
+    /// The store the dashboard API reads, if there is one (memory and
+    /// PostgreSQL always; a custom sink only with
+    /// [`AppMetricsBuilder::query`]).
+    pub fn query(&self) -> Option<&SharedMetricsQuery> {
+        self.inner.query.as_ref()
     }
 
     /// The collector's counters right now.

@@ -5,7 +5,7 @@
 //! self-generated demo traffic ([`demo_traffic`]).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use app_metrics::AppMetrics;
 use axum::extract::{Path, Query, State};
@@ -110,7 +110,8 @@ async fn recorded(State(metrics): State<AppMetrics>) -> Json<serde_json::Value> 
 
 /// Sends a steady mix of demo requests to `addr` until the returned task is
 /// aborted: item lookups, a few slow calls, some 4xx/5xx, from a handful of
-/// users identified by trusted proxy headers.
+/// users identified by trusted proxy headers, and now and then a batch of
+/// usage events to the dashboard API's ingest endpoint.
 pub fn demo_traffic(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let users = [
@@ -136,8 +137,42 @@ pub fn demo_traffic(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
             if let Err(e) = http_get(addr, &path, user).await {
                 tracing::warn!(error = %e, "demo traffic request failed");
             }
+            // Every tenth tick, the page the user is on reports what they did,
+            // as a browser tracker would (one batch per flush).
+            if n % 10 == 0 {
+                let body = demo_events(n, SystemTime::now());
+                match http_post_json(addr, USAGE_EVENTS_PATH, user, &body).await {
+                    Ok(202) => {}
+                    Ok(status) => tracing::warn!(status, "demo usage events refused"),
+                    Err(e) => tracing::warn!(error = %e, "demo usage events failed"),
+                }
+            }
         }
     })
+}
+
+/// Where the example app takes usage events.
+pub const USAGE_EVENTS_PATH: &str = "/api/v1/metrics/usage-events";
+
+/// A small batch of usage events, as the browser tracker sends them.
+fn demo_events(n: u64, now: SystemTime) -> String {
+    const PAGES: [&str; 4] = ["/home", "/items", "/items/detail", "/settings"];
+    const KINDS: [&str; 5] = ["page_view", "button_click", "search", "form_submit", "navigation"];
+    let ts = app_metrics::core::query::format_rfc3339(now);
+    let events: Vec<serde_json::Value> = (0..1 + n % 3)
+        .map(|i| {
+            let k = (n / 7 + i) as usize;
+            json!({
+                "event_type": KINDS[k % KINDS.len()],
+                "timestamp": ts,
+                "page_name": PAGES[(k / 2) % PAGES.len()],
+                "element_id": format!("demo-{}", k % 9),
+                "success": k % 11 != 0,
+                "metadata": { "source": "demo-traffic" },
+            })
+        })
+        .collect();
+    json!({ "events": events }).to_string()
 }
 
 /// A tiny deterministic xorshift generator (demo traffic needs no real randomness).
@@ -153,11 +188,31 @@ fn fastrand_lite(seed: u64) -> impl FnMut() -> u64 {
 
 /// One HTTP/1.1 GET over a fresh connection; returns the status code.
 async fn http_get(addr: SocketAddr, path: &str, user: &str) -> std::io::Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-Email: {user}\r\nConnection: close\r\n\r\n"
     );
+    http_exchange(addr, req).await
+}
+
+/// One HTTP/1.1 POST of a JSON body over a fresh connection; returns the
+/// status code.
+async fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    user: &str,
+    body: &str,
+) -> std::io::Result<u16> {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-Email: {user}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http_exchange(addr, req).await
+}
+
+async fn http_exchange(addr: SocketAddr, req: String) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
     stream.read_to_end(&mut buf).await?;

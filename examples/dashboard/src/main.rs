@@ -1,13 +1,18 @@
 //! `example-dashboard`: serves the example app.
 //!
 //! Environment: `BIND` (default `127.0.0.1:8080`), `DATABASE_URL` (PostgreSQL;
-//! without it records go to the in-memory store), `RUST_LOG`.
-//! Flags: `--demo-traffic` makes the app send itself a steady mix of requests.
+//! without it records go to the in-memory store), `ADMIN_USERS` (comma-separated
+//! user ids allowed to read the dashboard API), `DATABRICKS_HOST` (when set,
+//! admins are the workspace's admin groups instead, checked with the caller's
+//! `X-Forwarded-Access-Token`; `ADMIN_GROUPS` overrides the group names),
+//! `RUST_LOG`.
+//! Flags: `--demo-traffic` makes the app send itself a steady mix of requests
+//! and usage events.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use app_metrics::AppMetrics;
+use app_metrics::{AppMetrics, CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
 use example_dashboard::{app, demo_traffic};
 
 #[tokio::main]
@@ -26,6 +31,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let builder = AppMetrics::builder().trusted_proxy_headers();
+    let builder = match std::env::var("DATABRICKS_HOST") {
+        Ok(host) if !host.trim().is_empty() => {
+            let check = DatabricksAdminCheck::from_env()
+                .map_err(|e| format!("DATABRICKS_HOST is set but the admin check cannot be built: {e}"))?;
+            tracing::info!(host = %host.trim(), "admins: Databricks workspace admin groups");
+            // Cached: one SCIM call per user per 5 minutes, errors never cached.
+            builder.admins(CachedAdminCheck::new(check))
+        }
+        _ => {
+            let admins = StaticAdmins::from_env();
+            if admins.is_empty() {
+                tracing::warn!("ADMIN_USERS is empty: nobody can read the dashboard API");
+            } else {
+                tracing::info!(count = admins.len(), "admins: ADMIN_USERS");
+            }
+            builder.admins(admins)
+        }
+    };
     let (builder, store) = match &database_url {
         Some(url) => (builder.postgres_url(url), "postgres"),
         None => (builder.memory(), "memory"),
