@@ -46,6 +46,7 @@ mod job;
 mod migrate;
 mod partition;
 mod pool;
+mod query;
 mod retention;
 mod rollup;
 mod schedule;
@@ -60,6 +61,7 @@ pub use partition::{
     DAYS_AHEAD, DAYS_BEHIND, PartitionReport, create_partitions, maintain_partitions,
 };
 pub use pool::create_pool;
+pub use query::PgMetricsQuery;
 pub use retention::RetentionJob;
 pub use rollup::{ALL, RollupJob};
 pub use schedule::{Scheduler, SchedulerConfig, SchedulerHandle};
