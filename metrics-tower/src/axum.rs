@@ -1,7 +1,8 @@
 //! axum integration (feature `axum`).
 //!
 //! The admin guard lives here: [`RequireAdmin`] (extractor) and
-//! [`RequireAdminLayer`] (layer); see [`admin`].
+//! [`RequireAdminLayer`] (layer); see [`admin`]. So does the dashboard API
+//! router, [`MetricsApi`]; see [`api`].
 //!
 //! [`DefaultRoute`](crate::DefaultRoute) already prefers axum's `MatchedPath`
 //! with this feature on. [`MatchedPathRoute`] is the strict variant for apps
@@ -18,8 +19,10 @@
 //! `<unmatched>`, so prefer `Router::layer`.
 
 pub mod admin;
+pub mod api;
 
 pub use admin::{AdminRejection, RequireAdmin, RequireAdminLayer};
+pub use api::{DEFAULT_EVENT_TYPES, MetricsApi};
 
 use axum::extract::MatchedPath;
 use http::Request;

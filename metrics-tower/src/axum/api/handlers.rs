@@ -1,0 +1,204 @@
+//! The read endpoints, the OpenAPI document and the 404 / 405 answers.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, Uri, header};
+use metrics_core::Identity;
+use metrics_core::aggregate::{Resolution, TimeRange};
+use metrics_core::query::{
+    PerformanceQuery, PerformanceReport, SeriesKind, TimeSeries, TimeSeriesQuery, UsageQuery,
+    UsageReport, format_rfc3339,
+};
+use serde::Serialize;
+
+use super::error::{ApiError, json};
+use super::params::{Params, range_name};
+use super::{ApiState, OPENAPI_JSON};
+use crate::axum::AdminRejection;
+
+/// The caller's identity, for the endpoints open to every authenticated
+/// user: 401 (the guard's body) without one.
+#[derive(Debug)]
+pub(super) struct Caller(pub(super) Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .map(Self)
+            .ok_or(ApiError::Rejection(AdminRejection::Unauthenticated))
+    }
+}
+
+/// The range an answer is for, as every read endpoint reports it.
+#[derive(Serialize)]
+struct RangeFields {
+    time_range: &'static str,
+    start_date: String,
+    end_date: String,
+}
+
+impl RangeFields {
+    fn new(range: &TimeRange) -> Self {
+        Self {
+            time_range: range_name(range),
+            start_date: format_rfc3339(range.start()),
+            end_date: format_rfc3339(range.end()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WithRange<T> {
+    #[serde(flatten)]
+    range: RangeFields,
+    #[serde(flatten)]
+    report: T,
+}
+
+#[derive(Serialize)]
+struct TimeSeriesBody {
+    metric_type: SeriesKind,
+    interval: &'static str,
+    #[serde(flatten)]
+    range: RangeFields,
+    #[serde(flatten)]
+    series: TimeSeries,
+}
+
+#[derive(Serialize)]
+struct CountBody<'a> {
+    user_id: &'a str,
+    event_count: u64,
+    #[serde(flatten)]
+    range: RangeFields,
+}
+
+/// GET /performance (admin; the guard ran before).
+pub(super) async fn performance(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let params = Params::from_uri(&uri)?;
+    let range = params.range(now)?;
+    let mut query = PerformanceQuery::new(range, now);
+    if let Some(endpoint) = params.endpoint() {
+        query = query.endpoint(endpoint);
+    }
+    let report: PerformanceReport = state.query.performance(&query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &WithRange {
+            range: RangeFields::new(&range),
+            report,
+        },
+    ))
+}
+
+/// GET /usage (admin).
+pub(super) async fn usage(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let params = Params::from_uri(&uri)?;
+    let range = params.range(now)?;
+    let mut query = UsageQuery::new(range, now);
+    if let Some(event_type) = params.event_type() {
+        query = query.event_type(event_type);
+    }
+    let report: UsageReport = state.query.usage(&query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &WithRange {
+            range: RangeFields::new(&range),
+            report,
+        },
+    ))
+}
+
+/// GET /time-series (admin).
+pub(super) async fn time_series(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let params = Params::from_uri(&uri)?;
+    // Every parameter is read before the range is checked, so a request
+    // with two problems reports the unreadable value (422) first.
+    let metric_type: SeriesKind = params
+        .metric_type()
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let interval: Option<Resolution> = params.interval().map(str::parse).transpose()?;
+    let range = params.range(now)?;
+    let resolution = interval.unwrap_or_else(|| range.default_resolution());
+    let query = TimeSeriesQuery::new(range, metric_type, now).resolution(resolution);
+    let series = state.query.time_series(&query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &TimeSeriesBody {
+            metric_type,
+            interval: resolution.as_str(),
+            range: RangeFields::new(&range),
+            series,
+        },
+    ))
+}
+
+/// GET /usage/count (any authenticated user; only their own events).
+pub(super) async fn usage_count(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let range = Params::from_uri(&uri)?.range(now)?;
+    let user = caller.user_id();
+    let event_count = state.query.user_event_count(user.as_str(), &range).await?;
+    Ok(json(
+        StatusCode::OK,
+        &CountBody {
+            user_id: user.as_str(),
+            event_count,
+            range: RangeFields::new(&range),
+        },
+    ))
+}
+
+/// GET /openapi.json (public: it describes the API, not its data).
+pub(super) async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// Any path under the mount point that the API does not serve.
+pub(super) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("No metrics API endpoint at {}", uri.path()),
+    )
+}
+
+/// A known path with a method it does not serve (axum adds `Allow`).
+pub(super) async fn method_not_allowed(method: http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

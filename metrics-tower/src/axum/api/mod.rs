@@ -1,0 +1,361 @@
+//! The dashboard API: a mountable axum router ([`MetricsApi`]) serving the
+//! dashboard's queries, the browser's usage-event ingest and the API's own
+//! OpenAPI document.
+//!
+//! Mount it with `.nest("/api/v1/metrics", api.router())` under a
+//! [`MetricsLayer`](crate::MetricsLayer) (or the app's own auth layer) that
+//! puts the caller's [`Identity`](metrics_core::Identity) into the request
+//! extensions; the API does no authentication of its own.
+//!
+//! | method, path | who | success |
+//! |---|---|---|
+//! | GET `/performance?time_range=&start_date=&end_date=&endpoint=` | admin | 200 summary + per-endpoint table |
+//! | GET `/usage?time_range=&start_date=&end_date=&event_type=` | admin | 200 usage summary |
+//! | GET `/time-series?metric_type=&time_range=&start_date=&end_date=&interval=` | admin | 200 buckets |
+//! | POST `/usage-events` | any authenticated user | 202 queued |
+//! | GET `/usage/count?time_range=&start_date=&end_date=` | any authenticated user | 200 the caller's own count |
+//! | GET `/openapi.json` | anyone | 200 the OpenAPI 3.1 document ([`OPENAPI_JSON`]) |
+//!
+//! The OpenAPI document is the precise contract (every parameter, status
+//! and body schema); a test drives the router into every status it lists
+//! and validates each body against its schema.
+//!
+//! # Access
+//!
+//! Every endpoint but `/openapi.json` answers 401 without an identity,
+//! before anything else is looked at (an unauthenticated empty batch is a
+//! 401, not a 422). The three admin endpoints go through
+//! [`RequireAdminLayer`](super::RequireAdminLayer): 403 for non-admins, 503
+//! when the admin check fails (fail secure), with the bodies of
+//! [`AdminRejection`](super::AdminRejection).
+//!
+//! # Errors
+//!
+//! Every error has the envelope `{"error": "<reason phrase>", "message":
+//! "...", "status_code": n}` (`details` added for invalid events), except
+//! the over-sized batch's 413, whose body the original API fixed as
+//! `{"detail":"Batch size exceeds maximum of 1000 events","max_batch_size":1000,"received":n}`.
+//!
+//! - Malformed parameters (unknown `time_range`, `interval` or
+//!   `metric_type`, an unparseable date, only one of `start_date` /
+//!   `end_date`): **422**. The custom-range rules (start before end, end not
+//!   in the future, span ≤ 90 days, start not older than 90 days; exactly 90
+//!   days is accepted): **400**. The message is the
+//!   [`TimeRangeError`](metrics_core::aggregate::TimeRangeError) text.
+//!   Unknown parameters are ignored, and so are empty ones (`?start_date=`
+//!   is no start date), as HTML forms send them.
+//! - An `end_date` up to [`END_DATE_SLACK`] (60 s) ahead of the server clock
+//!   is clamped to "now" rather than refused: a browser whose clock runs a
+//!   few seconds fast asking for "until now" should not get a 400. Beyond
+//!   that the strict rule holds.
+//! - Store errors: [`QueryError::Timeout`](metrics_core::query::QueryError)
+//!   and `Unavailable` answer 503 with the error's message; anything else
+//!   500 with a generic message (the detail is logged at `error`).
+//!
+//! # Usage-event ingest
+//!
+//! `POST /usage-events` takes `{"events": [...]}` as `application/json` or
+//! `text/plain` (what `navigator.sendBeacon` sends for a string; a charset
+//! parameter is fine; no `Content-Type` at all is read as JSON); any other
+//! type is a 415. The body is read with a limit ([`MetricsApi::max_body_bytes`],
+//! default 1 MiB) and never buffered beyond it (413). Then, in this order:
+//! invalid JSON syntax is a 400; valid JSON of the wrong shape (no
+//! `events` array) a 422; zero events a 422; more than [`MAX_BATCH_SIZE`] a
+//! 413 with the fixed body above (the events past the limit are counted,
+//! not kept); then every event is checked, and any invalid one rejects the
+//! whole batch with a 422 listing `details: [{"index", "field", "message"}]`
+//! for every problem found; nothing is queued then.
+//!
+//! | field | rule |
+//! |---|---|
+//! | `event_type` | required string, ≤ 100 characters, one of the vocabulary |
+//! | `timestamp` | required RFC 3339 string within `[now − 24 h, now + 5 min]` ([`MetricsApi::clock_skew`]) |
+//! | `page_name`, `element_id` | optional strings, ≤ 255 characters each |
+//! | `success` | optional boolean |
+//! | `metadata` | optional object, ≤ 16 KiB serialised (compact JSON), ≤ 10 levels deep (`{}` is 1 level, `{"a":{}}` 2) |
+//!
+//! `null` counts as absent. Other fields are ignored, in particular a
+//! `user_id`: the user is always the caller's identity.
+//!
+//! Valid events become [`UsageEvent`](metrics_core::UsageEvent)s
+//! (`received_at` = the server's now) handed to the
+//! [`CollectorHandle`](metrics_core::CollectorHandle): the 202 means
+//! *queued*; the collector writes them in its next batch. When the
+//! collector refuses an event (queue full, or shut down) the answer is 503
+//! `The metrics queue is full; retry later`. The collector counts every
+//! refused event as dropped; events of the same batch queued before the
+//! refusal stay queued, so a client retrying the whole batch may store some
+//! twice (the tracker's retries are for network failures, where this does
+//! not arise).
+//!
+//! ## Default vocabulary
+//!
+//! The original plan allowed ten event types but our copy of it does not
+//! list them, so the defaults ([`DEFAULT_EVENT_TYPES`]) are the ten that its
+//! tracker and dashboard use or imply: `page_view`, `button_click`,
+//! `link_click`, `form_submit`, `input_change`, `search`, `navigation`,
+//! `scroll`, `resize`, `error`. Replace them with
+//! [`MetricsApi::event_types`] or extend them with
+//! [`MetricsApi::allow_event_types`]. Types longer than 100 characters can
+//! never be accepted.
+//!
+//! # Time
+//!
+//! "Now" (ranges, the open hour, skew, `received_at`) comes from the clock
+//! given to [`MetricsApi::clock`], the system clock by default, so tests can
+//! fix it.
+
+mod error;
+mod handlers;
+mod ingest;
+mod params;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::routing::{get, post};
+use metrics_core::query::SharedMetricsQuery;
+use metrics_core::{CollectorHandle, SharedAdminCheck};
+
+use super::RequireAdminLayer;
+
+/// The event types accepted by default (see the [module docs](self#default-vocabulary)
+/// for where they come from).
+pub const DEFAULT_EVENT_TYPES: [&str; 10] = [
+    "page_view",
+    "button_click",
+    "link_click",
+    "form_submit",
+    "input_change",
+    "search",
+    "navigation",
+    "scroll",
+    "resize",
+    "error",
+];
+
+/// Most events in one `POST /usage-events` batch; more is a 413.
+pub const MAX_BATCH_SIZE: usize = 1_000;
+
+/// The default body limit of `POST /usage-events`: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How far ahead of the server clock a custom range's `end_date` may lie
+/// and still be served (clamped to now); see the [module docs](self#errors).
+pub const END_DATE_SLACK: Duration = Duration::from_secs(60);
+
+/// The OpenAPI 3.1 document of the API, as served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Where the API's "now" comes from.
+type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The dashboard API and usage-event ingest, as a mountable axum router.
+///
+/// Configure it with the builder methods, then mount
+/// [`router`](Self::router) under `/api/v1/metrics` inside a layer that sets
+/// the caller's [`Identity`](metrics_core::Identity). See the
+/// [module docs](self) for every endpoint, status and rule.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, body::Body};
+/// use http::{Request, StatusCode};
+/// use metrics_core::{Collector, MemorySink, SharedAdminCheck, StaticAdmins};
+/// use metrics_tower::axum::MetricsApi;
+/// use metrics_tower::{MetricsLayer, TrustedProxyHeaders};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = MemorySink::new();
+/// let collector = Collector::builder(store.clone()).spawn().unwrap();
+/// let api = MetricsApi::new(
+///     Arc::new(store.clone()),
+///     collector.clone(),
+///     SharedAdminCheck::new(StaticAdmins::parse("ada@example.com")),
+/// )
+/// .allow_event_types(["checkout"]);
+/// let app: Router = Router::new()
+///     .nest("/api/v1/metrics", api.router())
+///     // Outermost: records every request and sets the identity from the proxy headers.
+///     .layer(MetricsLayer::new(collector.clone()).identity_with(TrustedProxyHeaders));
+///
+/// let beacon = Request::post("/api/v1/metrics/usage-events")
+///     .header("x-forwarded-email", "bob@example.com")
+///     .header("content-type", "text/plain;charset=UTF-8")
+///     .body(Body::from(format!(
+///         r#"{{"events":[{{"event_type":"checkout","timestamp":"{}"}}]}}"#,
+///         metrics_core::query::format_rfc3339(std::time::SystemTime::now()),
+///     )))
+///     .unwrap();
+/// assert_eq!(app.clone().oneshot(beacon).await.unwrap().status(), StatusCode::ACCEPTED);
+///
+/// let report = Request::get("/api/v1/metrics/usage?time_range=7d")
+///     .header("x-forwarded-email", "ada@example.com")
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(app.oneshot(report).await.unwrap().status(), StatusCode::OK);
+///
+/// collector.flush().await.unwrap();
+/// assert_eq!(store.snapshot().usage_events()[0].user_id.as_str(), "bob@example.com");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MetricsApi {
+    query: SharedMetricsQuery,
+    collector: CollectorHandle,
+    admins: SharedAdminCheck,
+    event_types: BTreeSet<String>,
+    max_body_bytes: usize,
+    skew_future: Duration,
+    skew_past: Duration,
+    clock: Clock,
+}
+
+impl MetricsApi {
+    /// An API answering queries from `query`, queueing usage events into
+    /// `collector` and asking `admins` who may read the dashboard; with the
+    /// default vocabulary, a 1 MiB body limit and a +5 min / −24 h skew
+    /// window.
+    pub fn new(
+        query: SharedMetricsQuery,
+        collector: CollectorHandle,
+        admins: SharedAdminCheck,
+    ) -> Self {
+        Self {
+            query,
+            collector,
+            admins,
+            event_types: DEFAULT_EVENT_TYPES.iter().map(|&t| t.to_owned()).collect(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            skew_future: Duration::from_secs(5 * 60),
+            skew_past: Duration::from_secs(24 * 3_600),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+
+    /// Replaces the accepted event types (default [`DEFAULT_EVENT_TYPES`]).
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds event types to the accepted ones.
+    pub fn allow_event_types<I, S>(mut self, more: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types.extend(more.into_iter().map(Into::into));
+        self
+    }
+
+    /// The largest `POST /usage-events` body read, in bytes (default 1 MiB);
+    /// larger bodies get a 413 without being buffered.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// How far an event's `timestamp` may lie ahead of (`future`) or behind
+    /// (`past`) the server clock (default 5 min and 24 h).
+    pub fn clock_skew(mut self, future: Duration, past: Duration) -> Self {
+        self.skew_future = future;
+        self.skew_past = past;
+        self
+    }
+
+    /// Where "now" comes from (default [`SystemTime::now`]); tests pass a
+    /// fixed time.
+    pub fn clock<F>(mut self, now: F) -> Self
+    where
+        F: Fn() -> SystemTime + Send + Sync + 'static,
+    {
+        self.clock = Arc::new(now);
+        self
+    }
+
+    /// The router, for `.nest("/api/v1/metrics", api.router())`. Works with
+    /// any router state. Unknown paths under it answer 404 and known paths
+    /// with another method 405 (with `Allow`), both with the error envelope.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let state = Arc::new(ApiState::new(self));
+        let admin_only = Router::new()
+            .route("/performance", get(handlers::performance))
+            .route("/usage", get(handlers::usage))
+            .route("/time-series", get(handlers::time_series))
+            // `route_layer`: only matched routes are guarded, so a 404 / 405
+            // stays a 404 / 405 for everyone.
+            .route_layer(RequireAdminLayer::new(self.admins.clone()));
+        Router::new()
+            .merge(admin_only)
+            .route("/usage-events", post(ingest::usage_events))
+            .route("/usage/count", get(handlers::usage_count))
+            .route("/openapi.json", get(handlers::openapi))
+            .method_not_allowed_fallback(handlers::method_not_allowed)
+            .fallback(handlers::not_found)
+            .with_state(state)
+    }
+}
+
+impl fmt::Debug for MetricsApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The query store and the clock need not be `Debug`.
+        f.debug_struct("MetricsApi")
+            .field("collector", &self.collector)
+            .field("admins", &self.admins)
+            .field("event_types", &self.event_types)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("skew_future", &self.skew_future)
+            .field("skew_past", &self.skew_past)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handlers share: the settings, frozen when the router is built.
+struct ApiState {
+    query: SharedMetricsQuery,
+    collector: CollectorHandle,
+    event_types: BTreeSet<String>,
+    /// `event_types` joined for error messages, built once.
+    event_types_list: String,
+    max_body_bytes: usize,
+    skew_future: Duration,
+    skew_past: Duration,
+    clock: Clock,
+}
+
+impl ApiState {
+    fn new(api: &MetricsApi) -> Self {
+        let event_types_list = api
+            .event_types
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            query: Arc::clone(&api.query),
+            collector: api.collector.clone(),
+            event_types: api.event_types.clone(),
+            event_types_list,
+            max_body_bytes: api.max_body_bytes,
+            skew_future: api.skew_future,
+            skew_past: api.skew_past,
+            clock: Arc::clone(&api.clock),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+}
