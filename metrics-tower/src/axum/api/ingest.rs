@@ -237,12 +237,12 @@ impl<'de> Visitor<'de> for EventsVisitor {
                     None => break,
                 }
             } else {
-                if received == MAX_BATCH_SIZE {
-                    // The batch will be refused: free what was kept.
-                    events = Vec::new();
-                }
                 if seq.next_element::<IgnoredAny>()?.is_none() {
                     break;
+                }
+                if received == MAX_BATCH_SIZE {
+                    // One too many: the batch will be refused, free what was kept.
+                    events = Vec::new();
                 }
             }
             received += 1;
@@ -588,6 +588,13 @@ mod tests {
         let batch = parse_batch(&body).unwrap();
         assert_eq!(batch.received, MAX_BATCH_SIZE + 5);
         assert!(batch.events.is_empty());
+        let full = vec![json!({}); MAX_BATCH_SIZE];
+        let body = serde_json::to_vec(&json!({ "events": full })).unwrap();
+        let batch = parse_batch(&body).unwrap();
+        assert_eq!(
+            (batch.received, batch.events.len()),
+            (MAX_BATCH_SIZE, MAX_BATCH_SIZE)
+        );
         let batch = parse_batch(br#"{"events":[{"a":1},2]}"#).unwrap();
         assert_eq!((batch.received, batch.events.len()), (2, 2));
     }
