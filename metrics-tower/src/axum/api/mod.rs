@@ -24,9 +24,9 @@
 //!
 //! Every endpoint but `/openapi.json` answers 401 without an identity,
 //! before anything else is looked at (an unauthenticated empty batch is a
-//! 401, not a 422). The three admin endpoints go through
-//! [`RequireAdminLayer`](super::RequireAdminLayer): 403 for non-admins, 503
-//! when the admin check fails (fail secure), with the bodies of
+//! 401, not a 422). The three admin endpoints go through the admin guard,
+//! [`RequireAdminLayer`] (403 for non-admins, 503 when the admin check
+//! fails: fail secure), with the bodies of
 //! [`AdminRejection`](super::AdminRejection).
 //!
 //! # Errors
@@ -78,9 +78,9 @@
 //! `user_id`: the user is always the caller's identity.
 //!
 //! Valid events become [`UsageEvent`](metrics_core::UsageEvent)s
-//! (`received_at` = the server's now) handed to the
-//! [`CollectorHandle`](metrics_core::CollectorHandle): the 202 means
-//! *queued*; the collector writes them in its next batch. When the
+//! (`received_at` = the server's now) handed to the collector's
+//! [`CollectorHandle`], so the 202 means *queued*; the collector writes
+//! them in its next batch. When the
 //! collector refuses an event (queue full, or shut down) the answer is 503
 //! `The metrics queue is full; retry later`. The collector counts every
 //! refused event as dropped; events of the same batch queued before the
