@@ -28,7 +28,9 @@ pub use metrics_core::DatabricksAdminCheck;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use metrics_tower::axum::{AdminRejection, RequireAdmin, RequireAdminLayer};
+pub use metrics_tower::axum::{
+    AdminRejection, DEFAULT_EVENT_TYPES, MetricsApi, RequireAdmin, RequireAdminLayer,
+};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -308,6 +310,7 @@ impl AppMetricsBuilder {
                 )
                 .spawn()?;
                 maintenance = Some(started.maintenance);
+                query.get_or_insert_with(|| Arc::new(started.query));
                 (handle, None)
             }
         };
@@ -460,6 +463,35 @@ impl AppMetrics {
         self.inner.query.as_ref()
     }
 
+    /// The dashboard API of DESIGN §5 (performance, usage, time series,
+    /// usage-event ingest, the caller's own count, the OpenAPI document),
+    /// wired to this store, collector and admin check. Tune it (event
+    /// vocabulary, body limit, clock skew) before taking its router:
+    /// `metrics.api().allow_event_types(["export"]).router()`.
+    ///
+    /// With a custom sink and no [`AppMetricsBuilder::query`], the query
+    /// endpoints answer 503 (`no query store configured`); ingest still works.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn api(&self) -> MetricsApi {
+        let query = self
+            .inner
+            .query
+            .clone()
+            .unwrap_or_else(|| Arc::new(NoQueryStore));
+        MetricsApi::new(query, self.inner.collector.clone(), self.inner.admins.clone())
+    }
+
+    /// The dashboard API's router with default settings, to mount with
+    /// `.nest("/api/v1/metrics", metrics.api_router())` inside the router
+    /// that has [`layer`](Self::layer) (the layer provides the caller's
+    /// identity). Works with any router state.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn api_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        self.api().router()
+    }
+
     /// The collector's counters right now.
     pub fn stats(&self) -> CollectorStats {
         self.inner.collector.stats()
@@ -488,4 +520,50 @@ impl AppMetrics {
         }
         self.inner.collector.shutdown(deadline).await
     }
+}
+
+/// The query store of an app whose custom sink brought none: every query
+/// answers 503 with a message that says what to configure.
+#[cfg(feature = "axum")]
+#[derive(Debug)]
+struct NoQueryStore;
+
+#[cfg(feature = "axum")]
+#[async_trait]
+impl MetricsQuery for NoQueryStore {
+    async fn performance(
+        &self,
+        _: &metrics_core::query::PerformanceQuery,
+    ) -> Result<metrics_core::query::PerformanceReport, QueryError> {
+        Err(no_query_store())
+    }
+
+    async fn usage(
+        &self,
+        _: &metrics_core::query::UsageQuery,
+    ) -> Result<metrics_core::query::UsageReport, QueryError> {
+        Err(no_query_store())
+    }
+
+    async fn time_series(
+        &self,
+        _: &metrics_core::query::TimeSeriesQuery,
+    ) -> Result<metrics_core::query::TimeSeries, QueryError> {
+        Err(no_query_store())
+    }
+
+    async fn user_event_count(
+        &self,
+        _: &str,
+        _: &metrics_core::aggregate::TimeRange,
+    ) -> Result<u64, QueryError> {
+        Err(no_query_store())
+    }
+}
+
+#[cfg(feature = "axum")]
+fn no_query_store() -> QueryError {
+    QueryError::Unavailable(
+        "no query store configured: a custom sink needs AppMetricsBuilder::query(..) to serve the dashboard API".into(),
+    )
 }

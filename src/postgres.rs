@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_pg::deadpool_postgres::Pool;
-use metrics_pg::{PgSink, Scheduler, SchedulerConfig, SchedulerHandle};
+use metrics_pg::{PgMetricsQuery, PgSink, Scheduler, SchedulerConfig, SchedulerHandle};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -16,7 +16,7 @@ use crate::Error;
 pub(crate) const DEFAULT_PG_MAX_BATCH: usize = 10_000;
 
 /// Connections in a pool built from a URL: the sink's COPY streams, partition
-/// maintenance and (later) dashboard queries.
+/// maintenance, the rollup jobs and dashboard queries.
 const URL_POOL_SIZE: usize = 8;
 
 /// How often partitions are checked (cheap when they exist).
@@ -30,6 +30,7 @@ pub(crate) struct PgStore {
 
 pub(crate) struct Started {
     pub(crate) sink: PgSink,
+    pub(crate) query: PgMetricsQuery,
     pub(crate) maintenance: Maintenance,
 }
 
@@ -66,11 +67,17 @@ impl PgStore {
         let sink = PgSink::builder(pool.clone())
             .schema(self.schema.clone())
             .build()?;
+        // Dashboard queries share the pool (statement timeout 10 s each).
+        let query = PgMetricsQuery::new(pool.clone(), &self.schema)?;
         // Rollups every minute, retention daily at 02:00 UTC; an advisory lock
         // makes sure that with N app instances each job runs once.
         let scheduler = Scheduler::spawn(pool.clone(), &self.schema, SchedulerConfig::default())?;
         let maintenance = Maintenance::spawn(pool, self.schema, scheduler);
-        Ok(Started { sink, maintenance })
+        Ok(Started {
+            sink,
+            query,
+            maintenance,
+        })
     }
 }
 

@@ -19,7 +19,13 @@ use serde_json::json;
 /// The longest delay `/api/demo/slow` accepts, in milliseconds.
 pub const MAX_SLOW_MS: u64 = 5_000;
 
-/// Builds the example app's router around an already started [`AppMetrics`].
+/// Where the example app mounts the dashboard API.
+pub const API_PREFIX: &str = "/api/v1/metrics";
+
+/// Builds the example app's router around an already started [`AppMetrics`]:
+/// the demo routes, the dashboard API under [`API_PREFIX`], and the metrics
+/// layer outermost (it records every request, the API's included, and
+/// gives the API the caller's identity).
 pub fn app(metrics: &AppMetrics) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -27,6 +33,7 @@ pub fn app(metrics: &AppMetrics) -> Router {
         .route("/api/demo/slow", get(slow))
         .route("/api/demo/status/{code}", get(status))
         .route("/api/demo/recorded", get(recorded))
+        .nest(API_PREFIX, metrics.api_router())
         .with_state(metrics.clone())
         .layer(metrics.layer())
 }
@@ -70,8 +77,8 @@ async fn status(Path(code): Path<u16>) -> Response {
     }
 }
 
-/// What the collector has seen, and the last records the memory store holds.
-/// (The admin-only dashboard API replaces this view in a later release.)
+/// What the collector has seen, and the last records the memory store holds
+/// (a debugging view; the admin-only dashboard API answers the real questions).
 async fn recorded(State(metrics): State<AppMetrics>) -> Json<serde_json::Value> {
     let s = metrics.stats();
     let mut body = json!({
@@ -152,7 +159,7 @@ pub fn demo_traffic(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
 }
 
 /// Where the example app takes usage events.
-pub const USAGE_EVENTS_PATH: &str = "/api/v1/metrics/usage-events";
+pub const USAGE_EVENTS_PATH: &str = "/api/v1/metrics/usage-events"; // API_PREFIX + "/usage-events"
 
 /// A small batch of usage events, as the browser tracker sends them.
 fn demo_events(n: u64, now: SystemTime) -> String {

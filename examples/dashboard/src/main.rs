@@ -61,6 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("example-dashboard listening on http://{addr}");
     println!("  what was recorded:  curl http://{addr}/api/demo/recorded");
     println!(
+        "  dashboard API:      curl -H 'X-Forwarded-Email: <an ADMIN_USERS entry>' 'http://{addr}/api/v1/metrics/performance?time_range=24h'"
+    );
+    println!(
         "  try a route:        curl -H 'X-Forwarded-Email: ada@example.com' http://{addr}/api/demo/items/42"
     );
 
