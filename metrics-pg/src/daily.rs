@@ -19,7 +19,7 @@
 //! Every job that rolls hours holds the rollup advisory lock, so hours and
 //! days are never written concurrently by two runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
@@ -31,7 +31,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::error::Error;
 use crate::job::from_unix_secs;
-use crate::rollup::{ALL, Kind};
+use crate::rollup::{ALL, AbortOnDrop, Kind};
 use crate::schema::SchemaName;
 
 const HOUR: i64 = 3_600;
@@ -55,12 +55,20 @@ pub(crate) async fn build_complete_days(
     pool: &Pool,
     schema: &SchemaName,
     concurrency: usize,
+    mut accs: DayAccs,
 ) -> Result<DaysBuilt, Error> {
     let mut built = DaysBuilt::default();
     for kind in Kind::ALL {
         let days = days_to_build(client, schema, kind).await?;
         let results = futures_util::stream::iter(days)
-            .map(|day| build_day_on(pool, schema, kind, day))
+            .map(|day| {
+                let acc = accs.remove(&(kind, day)).filter(|a| !a.overflow);
+                let (pool, schema) = (pool.clone(), schema.clone());
+                // A task per day, like the hours: days merge on all cores.
+                AbortOnDrop::spawn(
+                    async move { build_day_on(&pool, &schema, kind, day, acc).await },
+                )
+            })
             .buffered(concurrency.max(1));
         pin_mut!(results);
         while let Some(done) = results.next().await {
@@ -104,6 +112,7 @@ async fn build_day_on(
     schema: &SchemaName,
     kind: Kind,
     day: i64,
+    acc: Option<DayAcc>,
 ) -> Result<Option<u64>, Error> {
     let mut conn = pool.get().await.map_err(Error::Pool)?;
     let client: &mut Client = &mut conn;
@@ -111,7 +120,7 @@ async fn build_day_on(
         .transaction()
         .await
         .map_err(|e| Error::db("starting a daily rollup transaction", e))?;
-    let written = build_day(&tx, schema, kind, day).await?;
+    let written = build_day(&tx, schema, kind, day, acc).await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a daily rollup", e))?;
@@ -119,8 +128,76 @@ async fn build_day_on(
     Ok(written)
 }
 
-/// The key columns of a rollup row.
-type Key = (Option<String>, Option<String>, Option<String>);
+/// The key columns of a rollup row: `(endpoint_path, method, event_type)`.
+pub(crate) type Key = (Option<String>, Option<String>, Option<String>);
+
+/// A key's merged state: what an hourly row stores, before serialisation.
+#[derive(Debug)]
+pub(crate) enum Acc {
+    Performance(PerformanceSummary, DistinctUsers),
+    Usage(UsageSummary),
+}
+
+impl Acc {
+    fn merge(&mut self, other: &Self) {
+        match (self, other) {
+            (Self::Performance(s, u), Self::Performance(os, ou)) => {
+                s.merge(os);
+                u.merge(ou);
+            }
+            (Self::Usage(s), Self::Usage(os)) => s.merge(os),
+            // One day accumulates one metric type; keys never mix kinds.
+            _ => {}
+        }
+    }
+}
+
+fn merge_into(merged: &mut BTreeMap<Key, Acc>, key: Key, acc: Acc) {
+    match merged.get_mut(&key) {
+        Some(mine) => mine.merge(&acc),
+        None => {
+            let _ = merged.insert(key, acc);
+        }
+    }
+}
+
+/// Above this many keys a day's in-memory accumulator is given up (the day
+/// is then built from the stored hourly rows): bounds the run's memory when
+/// a service has very many endpoints.
+const MAX_ACC_KEYS: usize = 10_000;
+
+/// The merged states of the hours of one day that this run rolled, kept so
+/// that building the day reads only the hours rolled by earlier runs from
+/// the database (a catch-up or backfill run rolls whole days; re-reading
+/// and decoding its own hourly rows was most of the day build's time).
+#[derive(Debug, Default)]
+pub(crate) struct DayAcc {
+    hours: Vec<i64>,
+    merged: BTreeMap<Key, Acc>,
+    overflow: bool,
+}
+
+impl DayAcc {
+    /// Folds in the states of `hour`, exactly as written to its hourly rows.
+    pub(crate) fn add_hour(&mut self, hour: i64, states: Vec<(Key, Acc)>) {
+        if self.overflow {
+            return;
+        }
+        self.hours.push(hour);
+        for (key, acc) in states {
+            merge_into(&mut self.merged, key, acc);
+        }
+        if self.merged.len() > MAX_ACC_KEYS {
+            *self = Self {
+                overflow: true,
+                ..Self::default()
+            };
+        }
+    }
+}
+
+/// Day accumulators of a run, by metric type and day.
+pub(crate) type DayAccs = HashMap<(Kind, i64), DayAcc>;
 
 fn corrupt(day: i64, key: &Key, reason: impl std::fmt::Display) -> Error {
     Error::CorruptRollup {
@@ -130,19 +207,15 @@ fn corrupt(day: i64, key: &Key, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A key's merged state while the day is read.
-enum Acc {
-    Performance(PerformanceSummary, DistinctUsers),
-    Usage(UsageSummary),
-}
-
 /// Builds one day inside `tx`: `None` when the day is not complete (any more),
-/// else the number of daily rows written.
+/// else the number of daily rows written. `acc` holds the merged states of
+/// the hours this run rolled; the other hours are read from the database.
 pub(crate) async fn build_day(
     tx: &Transaction<'_>,
     schema: &SchemaName,
     kind: Kind,
     day: i64,
+    acc: Option<DayAcc>,
 ) -> Result<Option<u64>, Error> {
     let (from, to) = (from_unix_secs(day), from_unix_secs(day + DAY));
     // Checked again inside the transaction: the list was read outside it.
@@ -160,19 +233,34 @@ pub(crate) async fn build_day(
     if hours != DAY / HOUR {
         return Ok(None);
     }
-    let rows = tx
-        .query(
+    let t0 = std::time::Instant::now();
+    let (in_memory, mut merged) = match acc {
+        Some(acc) => (
+            acc.hours
+                .iter()
+                .map(|&h| from_unix_secs(h))
+                .collect::<Vec<_>>(),
+            acc.merged,
+        ),
+        None => (Vec::new(), BTreeMap::new()),
+    };
+    let rows = if in_memory.len() as i64 == DAY / HOUR {
+        Vec::new()
+    } else {
+        tx.query(
             &format!(
                 "SELECT endpoint_path, method, event_type, aggregated_values, latency_sketch, \
                         users_sketch \
-                 FROM {} WHERE metric_type = $1 AND time_bucket >= $2 AND time_bucket < $3",
+                 FROM {} WHERE metric_type = $1 AND time_bucket >= $2 AND time_bucket < $3 \
+                   AND time_bucket <> ALL($4)",
                 schema.qualify("aggregated_metrics")
             ),
-            &[&kind.metric_type(), &from, &to],
+            &[&kind.metric_type(), &from, &to, &in_memory],
         )
         .await
-        .map_err(|e| Error::db("reading a day's hourly rollups", e))?;
-    let mut merged: BTreeMap<Key, Acc> = BTreeMap::new();
+        .map_err(|e| Error::db("reading a day's hourly rollups", e))?
+    };
+    let t1 = std::time::Instant::now();
     for row in &rows {
         let key: Key = (row.get(0), row.get(1), row.get(2));
         let values: serde_json::Value = row.get(3);
@@ -191,31 +279,19 @@ pub(crate) async fn build_day(
                     None => LatencySketch::new(),
                 };
                 let s = PerformanceSummary::from_parts(sketch, v.status_code_distribution);
-                match merged.get_mut(&key) {
-                    Some(Acc::Performance(acc, acc_users)) => {
-                        acc.merge(&s);
-                        acc_users.merge(&users);
-                    }
-                    _ => {
-                        let _ = merged.insert(key, Acc::Performance(s, users));
-                    }
-                }
+                merge_into(&mut merged, key, Acc::Performance(s, users));
             }
             Kind::Usage => {
                 let v: UsageValues =
                     serde_json::from_value(values).map_err(|e| corrupt(day, &key, e))?;
                 let event_type = key.2.as_deref().filter(|t| *t != ALL);
                 let s = UsageSummary::from_parts(&v, event_type, users);
-                match merged.get_mut(&key) {
-                    Some(Acc::Usage(acc)) => acc.merge(&s),
-                    _ => {
-                        let _ = merged.insert(key, Acc::Usage(s));
-                    }
-                }
+                merge_into(&mut merged, key, Acc::Usage(s));
             }
         }
     }
 
+    let t2 = std::time::Instant::now();
     let n = merged.len();
     let (mut endpoints, mut methods, mut types) = (
         Vec::with_capacity(n),
@@ -282,6 +358,7 @@ pub(crate) async fn build_day(
         .await
         .map_err(|e| Error::db("writing daily rollups", e))?
     };
+    tracing::trace!(read = ?(t1 - t0), merge = ?(t2 - t1), write = ?t2.elapsed(), day, "built day phases");
     let _ = tx
         .execute(
             &format!(

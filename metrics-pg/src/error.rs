@@ -82,6 +82,15 @@ pub enum Error {
     /// The connection pool could not be created.
     #[error("could not create the PostgreSQL connection pool: {0}")]
     CreatePool(#[source] deadpool_postgres::BuildError),
+    /// A binary `COPY` stream from the server did not have the shape the
+    /// rollup asked for (a server or proxy bug, or an incompatible server).
+    #[error("unexpected binary COPY data while {context}: {reason}")]
+    CopyFormat {
+        /// What metrics-pg was reading.
+        context: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// A stored rollup row could not be read back (its sketch bytes or its
     /// `aggregated_values` are not what metrics-pg writes). Re-rolling the
     /// hour rewrites it while its raw rows exist.

@@ -39,6 +39,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod copy_out;
 mod daily;
 mod error;
 mod governance;

@@ -49,6 +49,12 @@ static MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0004_rollup_5min_daily.up.sql"),
         down: include_str!("../migrations/0004_rollup_5min_daily.down.sql"),
     },
+    Migration {
+        version: 5,
+        name: "sketch_storage",
+        up: include_str!("../migrations/0005_sketch_storage.up.sql"),
+        down: include_str!("../migrations/0005_sketch_storage.down.sql"),
+    },
 ];
 
 /// First key of the two-key advisory lock taken while migrating; the second is

@@ -225,6 +225,7 @@ impl RetentionJob {
             &self.pool,
             &self.schema,
             self.rollup.concurrency,
+            crate::daily::DayAccs::new(),
         )
         .await?;
 
@@ -257,7 +258,7 @@ impl RetentionJob {
         .await
         .map_err(|e| Error::db("locking a raw table to drop a partition", e))?;
         for hour in hours_to_roll(&tx, &self.schema, kind, day, day + DAY).await? {
-            let (raw, written) =
+            let (raw, written, _) =
                 roll_hour(&tx, &self.schema, kind, hour, self.rollup.exact_limit).await?;
             report.hours_rolled += 1;
             report.raw_rows_rolled += raw;

@@ -54,6 +54,7 @@
 //!   `rollup_days` row never outlives one of its hourly rows).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Pool;
@@ -65,6 +66,8 @@ use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
+use crate::copy_out::{CopyTuples, bytes, fixed};
+use crate::daily::{Acc, DayAccs, Key};
 use crate::error::Error;
 use crate::governance::Governance;
 use crate::job::{Clock, JobLock, JobReport, ROLLUP_LOCK_CLASS, from_unix_secs, unix_secs};
@@ -87,7 +90,7 @@ const SLOTS: usize = (HOUR / SLOT) as usize;
 const ROLL_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '600s'";
 
 /// The raw tables and their rollup `metric_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
     Performance,
     Usage,
@@ -324,15 +327,28 @@ pub(crate) async fn roll_closed_hours(
     let grace = options.grace.as_secs().min(CENTURY) as i64;
     let closed_end = floor_hour(unix_secs(now).saturating_sub(grace));
     let recheck = options.recheck_window.as_secs().min(CENTURY) as i64;
+    let mut accs = DayAccs::new();
     for kind in Kind::ALL {
         let (hours, gap_fills) =
             closed_hours_to_roll(client, schema, kind, closed_end, recheck).await?;
         let results = futures_util::stream::iter(hours)
-            .map(|hour| roll_hour_on(pool, schema, kind, hour, options.exact_limit))
+            .map(|hour| {
+                // A task per hour, so the hours rolled at once also decode
+                // and sketch on different cores (a `buffered` stream alone
+                // polls them all from this one task).
+                let (pool, schema) = (pool.clone(), schema.clone());
+                let exact_limit = options.exact_limit;
+                AbortOnDrop::spawn(async move {
+                    roll_hour_on(&pool, &schema, kind, hour, exact_limit).await
+                })
+            })
             .buffered(options.concurrency.max(1));
         pin_mut!(results);
         while let Some(done) = results.next().await {
-            let (raw, written) = done?;
+            let (hour, raw, written, states) = done?;
+            accs.entry((kind, floor_day(hour)))
+                .or_default()
+                .add_hour(hour, states);
             // Empty hours are only recorded (so they are not visited again).
             report.hours_rolled += u64::from(raw > 0);
             report.raw_rows_rolled += raw;
@@ -340,9 +356,11 @@ pub(crate) async fn roll_closed_hours(
         }
         record_empty_hours(client, schema, kind, &gap_fills).await?;
     }
-    let days = crate::daily::build_complete_days(client, pool, schema, options.concurrency).await?;
+    let td = Instant::now();
+    let days =
+        crate::daily::build_complete_days(client, pool, schema, options.concurrency, accs).await?;
     if days.days > 0 {
-        tracing::debug!(schema = %schema, days = days.days, rows = days.rows, "built daily rollups");
+        tracing::debug!(schema = %schema, days = days.days, rows = days.rows, elapsed = ?td.elapsed(), "built daily rollups");
     }
     Ok(())
 }
@@ -379,6 +397,43 @@ async fn record_empty_hours(
     Ok(())
 }
 
+/// A spawned task that is aborted when its handle is dropped: a cancelled
+/// run (the scheduler stopping) must not leave hour tasks running on. The
+/// aborted task drops its open transaction, which rolls back.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> AbortOnDrop<T> {
+    pub(crate) fn spawn(f: impl Future<Output = T> + Send + 'static) -> Self {
+        Self(tokio::spawn(f))
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| match done {
+                Ok(v) => v,
+                // A panic in the task is a panic of the run, as before the spawn.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only our Drop aborts the task, and then nobody polls it.
+                Err(e) => unreachable!("rollup task cancelled while awaited: {e}"),
+            })
+    }
+}
+
 /// Rolls one hour in its own transaction on a pooled connection.
 async fn roll_hour_on(
     pool: &Pool,
@@ -386,19 +441,19 @@ async fn roll_hour_on(
     kind: Kind,
     hour: i64,
     exact_limit: u32,
-) -> Result<(u64, u64), Error> {
+) -> Result<(i64, u64, u64, Vec<(Key, Acc)>), Error> {
     let mut conn = pool.get().await.map_err(Error::Pool)?;
     let client: &mut Client = &mut conn;
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::db("starting a rollup transaction", e))?;
-    let (raw, written) = roll_hour(&tx, schema, kind, hour, exact_limit).await?;
+    let (raw, written, states) = roll_hour(&tx, schema, kind, hour, exact_limit).await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a rollup", e))?;
     tracing::debug!(schema = %schema, table = kind.table(), hour = %ts_literal(hour), raw, written, "rolled hour");
-    Ok((raw, written))
+    Ok((hour, raw, written, states))
 }
 
 /// Above this many hours since the last rolled one, new hours are found by
@@ -554,6 +609,8 @@ struct Rolled {
     raw: u64,
     rows: Vec<OutRow>,
     slots: Vec<SlotRow>,
+    /// The state behind each row of `rows`, for the day's daily rollup.
+    states: Vec<(Key, Acc)>,
 }
 
 #[derive(Debug)]
@@ -580,16 +637,26 @@ pub(crate) async fn roll_hour(
     kind: Kind,
     hour: i64,
     exact_limit: u32,
-) -> Result<(u64, u64), Error> {
+) -> Result<(u64, u64, Vec<(Key, Acc)>), Error> {
     tx.batch_execute(ROLL_STATEMENT_TIMEOUT)
         .await
         .map_err(|e| Error::db("setting statement_timeout", e))?;
-    let Rolled { raw, rows, slots } = match kind {
+    let t0 = Instant::now();
+    let Rolled {
+        raw,
+        rows,
+        slots,
+        states,
+    } = match kind {
         Kind::Performance => stream_performance(tx, schema, hour, exact_limit).await?,
         Kind::Usage => stream_usage(tx, schema, hour).await?,
     };
+    let t1 = Instant::now();
     let written = upsert(tx, schema, kind, hour, &rows).await?;
+    let t2 = Instant::now();
     write_slots(tx, schema, kind, hour, &slots).await?;
+    // Where an hour's time goes (the rollup benchmark's profile).
+    tracing::trace!(stream = ?(t1 - t0), upsert = ?(t2 - t1), slots = ?t2.elapsed(), raw, "rolled hour phases");
     // The day's daily rows no longer equal the merge of its hours: withdraw
     // them (atomically with the new hourly rows) until the day is rebuilt.
     let _ = tx
@@ -615,7 +682,7 @@ pub(crate) async fn roll_hour(
         )
         .await
         .map_err(|e| Error::db("recording a rolled hour", e))?;
-    Ok((raw, written))
+    Ok((raw, written, states))
 }
 
 fn copy_sql(schema: &SchemaName, kind: Kind, columns: &str, hour: i64) -> String {
@@ -628,12 +695,149 @@ fn copy_sql(schema: &SchemaName, kind: Kind, columns: &str, hour: i64) -> String
     )
 }
 
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC), the
+/// origin of binary `timestamptz` values.
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// Hashes pending per counter before they are folded into its
+/// [`DistinctUsers`] (bounds the memory of a busy bucket; 64 KiB).
+const PENDING_USERS: usize = 8_192;
+
+/// One bucket's state while an hour streams: the latency sketch, the status
+/// counts (a short list: a bucket sees a handful of codes) and the users,
+/// buffered as hashes and folded in batches (one sort instead of a sorted
+/// insert per row).
+#[derive(Debug)]
+struct PerfAcc {
+    latency: LatencySketch,
+    status: Vec<(u16, u64)>,
+    users: DistinctUsers,
+    pending: Vec<u64>,
+}
+
+impl PerfAcc {
+    fn new(exact_limit: u32) -> Self {
+        Self {
+            latency: LatencySketch::with_exact_limit(exact_limit),
+            status: Vec::new(),
+            users: DistinctUsers::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, status: u16, ms: f64, user: Option<u64>) {
+        self.latency.add(ms);
+        match self.status.iter_mut().find(|(code, _)| *code == status) {
+            Some((_, n)) => *n += 1,
+            None => self.status.push((status, 1)),
+        }
+        if let Some(h) = user {
+            self.pending.push(h);
+            if self.pending.len() >= PENDING_USERS {
+                self.users.add_hashes(&mut self.pending);
+            }
+        }
+    }
+
+    fn finish(mut self) -> PerfBucket {
+        self.users.add_hashes(&mut self.pending);
+        // quantile() and to_bytes() would each sort a copy otherwise.
+        self.latency.sort_samples();
+        PerfBucket {
+            summary: PerformanceSummary::from_parts(
+                self.latency,
+                self.status.into_iter().collect(),
+            ),
+            users: self.users,
+        }
+    }
+}
+
+/// The `(endpoint, method)` keys of an hour, interned: rows are matched by
+/// their raw bytes through a 64-bit hash, so a row costs no allocation and
+/// no UTF-8 check (done once per new key).
+#[derive(Debug, Default)]
+struct Keys {
+    keys: Vec<(String, String)>,
+    by_hash: HashMap<u64, usize, BuildHasherDefault<PreHashed>>,
+}
+
+/// The hasher of a map whose keys already are 64-bit hashes (SipHash over
+/// them again, per row, showed in profiles).
+#[derive(Debug, Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
+}
+
+impl Keys {
+    /// The index of the key, added when new.
+    #[inline]
+    fn intern(&mut self, endpoint: &[u8], method: &[u8]) -> Result<usize, Error> {
+        let h = key_hash(endpoint, method);
+        if let Some(&i) = self.by_hash.get(&h) {
+            let (e, m) = &self.keys[i];
+            if e.as_bytes() == endpoint && m.as_bytes() == method {
+                return Ok(i);
+            }
+        }
+        // New key, or a 64-bit hash collision: resolve by comparing bytes.
+        if let Some(i) = self
+            .keys
+            .iter()
+            .position(|(e, m)| e.as_bytes() == endpoint && m.as_bytes() == method)
+        {
+            return Ok(i);
+        }
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| Error::CopyFormat {
+                    context: "streaming raw requests",
+                    reason: "endpoint or method is not UTF-8",
+                })
+        };
+        self.keys.push((text(endpoint)?, text(method)?));
+        let i = self.keys.len() - 1;
+        let _ = self.by_hash.entry(h).or_insert(i);
+        Ok(i)
+    }
+}
+
+/// FNV-1a over `endpoint`, a separator and `method`: a handful of keys per
+/// hour, so quality matters less than speed (collisions are resolved).
+#[inline]
+fn key_hash(endpoint: &[u8], method: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in endpoint.iter().chain(&[0xff]).chain(method) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 async fn stream_performance(
     tx: &Transaction<'_>,
     schema: &SchemaName,
     hour: i64,
     exact_limit: u32,
 ) -> Result<Rolled, Error> {
+    const CTX: &str = "streaming raw requests";
     let sql = copy_sql(
         schema,
         Kind::Performance,
@@ -643,87 +847,65 @@ async fn stream_performance(
     let stream = tx
         .copy_out(sql.as_str())
         .await
-        .map_err(|e| Error::db("streaming raw requests", e))?;
-    let rows = BinaryCopyOutStream::new(
-        stream,
-        &[
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT4,
-            Type::FLOAT8,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-        ],
-    );
-    pin_mut!(rows);
-    // endpoint -> [(method, bucket)]: a handful of methods per endpoint, and
-    // looking the endpoint up by &str avoids allocating per row.
-    let mut buckets: HashMap<String, Vec<(String, PerfBucket)>> = HashMap::new();
-    let mut slots: [Option<PerfBucket>; SLOTS] = Default::default();
+        .map_err(|e| Error::db(CTX, e))?;
+    pin_mut!(stream);
+    let mut parser = CopyTuples::<6>::new(CTX);
+    let mut keys = Keys::default();
+    let mut buckets: Vec<PerfAcc> = Vec::new();
+    let mut slots: [Option<PerfAcc>; SLOTS] = Default::default();
+    let hour_micros = hour * 1_000_000 - PG_EPOCH_UNIX_MICROS;
     let mut raw = 0u64;
-    while let Some(row) = rows.next().await {
-        let row = row.map_err(|e| Error::db("streaming raw requests", e))?;
-        let endpoint: &str = row
-            .try_get(0)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        let method: &str = row
-            .try_get(1)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        let status: i32 = row
-            .try_get(2)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        let ms: f64 = row
-            .try_get(3)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        let user: Option<&str> = row
-            .try_get(4)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        let at: SystemTime = row
-            .try_get(5)
-            .map_err(|e| Error::db("decoding a raw request", e))?;
-        raw += 1;
-        // The table's CHECK keeps status_code in 100..=599.
-        let status = u16::try_from(status).unwrap_or(0);
-        let slot =
-            slots[slot_of(hour, unix_secs(at))].get_or_insert_with(|| PerfBucket::new(exact_limit));
-        slot.summary.add_sample(status, ms);
-        if let Some(user) = user {
-            slot.users.add(user);
-        }
-        if !buckets.contains_key(endpoint) {
-            let _ = buckets.insert(endpoint.to_owned(), Vec::new());
-        }
-        let Some(methods) = buckets.get_mut(endpoint) else {
-            continue; // inserted just above
-        };
-        let i = match methods.iter().position(|(m, _)| m == method) {
-            Some(i) => i,
-            None => {
-                methods.push((method.to_owned(), PerfBucket::new(exact_limit)));
-                methods.len() - 1
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::db(CTX, e))?;
+        parser.feed(&chunk, |f| {
+            let key = keys.intern(bytes(f[0], CTX)?, bytes(f[1], CTX)?)?;
+            // The table's CHECK keeps status_code in 100..=599.
+            let status = u16::try_from(i32::from_be_bytes(fixed(f[2], CTX)?)).unwrap_or(0);
+            let ms = f64::from_be_bytes(fixed(f[3], CTX)?);
+            // Hashed once for the hour's bucket and the 5-minute slot's.
+            let user = f[4].map(DistinctUsers::hash_id);
+            let at = i64::from_be_bytes(fixed(f[5], CTX)?);
+            raw += 1;
+            if key == buckets.len() {
+                buckets.push(PerfAcc::new(exact_limit));
             }
-        };
-        let bucket = &mut methods[i].1;
-        bucket.summary.add_sample(status, ms);
-        if let Some(user) = user {
-            bucket.users.add(user);
-        }
+            buckets[key].add(status, ms, user);
+            let slot = usize::try_from((at - hour_micros).div_euclid(SLOT * 1_000_000))
+                .unwrap_or(0)
+                .min(SLOTS - 1);
+            slots[slot]
+                .get_or_insert_with(|| PerfAcc::new(exact_limit))
+                .add(status, ms, user);
+            Ok(())
+        })?;
     }
+    parser.finish()?;
     // Sorted, so rows are written in key order: equal inputs give equal
     // statements, and concurrent upserts of one hour lock rows in one order.
-    let sorted: BTreeMap<(String, String), PerfBucket> = buckets
-        .into_iter()
-        .flat_map(|(e, ms)| ms.into_iter().map(move |(m, b)| ((e.clone(), m), b)))
-        .collect();
-    let mut all = PerfBucket::new(exact_limit);
+    let mut sorted: Vec<((String, String), PerfAcc)> = keys.keys.into_iter().zip(buckets).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(sorted.len() + 1);
-    for ((endpoint, method), b) in sorted {
-        all.summary.merge(&b.summary);
-        all.users.merge(&b.users);
-        out.push(perf_row(Some(endpoint), Some(method), &b));
+    let mut states = Vec::with_capacity(sorted.len() + 1);
+    for ((endpoint, method), acc) in sorted {
+        let b = acc.finish();
+        let key = (Some(endpoint), Some(method), None);
+        out.push(perf_row(key.0.clone(), key.1.clone(), &b));
+        states.push((key, Acc::Performance(b.summary, b.users)));
     }
+    // The hour's all-endpoints state is the merge of its slots' (the same
+    // state as adding every sample; binned slots merge cheaply).
+    let slots = slots.map(|s| s.map(PerfAcc::finish));
     if raw > 0 {
+        let mut all = PerfBucket::new(exact_limit);
+        for b in slots.iter().flatten() {
+            all.summary.merge(&b.summary);
+            all.users.merge(&b.users);
+        }
         out.push(perf_row(Some(ALL.to_owned()), Some(ALL.to_owned()), &all));
+        states.push((
+            (Some(ALL.to_owned()), Some(ALL.to_owned()), None),
+            Acc::Performance(all.summary, all.users),
+        ));
     }
     let slots = slot_rows(hour, slots, |b| {
         let r = perf_row(None, None, &b);
@@ -733,6 +915,7 @@ async fn stream_performance(
         raw,
         rows: out,
         slots,
+        states,
     })
 }
 
@@ -830,12 +1013,15 @@ async fn stream_usage(
     let sorted: BTreeMap<String, UsageSummary> = by_type.into_iter().collect();
     let mut all = UsageSummary::new();
     let mut out = Vec::with_capacity(sorted.len() + 1);
+    let mut states = Vec::with_capacity(sorted.len() + 1);
     for (event_type, s) in sorted {
         all.merge(&s);
-        out.push(usage_row(event_type, &s));
+        out.push(usage_row(event_type.clone(), &s));
+        states.push(((None, None, Some(event_type)), Acc::Usage(s)));
     }
     if raw > 0 {
         out.push(usage_row(ALL.to_owned(), &all));
+        states.push(((None, None, Some(ALL.to_owned())), Acc::Usage(all)));
     }
     let slots = slot_rows(hour, slots, |s| {
         let r = usage_row(ALL.to_owned(), &s);
@@ -845,6 +1031,7 @@ async fn stream_usage(
         raw,
         rows: out,
         slots,
+        states,
     })
 }
 

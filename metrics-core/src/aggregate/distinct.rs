@@ -128,10 +128,30 @@ impl DistinctUsers {
 
     /// Counts `user_id` (adding the same id again changes nothing).
     pub fn add(&mut self, user_id: &str) {
-        self.add_hash(hash_user(user_id));
+        self.add_hash(hash_user(user_id.as_bytes()));
     }
 
-    fn add_hash(&mut self, h: u64) {
+    /// The 64-bit hash [`add`](Self::add) computes for a user id given as
+    /// its UTF-8 bytes. Frozen (part of the format): a caller that counts the
+    /// same user in several counters (an hourly and a 5-minute bucket, say)
+    /// hashes once and passes the hash to [`add_hash`](Self::add_hash) or
+    /// [`add_hashes`](Self::add_hashes).
+    ///
+    /// ```
+    /// use metrics_core::aggregate::DistinctUsers;
+    ///
+    /// let (mut a, mut b) = (DistinctUsers::new(), DistinctUsers::new());
+    /// a.add("ada");
+    /// b.add_hash(DistinctUsers::hash_id(b"ada"));
+    /// assert_eq!(a, b);
+    /// ```
+    #[inline]
+    pub fn hash_id(user_id: &[u8]) -> u64 {
+        hash_user(user_id)
+    }
+
+    /// Counts the user whose [`hash_id`](Self::hash_id) is `h`.
+    pub fn add_hash(&mut self, h: u64) {
         match &mut self.repr {
             Repr::Exact(set) => {
                 if let Err(at) = set.binary_search(&h) {
@@ -143,6 +163,34 @@ impl DistinctUsers {
             }
             Repr::Hll(regs) => hll_insert(regs, h),
         }
+    }
+
+    /// Counts every user whose [`hash_id`](Self::hash_id) is in `hashes`
+    /// (duplicates allowed), then clears `hashes`. Gives the same state as
+    /// [`add_hash`](Self::add_hash) on each, faster for large batches: one
+    /// sort and one linear union instead of a sorted insert per user. Lets a
+    /// streaming caller buffer hashes (bounded) and fold them in batches.
+    pub fn add_hashes(&mut self, hashes: &mut Vec<u64>) {
+        match &mut self.repr {
+            Repr::Hll(regs) => {
+                for &h in hashes.iter() {
+                    hll_insert(regs, h);
+                }
+            }
+            Repr::Exact(set) => {
+                hashes.sort_unstable();
+                hashes.dedup();
+                *set = if set.is_empty() {
+                    std::mem::take(hashes)
+                } else {
+                    union_sorted(set, hashes)
+                };
+                if set.len() as u64 > u64::from(self.exact_limit) {
+                    self.convert_to_hll();
+                }
+            }
+        }
+        hashes.clear();
     }
 
     /// Merges `other` into `self` (set union). The smaller exact limit wins.
@@ -313,9 +361,10 @@ fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
 /// FNV-1a 64 then the MurmurHash3 finaliser (FNV alone mixes the high bits
 /// poorly, and HyperLogLog takes its register index from them). Frozen: part
 /// of the serialisation format.
-fn hash_user(id: &str) -> u64 {
+#[inline]
+fn hash_user(id: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in id.as_bytes() {
+    for &b in id {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -448,7 +497,7 @@ mod tests {
     #[test]
     fn hash_is_stable() {
         // Pinned so a change to the frozen hash function cannot go unnoticed.
-        assert_eq!(hash_user(""), {
+        assert_eq!(hash_user(b""), {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
             h ^= h >> 33;
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -456,7 +505,7 @@ mod tests {
             h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
             h ^ (h >> 33)
         });
-        assert_ne!(hash_user("a"), hash_user("b"));
+        assert_ne!(hash_user(b"a"), hash_user(b"b"));
     }
 
     #[test]
@@ -504,6 +553,22 @@ mod tests {
             if single.is_exact() {
                 prop_assert_eq!(e.value, truth as u64);
             }
+        }
+
+        #[test]
+        fn batched_hashes_equal_single_adds(a in id_sets(), limit in 0u32..400, batch in 1usize..128) {
+            let single = counter(a.clone(), limit);
+            let mut batched = DistinctUsers::with_exact_limit(limit);
+            let mut pending = Vec::new();
+            for id in &a {
+                pending.push(DistinctUsers::hash_id(id.as_bytes()));
+                if pending.len() >= batch {
+                    batched.add_hashes(&mut pending);
+                    prop_assert!(pending.is_empty());
+                }
+            }
+            batched.add_hashes(&mut pending);
+            prop_assert_eq!(batched.to_bytes(), single.to_bytes());
         }
 
         #[test]

@@ -454,6 +454,21 @@ impl LatencySketch {
         }
     }
 
+    /// Sorts the samples an exact sketch keeps, in place (a no-op when they
+    /// are sorted or the sketch is binned). Samples added out of order make
+    /// [`quantile`](Self::quantile) and [`to_bytes`](Self::to_bytes) sort a
+    /// copy on every call; call this once before several of them. Quantiles,
+    /// bytes and merges are unchanged; only the buffer's order is (which the
+    /// derived [`PartialEq`] sees).
+    pub fn sort_samples(&mut self) {
+        if let Repr::Exact { values, sorted } = &mut self.repr {
+            if !*sorted {
+                values.sort_unstable_by(f64::total_cmp);
+                *sorted = true;
+            }
+        }
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.count
