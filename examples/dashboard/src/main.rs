@@ -33,8 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = AppMetrics::builder().trusted_proxy_headers();
     let builder = match std::env::var("DATABRICKS_HOST") {
         Ok(host) if !host.trim().is_empty() => {
-            let check = DatabricksAdminCheck::from_env()
-                .map_err(|e| format!("DATABRICKS_HOST is set but the admin check cannot be built: {e}"))?;
+            let check = DatabricksAdminCheck::from_env().map_err(|e| {
+                format!("DATABRICKS_HOST is set but the admin check cannot be built: {e}")
+            })?;
             tracing::info!(host = %host.trim(), "admins: Databricks workspace admin groups");
             // Cached: one SCIM call per user per 5 minutes, errors never cached.
             builder.admins(CachedAdminCheck::new(check))
