@@ -356,7 +356,6 @@ async fn admin_endpoints_answer_401_403_503_and_ingest_needs_an_identity() {
 
 #[tokio::test]
 async fn a_request_recorded_by_the_layer_is_in_performance_within_2_s_of_a_flush() {
-    clear_of_the_hour_boundary().await;
     let app = App::start().await;
     for (path, status) in [
         ("/api/demo/items/7", 200),
