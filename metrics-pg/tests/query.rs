@@ -517,7 +517,8 @@ async fn daily_and_five_minute_rows_are_the_sources_of_rolled_time() {
         truth
     );
 
-    // Mark the daily all-endpoints row: a whole-day range reads it...
+    // Mark the daily all-endpoints row (and its version, as a rebuild of the
+    // day does): a whole-day range reads it...
     assert_eq!(
         f.exec(
             "UPDATE {s}.aggregated_metrics_daily SET sample_count = sample_count + 1000 \
@@ -526,6 +527,9 @@ async fn daily_and_five_minute_rows_are_the_sources_of_rolled_time() {
         .await,
         1
     );
+    let _ = f
+        .exec("UPDATE {s}.rollup_days SET built_at = built_at + interval '1 second'")
+        .await;
     assert_eq!(
         f.query
             .performance(&q)
@@ -697,4 +701,29 @@ fn schema_names_are_validated() {
     let q = PgMetricsQuery::new(pool, "app_metrics").unwrap();
     assert_eq!(q.schema().as_str(), "app_metrics");
     assert!(format!("{q:?}").contains("app_metrics"));
+}
+
+#[tokio::test]
+async fn windows_over_the_exact_limit_give_the_memory_stores_histogram_answers() {
+    // ~375 (POST) to ~1,100 (GET) samples per key and hour, > 1,000 per key
+    // over the window: the merged sketches switch to bins, and bins depend
+    // only on the samples, so even then both stores answer the same.
+    let f = Fixture::new().await;
+    let (requests, events) = traffic(DAY0, DAY0 + 3 * HOUR + 1800, 6_000, 13);
+    f.write(requests, events).await;
+    f.roll(DAY0 + 3 * HOUR + 120).await;
+    let now = t(DAY0 + 3 * HOUR + 1800);
+    for range in [
+        TimeRange::custom(t(DAY0), now, now).unwrap(),
+        TimeRange::custom(t(DAY0 + 1000), now, now).unwrap(),
+    ] {
+        let q = PerformanceQuery::new(range, now);
+        let pg = f.query.performance(&q).await.unwrap();
+        assert!(pg.endpoints.iter().all(|e| e.request_count > 1_000));
+        assert_perf_eq(&pg, &f.memory.performance(&q).await.unwrap());
+        // Twice: the second answer comes from the cache of decoded buckets.
+        assert_perf_eq(&f.query.performance(&q).await.unwrap(), &pg);
+        let uncached = f.query.clone().cache_bytes(0);
+        assert_perf_eq(&uncached.performance(&q).await.unwrap(), &pg);
+    }
 }

@@ -54,15 +54,18 @@
 //! Statements are prepared once per connection (`prepare_cached`); every
 //! query sets its `statement_timeout` with `SET LOCAL`.
 
+mod cache;
 mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError, Transaction};
-use metrics_core::aggregate::{DistinctUsers, LatencySketch, Resolution, TimeRange};
+use metrics_core::aggregate::{
+    DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
+};
 use metrics_core::query::{
     DataPoint, EndpointMetrics, MetricsQuery, PerformanceMetrics, PerformancePoint,
     PerformanceQuery, PerformanceReport, QueryError, TimeSeries, TimeSeriesQuery, UsageMetrics,
@@ -72,6 +75,7 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use self::cache::{BucketCache, BucketKey, Part, PerfBucket, Table};
 use self::plan::{HOUR, Plan, Rolled, floor_time};
 use crate::error::{Error, pg_error_is_retryable};
 use crate::job::{from_unix_secs, unix_secs};
@@ -139,6 +143,7 @@ pub struct PgMetricsQuery {
     schema: SchemaName,
     statement_timeout: Duration,
     sql: Arc<Sql>,
+    cache: Arc<BucketCache>,
 }
 
 /// The SQL text of every statement, qualified with the schema once.
@@ -146,6 +151,7 @@ pub struct PgMetricsQuery {
 struct Sql {
     rolled_hours: String,
     rolled_days: String,
+    perf_buckets: String,
     perf_rolled: String,
     perf_raw: String,
     perf_raw_users: String,
@@ -193,6 +199,8 @@ impl PerfAcc {
 impl PgMetricsQuery {
     /// The default server-side statement timeout of each query.
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default size of the decoded-rollup cache.
+    pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
     /// Queries over the tables in `schema` (the schema given to
     /// [`migrate`](crate::migrate) and the sink), on connections of `pool`.
@@ -209,6 +217,7 @@ impl PgMetricsQuery {
             schema,
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             sql,
+            cache: Arc::new(BucketCache::new(Self::DEFAULT_CACHE_BYTES)),
         })
     }
 
@@ -217,6 +226,18 @@ impl PgMetricsQuery {
     /// [`QueryError::Timeout`] with this limit.
     pub fn statement_timeout(mut self, limit: Duration) -> Self {
         self.statement_timeout = limit.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Memory for decoded performance rollup buckets (default 64 MiB; 0
+    /// turns the cache off). The hourly sketches of busy endpoints are
+    /// large (exact below 1,000 samples), so a dashboard refresh reads
+    /// them from this cache instead of from PostgreSQL; entries are keyed
+    /// by the bucket's rollup version, so the answers are the same either
+    /// way. Clones of a `PgMetricsQuery` share one cache; this setting
+    /// gives the value a new, empty one.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache = Arc::new(BucketCache::new(bytes));
         self
     }
 
@@ -229,7 +250,7 @@ impl PgMetricsQuery {
     /// statement timeout set, mapping every failure to a [`QueryError`].
     async fn read<T>(
         &self,
-        body: impl AsyncFnOnce(&Transaction<'_>, &Sql) -> Result<T, Error>,
+        body: impl AsyncFnOnce(&Transaction<'_>, &Self) -> Result<T, Error>,
     ) -> Result<T, QueryError> {
         let limit = self.statement_timeout;
         let mut conn = self.acquire().await.map_err(|e| to_query_error(e, limit))?;
@@ -248,7 +269,7 @@ impl PgMetricsQuery {
             ))
             .await
             .map_err(|e| Error::db("setting statement_timeout", e))?;
-            let out = body(&tx, &self.sql).await?;
+            let out = body(&tx, self).await?;
             tx.commit()
                 .await
                 .map_err(|e| Error::db("ending a read-only transaction", e))?;
@@ -305,16 +326,17 @@ fn to_query_error(e: Error, limit: Duration) -> QueryError {
 #[async_trait]
 impl MetricsQuery for PgMetricsQuery {
     async fn performance(&self, query: &PerformanceQuery) -> Result<PerformanceReport, QueryError> {
-        self.read(async |tx, sql| performance(tx, sql, query).await)
+        self.read(async |tx, this| performance(tx, this, query).await)
             .await
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageReport, QueryError> {
-        self.read(async |tx, sql| usage(tx, sql, query).await).await
+        self.read(async |tx, this| usage(tx, &this.sql, query).await)
+            .await
     }
 
     async fn time_series(&self, query: &TimeSeriesQuery) -> Result<TimeSeries, QueryError> {
-        self.read(async |tx, sql| time_series(tx, sql, query).await)
+        self.read(async |tx, this| time_series(tx, &this.sql, query).await)
             .await
     }
 
@@ -322,8 +344,8 @@ impl MetricsQuery for PgMetricsQuery {
     /// for ranges longer than the raw retention (7 days) this is the count
     /// of the last 7 days of the range.
     async fn user_event_count(&self, user_id: &str, range: &TimeRange) -> Result<u64, QueryError> {
-        self.read(async |tx, sql| {
-            let stmt = prepare(tx, &sql.user_event_count).await?;
+        self.read(async |tx, this| {
+            let stmt = prepare(tx, &this.sql.user_event_count).await?;
             let row = tx
                 .query_one(&stmt, &[&user_id, &range.start(), &range.end()])
                 .await
@@ -367,6 +389,14 @@ async fn rolled(
             .map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1)))
             .collect(),
         days: days.iter().map(|r| r.get::<_, i64>(0)).collect(),
+        hour_versions: hours
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(2)))
+            .collect(),
+        day_versions: days
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .collect(),
     })
 }
 
@@ -433,93 +463,85 @@ fn merge_users(
     Ok(())
 }
 
-async fn performance(
+/// One raw group of requests: its counts, its latencies as a sketch and
+/// the users who sent them.
+struct RawGroup {
+    endpoint: String,
+    method: String,
+    acc: PerfAcc,
+}
+
+/// The raw requests of `plan.raw`, per (endpoint, method) (only `endpoint`
+/// if given), and their users. One set-based statement per raw span, all
+/// pipelined.
+async fn raw_requests(
     tx: &Transaction<'_>,
     sql: &Sql,
+    plan: &Plan,
+    endpoint: Option<&str>,
+) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
+    let stmt = prepare(tx, &sql.perf_raw).await?;
+    let results = futures_util::future::try_join_all(plan.raw.iter().map(|(lo, hi)| {
+        let stmt = &stmt;
+        async move { tx.query(stmt, &[lo, hi, &endpoint]).await }
+    }))
+    .await
+    .map_err(|e| Error::db("reading raw requests", e))?;
+    let mut groups = Vec::new();
+    let mut users = DistinctUsers::new();
+    for row in results.iter().flatten() {
+        let mut acc = PerfAcc {
+            count: to_u64(row.get(2)),
+            errors: to_u64(row.get(3)),
+            sketch: LatencySketch::new(),
+        };
+        for v in row.get::<_, Vec<f64>>(4) {
+            acc.sketch.add(v);
+        }
+        for u in row.get::<_, Option<Vec<&str>>>(5).into_iter().flatten() {
+            users.add(u);
+        }
+        groups.push(RawGroup {
+            endpoint: row.get(0),
+            method: row.get(1),
+            acc,
+        });
+    }
+    Ok((groups, users))
+}
+
+async fn performance(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
     query: &PerformanceQuery,
 ) -> Result<PerformanceReport, Error> {
+    let sql = &*this.sql;
     let (start, end) = (query.range.start(), query.range.end());
     let (plan, rolled) = plan(tx, sql, Kind::Performance, start, end, HOUR).await?;
     let (days, hours) = plan.days_and_hours(&rolled, true);
-    let endpoint = query.endpoint.as_deref();
-
-    let mut keys: BTreeMap<(String, String), PerfAcc> = BTreeMap::new();
-    let mut total = PerfAcc::default();
-    let mut users = DistinctUsers::new();
-
-    if !days.is_empty() || !hours.is_empty() {
-        let stmt = prepare(tx, &sql.perf_rolled).await?;
-        let rows = tx
-            .query(&stmt, &[&times(&days), &times(&hours), &endpoint])
-            .await
-            .map_err(|e| Error::db("reading performance rollups", e))?;
-        for row in &rows {
-            let e: &str = row.get(0);
-            let m: &str = row.get(1);
-            let mut acc = PerfAcc {
-                count: to_u64(row.get(2)),
-                errors: to_u64(row.get(3)),
-                sketch: LatencySketch::new(),
-            };
-            let sketches: Vec<Option<&[u8]>> = row.get(4);
-            for bytes in sketches.into_iter().flatten() {
-                acc.sketch
-                    .merge(&decode_sketch(bytes, "aggregated_metrics", e)?);
-            }
-            merge_users(&mut users, row.get(5), e)?;
-            if e == ALL && m == ALL {
-                total = acc;
-            } else {
-                let _ = keys.insert((e.to_owned(), m.to_owned()), acc);
-            }
+    // The raw spans and the rollups are read at once (pipelined).
+    let mut users;
+    let (total, keys) = match query.endpoint.as_deref() {
+        Some(endpoint) => {
+            let ((raw, raw_users), (keys, rolled_users)) = futures_util::future::try_join(
+                raw_requests(tx, sql, &plan, Some(endpoint)),
+                filtered_rollups(tx, sql, &days, &hours, endpoint),
+            )
+            .await?;
+            users = raw_users;
+            users.merge(&rolled_users);
+            merge_filtered(keys, raw)
         }
-    }
-
-    let mut raw_total = PerfAcc::default();
-    for &(lo, hi) in &plan.raw {
-        let stmt = prepare(tx, &sql.perf_raw).await?;
-        let users_stmt = prepare(tx, &sql.perf_raw_users).await?;
-        let params: [&(dyn ToSql + Sync); 3] = [&lo, &hi, &endpoint];
-        let (rows, user_rows) = futures_util::future::try_join(
-            tx.query(&stmt, &params),
-            tx.query(&users_stmt, &params),
-        )
-        .await
-        .map_err(|e| Error::db("reading raw requests", e))?;
-        for row in &rows {
-            let e: &str = row.get(0);
-            let m: &str = row.get(1);
-            let mut acc = PerfAcc {
-                count: to_u64(row.get(2)),
-                errors: to_u64(row.get(3)),
-                sketch: LatencySketch::new(),
-            };
-            let values: Vec<f64> = row.get(4);
-            for v in values {
-                acc.sketch.add(v);
-            }
-            raw_total.merge(&acc);
-            match keys.get_mut(&(e.to_owned(), m.to_owned())) {
-                Some(k) => k.merge(&acc),
-                None => {
-                    let _ = keys.insert((e.to_owned(), m.to_owned()), acc);
-                }
-            }
+        None => {
+            let ((raw, raw_users), buckets) = futures_util::future::try_join(
+                raw_requests(tx, sql, &plan, None),
+                perf_buckets(tx, this, &rolled, &days, &hours),
+            )
+            .await?;
+            users = raw_users;
+            merge_performance(&buckets, &raw, &mut users)
         }
-        for row in &user_rows {
-            users.add(row.get::<_, &str>(0));
-        }
-    }
-    if endpoint.is_some() {
-        // No `*` rows were read: the summary is the merge of the route's keys.
-        total = PerfAcc::default();
-        for acc in keys.values() {
-            total.merge(acc);
-        }
-    } else {
-        total.merge(&raw_total);
-    }
-
+    };
     let mut endpoints: Vec<EndpointMetrics> = keys
         .into_iter()
         .map(|((endpoint, method), acc)| EndpointMetrics {
@@ -549,31 +571,288 @@ async fn performance(
     })
 }
 
+type KeyMap = BTreeMap<(String, String), PerfAcc>;
+
+/// The decoded performance buckets of `days` and `hours`: from the cache
+/// when it holds their current version, else read (and cached).
+async fn perf_buckets(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
+    rolled: &Rolled,
+    days: &[i64],
+    hours: &[i64],
+) -> Result<Vec<Arc<PerfBucket>>, Error> {
+    let key = |table, start: i64| BucketKey {
+        table,
+        start,
+        version: match table {
+            Table::Daily => rolled.day_versions.get(&start).copied().unwrap_or(0),
+            Table::Hourly => rolled.hour_versions.get(&start).copied().unwrap_or(0),
+        },
+    };
+    let wanted: Vec<BucketKey> = days
+        .iter()
+        .map(|&d| key(Table::Daily, d))
+        .chain(hours.iter().map(|&h| key(Table::Hourly, h)))
+        .collect();
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    for k in wanted {
+        match this.cache.get(&k) {
+            Some(b) => out.push(b),
+            None => missing.push(k),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let pick = |table| -> Vec<SystemTime> {
+        missing
+            .iter()
+            .filter(|k| k.table == table)
+            .map(|k| from_unix_secs(k.start))
+            .collect()
+    };
+    let stmt = prepare(tx, &this.sql.perf_buckets).await?;
+    let rows = tx
+        .query(&stmt, &[&pick(Table::Daily), &pick(Table::Hourly)])
+        .await
+        .map_err(|e| Error::db("reading performance rollups", e))?;
+    let mut built: HashMap<(Table, i64), PerfBucket> = HashMap::new();
+    for row in &rows {
+        let table = if row.get::<_, bool>(0) {
+            Table::Hourly
+        } else {
+            Table::Daily
+        };
+        let (endpoint, method): (String, String) = (row.get(2), row.get(3));
+        let bytes: Option<&[u8]> = row.get(6);
+        let stored = match bytes {
+            Some(b) => decode_sketch(b, table_name(table), &endpoint)?,
+            None => LatencySketch::new(),
+        };
+        let part = Part::new(
+            endpoint,
+            method,
+            to_u64(row.get(4)),
+            to_u64(row.get::<_, Option<i64>>(5).unwrap_or(0)),
+            stored,
+        );
+        let bucket = built.entry((table, row.get(1))).or_default();
+        if part.endpoint == ALL && part.method == ALL {
+            if let Some(u) = row.get::<_, Option<&[u8]>>(7) {
+                bucket.users = Some(decode_users(u, table_name(table), ALL)?);
+            }
+            bucket.all = Some(part);
+        } else {
+            bucket.parts.push(part);
+        }
+    }
+    for k in missing {
+        let bucket = Arc::new(built.remove(&(k.table, k.start)).unwrap_or_default());
+        if this.cache.is_enabled() {
+            this.cache.insert(k, Arc::clone(&bucket));
+        }
+        out.push(bucket);
+    }
+    Ok(out)
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Hourly => "aggregated_metrics",
+        Table::Daily => "aggregated_metrics_daily",
+    }
+}
+
+/// Merges rolled buckets and raw groups: the `*` parts (plus every raw
+/// group) give the total, the other parts the table. A key whose window
+/// holds at most the exact limit of samples merges exact sketches (exact
+/// percentiles); larger windows merge the binned forms, which gives the
+/// same histogram as adding every sample.
+fn merge_performance(
+    buckets: &[Arc<PerfBucket>],
+    raw: &[RawGroup],
+    users: &mut DistinctUsers,
+) -> (PerfAcc, KeyMap) {
+    let mut window: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut window_all = 0u64;
+    for b in buckets {
+        for p in &b.parts {
+            *window.entry((&p.endpoint, &p.method)).or_insert(0) += p.count;
+        }
+        window_all += b.all.as_ref().map_or(0, |p| p.count);
+    }
+    for g in raw {
+        *window.entry((&g.endpoint, &g.method)).or_insert(0) += g.acc.count;
+        window_all += g.acc.count;
+    }
+    let limit = DEFAULT_EXACT_LIMIT;
+    let mut acc: HashMap<(&str, &str), PerfAcc> = HashMap::new();
+    let mut total = PerfAcc::default();
+    for b in buckets {
+        for p in &b.parts {
+            let key = (p.endpoint.as_str(), p.method.as_str());
+            let n = window.get(&key).copied().unwrap_or(0);
+            let a = acc.entry(key).or_default();
+            a.count += p.count;
+            a.errors += p.errors;
+            a.sketch.merge(p.sketch_for(n, limit));
+        }
+        if let Some(p) = &b.all {
+            total.count += p.count;
+            total.errors += p.errors;
+            total.sketch.merge(p.sketch_for(window_all, limit));
+        }
+        if let Some(u) = &b.users {
+            users.merge(u);
+        }
+    }
+    for g in raw {
+        total.merge(&g.acc);
+        acc.entry((&g.endpoint, &g.method))
+            .or_default()
+            .merge(&g.acc);
+    }
+    let keys = acc
+        .into_iter()
+        .map(|((e, m), a)| ((e.to_owned(), m.to_owned()), a))
+        .collect();
+    (total, keys)
+}
+
+/// One route's rollup rows (all methods) and their users, read without the
+/// cache: a handful of small rows per bucket.
+async fn filtered_rollups(
+    tx: &Transaction<'_>,
+    sql: &Sql,
+    days: &[i64],
+    hours: &[i64],
+    endpoint: &str,
+) -> Result<(KeyMap, DistinctUsers), Error> {
+    let mut keys: KeyMap = BTreeMap::new();
+    let mut users = DistinctUsers::new();
+    if days.is_empty() && hours.is_empty() {
+        return Ok((keys, users));
+    }
+    let stmt = prepare(tx, &sql.perf_rolled).await?;
+    let rows = tx
+        .query(&stmt, &[&times(days), &times(hours), &endpoint])
+        .await
+        .map_err(|e| Error::db("reading performance rollups", e))?;
+    for row in &rows {
+        let e: &str = row.get(0);
+        let m: &str = row.get(1);
+        let mut acc = PerfAcc {
+            count: to_u64(row.get(2)),
+            errors: to_u64(row.get(3)),
+            sketch: LatencySketch::new(),
+        };
+        let sketches: Vec<Option<&[u8]>> = row.get(4);
+        for bytes in sketches.into_iter().flatten() {
+            acc.sketch
+                .merge(&decode_sketch(bytes, "aggregated_metrics", e)?);
+        }
+        merge_users(&mut users, row.get(5), e)?;
+        let _ = keys.insert((e.to_owned(), m.to_owned()), acc);
+    }
+    Ok((keys, users))
+}
+
+/// One route's rolled keys plus its raw groups; the summary is their merge.
+fn merge_filtered(mut keys: KeyMap, raw: Vec<RawGroup>) -> (PerfAcc, KeyMap) {
+    for g in raw {
+        keys.entry((g.endpoint, g.method))
+            .or_default()
+            .merge(&g.acc);
+    }
+    let mut total = PerfAcc::default();
+    for acc in keys.values() {
+        total.merge(acc);
+    }
+    (total, keys)
+}
+
 async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<UsageReport, Error> {
+    use futures_util::future::{try_join, try_join_all, try_join5};
+
     let (start, end) = (query.range.start(), query.range.end());
     let event_type = query.event_type.as_deref();
-    let (uplan, urolled) = plan(tx, sql, Kind::Usage, start, end, HOUR).await?;
-    let (pplan, prolled) = plan(tx, sql, Kind::Performance, start, end, HOUR).await?;
+    let ((uplan, urolled), (pplan, prolled)) = try_join(
+        plan(tx, sql, Kind::Usage, start, end, HOUR),
+        plan(tx, sql, Kind::Performance, start, end, HOUR),
+    )
+    .await?;
     let (udays, uhours) = uplan.days_and_hours(&urolled, true);
     let (pdays, phours) = pplan.days_and_hours(&prolled, true);
+    let has_usage_rollups = !udays.is_empty() || !uhours.is_empty();
+    let has_rollups = has_usage_rollups || !pdays.is_empty() || !phours.is_empty();
+    let (udays, uhours, pdays, phours) =
+        (times(&udays), times(&uhours), times(&pdays), times(&phours));
+    let hour_start = from_unix_secs(floor_time(query.now, HOUR));
+
+    let [
+        s_rolled,
+        s_pages,
+        s_star,
+        s_raw,
+        s_raw_users,
+        s_perf_users,
+        s_current,
+    ] = prepare_all(
+        tx,
+        [
+            &sql.usage_rolled,
+            &sql.usage_pages,
+            &sql.star_users,
+            &sql.usage_raw,
+            &sql.usage_raw_users,
+            &sql.perf_raw_users,
+            &sql.current_hour_users,
+        ],
+    )
+    .await?;
+    // Every statement below is independent: they go out together and the
+    // driver pipelines them on the connection.
+    let rolled = async {
+        if !has_usage_rollups {
+            return Ok(None);
+        }
+        let params: [&(dyn ToSql + Sync); 3] = [&udays, &uhours, &event_type];
+        try_join(tx.query(&s_rolled, &params), tx.query(&s_pages, &params))
+            .await
+            .map(Some)
+    };
+    let star = async {
+        if !has_rollups {
+            return Ok(Vec::new());
+        }
+        tx.query(&s_star, &[&pdays, &phours, &udays, &uhours]).await
+    };
+    let raw = try_join_all(uplan.raw.iter().map(|(lo, hi)| {
+        let (s_raw, s_raw_users) = (&s_raw, &s_raw_users);
+        async move {
+            let params: [&(dyn ToSql + Sync); 3] = [lo, hi, &event_type];
+            try_join(tx.query(s_raw, &params), tx.query(s_raw_users, &params)).await
+        }
+    }));
+    let perf_users = try_join_all(pplan.raw.iter().map(|(lo, hi)| {
+        let s_perf_users = &s_perf_users;
+        async move { tx.query(s_perf_users, &[lo, hi]).await }
+    }));
+    // The current UTC hour, up to and including `now`.
+    let current = async { tx.query(&s_current, &[&hour_start, &query.now]).await };
+    let (rolled, star, raw, perf_users, current) =
+        try_join5(rolled, star, raw, perf_users, current)
+            .await
+            .map_err(|e| Error::db("reading usage", e))?;
 
     let mut report = UsageReport::default();
     let mut total = 0u64;
     let mut unique = DistinctUsers::new();
     let mut active = DistinctUsers::new();
-
-    if !udays.is_empty() || !uhours.is_empty() {
-        let (udays, uhours) = (times(&udays), times(&uhours));
-        let stmt = prepare(tx, &sql.usage_rolled).await?;
-        let pages_stmt = prepare(tx, &sql.usage_pages).await?;
-        let params: [&(dyn ToSql + Sync); 3] = [&udays, &uhours, &event_type];
-        let (rows, pages) = futures_util::future::try_join(
-            tx.query(&stmt, &params),
-            tx.query(&pages_stmt, &params),
-        )
-        .await
-        .map_err(|e| Error::db("reading usage rollups", e))?;
-        for row in &rows {
+    if let Some((rows, pages)) = &rolled {
+        for row in rows {
             let t: &str = row.get(0);
             let n = to_u64(row.get(1));
             if t == ALL {
@@ -586,47 +865,22 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
                 }
             }
         }
-        for row in &pages {
+        for row in pages {
             add_to(&mut report.page_views, row.get(0), to_u64(row.get(1)));
         }
     }
-    if !udays.is_empty() || !uhours.is_empty() || !pdays.is_empty() || !phours.is_empty() {
-        // The `*` users of both tables: active users, and (without a type
-        // filter) the unique users of the events.
-        let stmt = prepare(tx, &sql.star_users).await?;
-        let rows = tx
-            .query(
-                &stmt,
-                &[
-                    &times(&pdays),
-                    &times(&phours),
-                    &times(&udays),
-                    &times(&uhours),
-                ],
-            )
-            .await
-            .map_err(|e| Error::db("reading users of rollups", e))?;
-        for row in &rows {
-            let is_usage: bool = row.get(0);
-            let users = decode_users(row.get(1), "aggregated_metrics", ALL)?;
-            if is_usage && event_type.is_none() {
-                unique.merge(&users);
-            }
-            active.merge(&users);
+    // The `*` users of both tables: active users, and (without a type
+    // filter) the unique users of the events.
+    for row in &star {
+        let is_usage: bool = row.get(0);
+        let users = decode_users(row.get(1), "aggregated_metrics", ALL)?;
+        if is_usage && event_type.is_none() {
+            unique.merge(&users);
         }
+        active.merge(&users);
     }
-
-    for &(lo, hi) in &uplan.raw {
-        let stmt = prepare(tx, &sql.usage_raw).await?;
-        let users_stmt = prepare(tx, &sql.usage_raw_users).await?;
-        let params: [&(dyn ToSql + Sync); 3] = [&lo, &hi, &event_type];
-        let (rows, user_rows) = futures_util::future::try_join(
-            tx.query(&stmt, &params),
-            tx.query(&users_stmt, &params),
-        )
-        .await
-        .map_err(|e| Error::db("reading raw usage events", e))?;
-        for row in &rows {
+    for (rows, user_rows) in &raw {
+        for row in rows {
             let n = to_u64(row.get(2));
             total += n;
             add_to(&mut report.event_distribution, row.get(0), n);
@@ -634,7 +888,7 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
                 add_to(&mut report.page_views, page, n);
             }
         }
-        for row in &user_rows {
+        for row in user_rows {
             let u: &str = row.get(0);
             active.add(u);
             if row.get::<_, bool>(1) {
@@ -642,36 +896,40 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
             }
         }
     }
-    for &(lo, hi) in &pplan.raw {
-        let stmt = prepare(tx, &sql.perf_raw_users).await?;
-        let rows = tx
-            .query(&stmt, &[&lo, &hi, &None::<&str>])
-            .await
-            .map_err(|e| Error::db("reading raw request users", e))?;
-        for row in &rows {
-            active.add(row.get::<_, &str>(0));
+    for row in perf_users.iter().flatten() {
+        for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
+            active.add(u);
         }
     }
-
-    // The current UTC hour, up to and including `now`.
-    let hour_start = from_unix_secs(floor_time(query.now, HOUR));
-    let stmt = prepare(tx, &sql.current_hour_users).await?;
-    let rows = tx
-        .query(&stmt, &[&hour_start, &query.now])
-        .await
-        .map_err(|e| Error::db("reading this hour's users", e))?;
-    let mut current = DistinctUsers::new();
-    for row in &rows {
-        current.add(row.get::<_, &str>(0));
+    let mut current_users = DistinctUsers::new();
+    for row in &current {
+        for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
+            current_users.add(u);
+        }
     }
 
     report.metrics = UsageMetrics {
         total_events: total,
         unique_users: unique.estimate().value,
         active_users: active.estimate().value,
-        active_users_current_hour: current.estimate().value,
+        active_users_current_hour: current_users.estimate().value,
     };
     Ok(report)
+}
+
+/// Prepares (or finds in the connection's cache) every statement at once.
+async fn prepare_all<const N: usize>(
+    tx: &Transaction<'_>,
+    sql: [&String; N],
+) -> Result<[tokio_postgres::Statement; N], Error> {
+    let statements =
+        futures_util::future::try_join_all(sql.iter().map(|s| tx.prepare_cached(s.as_str())))
+            .await
+            .map_err(|e| Error::db("preparing a dashboard query", e))?;
+    statements.try_into().map_err(|_| Error::InvalidSetting {
+        setting: "statements",
+        reason: "prepared a different number of statements than asked",
+    })
 }
 
 async fn time_series(
@@ -679,6 +937,8 @@ async fn time_series(
     sql: &Sql,
     query: &TimeSeriesQuery,
 ) -> Result<TimeSeries, Error> {
+    use futures_util::future::{try_join, try_join_all};
+
     let starts: Vec<SystemTime> = query.range.buckets(query.resolution).collect();
     let Some(&first) = starts.first() else {
         return Ok(TimeSeries::default());
@@ -695,35 +955,36 @@ async fn time_series(
             .ok()
             .filter(|&i| i < starts.len())
     };
-    let mut perf: Vec<Option<PerformancePoint>> = vec![None; starts.len()];
-    let mut usage: Vec<Option<UsagePoint>> = vec![None; starts.len()];
 
-    if kind.includes_performance() {
-        let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
-        for (bucket, point) in series_rolled_perf(tx, sql, &plan, &rolled, query).await? {
-            if let Some(i) = index(bucket) {
-                perf[i] = Some(point);
-            }
+    // Both series are read at once (pipelined): plans, then rows.
+    let perf_series = async {
+        if !kind.includes_performance() {
+            return Ok::<_, Error>(Vec::new());
         }
-        for &(lo, hi) in &plan.raw {
-            let stmt = prepare(tx, &sql.series_raw_perf).await?;
-            let rows = tx
-                .query(&stmt, &[&lo, &hi, &width])
+        let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
+        let stmt = prepare(tx, &sql.series_raw_perf).await?;
+        let (mut points, raw) =
+            try_join(series_rolled_perf(tx, sql, &plan, &rolled, query), async {
+                try_join_all(plan.raw.iter().map(|(lo, hi)| {
+                    let stmt = &stmt;
+                    async move { tx.query(stmt, &[lo, hi, &width]).await }
+                }))
                 .await
-                .map_err(|e| Error::db("reading raw requests per bucket", e))?;
-            for row in &rows {
-                let Some(i) = index(row.get(0)) else {
-                    continue;
-                };
-                let mut acc = PerfAcc {
-                    count: to_u64(row.get(1)),
-                    errors: to_u64(row.get(2)),
-                    sketch: LatencySketch::new(),
-                };
-                for v in row.get::<_, Vec<f64>>(3) {
-                    acc.sketch.add(v);
-                }
-                perf[i] = Some(PerformancePoint {
+                .map_err(|e| Error::db("reading raw requests per bucket", e))
+            })
+            .await?;
+        for row in raw.iter().flatten() {
+            let mut acc = PerfAcc {
+                count: to_u64(row.get(1)),
+                errors: to_u64(row.get(2)),
+                sketch: LatencySketch::new(),
+            };
+            for v in row.get::<_, Vec<f64>>(3) {
+                acc.sketch.add(v);
+            }
+            points.push((
+                row.get(0),
+                PerformancePoint {
                     request_count: acc.count,
                     avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
                     p50_response_time_ms: acc.quantile(0.5),
@@ -731,34 +992,53 @@ async fn time_series(
                     p99_response_time_ms: acc.quantile(0.99),
                     error_count: acc.errors,
                     error_rate: acc.error_rate(),
-                });
-            }
+                },
+            ));
         }
-    }
-    if kind.includes_usage() {
+        Ok(points)
+    };
+    let usage_series = async {
+        if !kind.includes_usage() {
+            return Ok::<_, Error>(Vec::new());
+        }
         let (plan, rolled) = series_plan(tx, sql, Kind::Usage, first, end, width).await?;
-        for (bucket, point) in series_rolled_usage(tx, sql, &plan, &rolled, query).await? {
-            if let Some(i) = index(bucket) {
-                usage[i] = Some(point);
-            }
-        }
-        for &(lo, hi) in &plan.raw {
-            let stmt = prepare(tx, &sql.series_raw_usage).await?;
-            let rows = tx
-                .query(&stmt, &[&lo, &hi, &width])
+        let stmt = prepare(tx, &sql.series_raw_usage).await?;
+        let (mut points, raw) =
+            try_join(series_rolled_usage(tx, sql, &plan, &rolled, query), async {
+                try_join_all(plan.raw.iter().map(|(lo, hi)| {
+                    let stmt = &stmt;
+                    async move { tx.query(stmt, &[lo, hi, &width]).await }
+                }))
                 .await
-                .map_err(|e| Error::db("reading raw usage events per bucket", e))?;
-            for row in &rows {
-                if let Some(i) = index(row.get(0)) {
-                    usage[i] = Some(UsagePoint {
-                        event_count: to_u64(row.get(1)),
-                        unique_users: to_u64(row.get(2)),
-                    });
-                }
-            }
+                .map_err(|e| Error::db("reading raw usage events per bucket", e))
+            })
+            .await?;
+        for row in raw.iter().flatten() {
+            points.push((
+                row.get(0),
+                UsagePoint {
+                    event_count: to_u64(row.get(1)),
+                    unique_users: to_u64(row.get(2)),
+                },
+            ));
+        }
+        Ok(points)
+    };
+    let (perf_points, usage_points) = try_join(perf_series, usage_series).await?;
+
+    // Each bucket has exactly one source (see the module docs).
+    let mut perf: Vec<Option<PerformancePoint>> = vec![None; starts.len()];
+    let mut usage: Vec<Option<UsagePoint>> = vec![None; starts.len()];
+    for (bucket, point) in perf_points {
+        if let Some(i) = index(bucket) {
+            perf[i] = Some(point);
         }
     }
-
+    for (bucket, point) in usage_points {
+        if let Some(i) = index(bucket) {
+            usage[i] = Some(point);
+        }
+    }
     if !any_data(&perf, &usage) {
         return Ok(TimeSeries::default());
     }
@@ -932,14 +1212,27 @@ impl Sql {
              (aggregated_values->>'unique_users')::int8";
         Self {
             rolled_hours: format!(
-                "SELECT extract(epoch FROM hour)::int8, raw_dropped FROM {} \
+                "SELECT extract(epoch FROM hour)::int8, raw_dropped, \
+                        (extract(epoch FROM rolled_at) * 1000000)::int8 FROM {} \
                  WHERE metric_type = $1 AND hour >= $2 AND hour < $3",
                 schema.qualify("rollup_hours")
             ),
             rolled_days: format!(
-                "SELECT extract(epoch FROM day)::int8 FROM {} \
+                "SELECT extract(epoch FROM day)::int8, \
+                        (extract(epoch FROM built_at) * 1000000)::int8 FROM {} \
                  WHERE metric_type = $1 AND day >= $2 AND day < $3",
                 schema.qualify("rollup_days")
+            ),
+            perf_buckets: format!(
+                "SELECT false, extract(epoch FROM time_bucket)::int8, endpoint_path, method, sample_count, \
+                        (aggregated_values->>'error_count')::int8, latency_sketch, \
+                        CASE WHEN endpoint_path = '*' THEN users_sketch END \
+                 FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) AND metric_type = 'performance' \
+                 UNION ALL \
+                 SELECT true, extract(epoch FROM time_bucket)::int8, endpoint_path, method, sample_count, \
+                        (aggregated_values->>'error_count')::int8, latency_sketch, \
+                        CASE WHEN endpoint_path = '*' THEN users_sketch END \
+                 FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) AND metric_type = 'performance'"
             ),
             perf_rolled: format!(
                 "SELECT endpoint_path, method, sum(sample_count)::int8, \
@@ -955,14 +1248,15 @@ impl Sql {
             ),
             perf_raw: format!(
                 "SELECT endpoint, method, count(*)::int8, \
-                        count(*) FILTER (WHERE status_code >= 400)::int8, array_agg(response_time_ms) \
+                        count(*) FILTER (WHERE status_code >= 400)::int8, array_agg(response_time_ms), \
+                        array_agg(user_id) FILTER (WHERE user_id IS NOT NULL) \
                  FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
                    AND ($3::text IS NULL OR endpoint = $3::text) \
                  GROUP BY endpoint, method"
             ),
             perf_raw_users: format!(
-                "SELECT DISTINCT user_id FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
-                   AND user_id IS NOT NULL AND ($3::text IS NULL OR endpoint = $3::text)"
+                "SELECT array_agg(user_id) FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
+                   AND user_id IS NOT NULL"
             ),
             usage_rolled: format!(
                 "SELECT event_type, sum(sample_count)::int8, \
@@ -1009,10 +1303,10 @@ impl Sql {
                  WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY user_id"
             ),
             current_hour_users: format!(
-                "SELECT user_id FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2 \
+                "SELECT array_agg(user_id) FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2 \
                    AND user_id IS NOT NULL \
-                 UNION \
-                 SELECT user_id FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2"
+                 UNION ALL \
+                 SELECT array_agg(user_id) FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2"
             ),
             series_hourly_perf: format!(
                 "SELECT {series_values} FROM {hourly} WHERE time_bucket = ANY($1::timestamptz[]) \

@@ -17,6 +17,12 @@ pub(super) const DAY: i64 = 86_400;
 pub(super) struct Rolled {
     pub(super) hours: HashMap<i64, bool>,
     pub(super) days: HashSet<i64>,
+    /// When each rolled hour was (last) rolled, in microseconds: rows of a
+    /// bucket with the same version are the same rows (a re-roll rewrites
+    /// them and this column in one transaction).
+    pub(super) hour_versions: HashMap<i64, i64>,
+    /// When each complete day was (last) built, in microseconds.
+    pub(super) day_versions: HashMap<i64, i64>,
 }
 
 /// Where the parts of a range are read from. Every instant of the range is
@@ -162,7 +168,7 @@ mod tests {
     fn rolled(hours: impl IntoIterator<Item = i64>, dropped: bool) -> Rolled {
         Rolled {
             hours: hours.into_iter().map(|h| (h, dropped)).collect(),
-            days: HashSet::new(),
+            ..Rolled::default()
         }
     }
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Dashboard query benchmark (issue 5 target), on a throwaway server of its own with fsync ON:
+#
+#   RESULT dashboard_queries endpoint=<performance|usage|time-series> range=<24h|7d|30d|90d> ms=<median> original_ms=<median>
+#
+#   ms           our dashboard API over HTTP (the example app, `cargo build --release -p
+#                example-dashboard`, on the seeded database): median of RUNS requests after 3
+#                warm-ups, `curl -w %{time_total}`, header X-Forwarded-Email of an admin.
+#                time-series asks for metric_type=both at the range's default interval.
+#   original_ms  the original design's SQL over the raw rows of the same range (percentile_cont
+#                + avg/count/error rate, summary and GROUP BY endpoint, method; counts and
+#                GROUP BY event_type / page; date_trunc / date_bin buckets), median of
+#                ORIGINAL_RUNS runs after 1 warm-up, through the driver.
+#   Target: ms <= 50 for all 12 lines.
+#
+# Data (seeded by metrics-pg/examples/dashboard_seed.rs): raw rows from the UTC midnight 7 days
+# ago up to now at PER_DAY requests/day (50 endpoints, log-normal latencies, ~2 % errors, 3,000
+# users) and EVENTS_PER_DAY usage events/day, rolled up with RollupJob (hourly, 5-minute, daily),
+# then HISTORY_DAYS of rolled history made by copying the rolled week back in time.
+#
+# When the example app does not serve the dashboard API (yet), `ms` is measured by calling
+# PgMetricsQuery directly in the driver, and the lines are printed as `info dashboard_queries
+# ... via=direct` instead of RESULT.
+#
+# Usage: benches/dashboard_queries.sh   (PER_DAY=1000000 EVENTS_PER_DAY=100000 HISTORY_DAYS=30
+#                                        RUNS=20 ORIGINAL_RUNS=5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PER_DAY=${PER_DAY:-1000000}
+EVENTS_PER_DAY=${EVENTS_PER_DAY:-100000}
+HISTORY_DAYS=${HISTORY_DAYS:-30}
+RUNS=${RUNS:-20}
+ORIGINAL_RUNS=${ORIGINAL_RUNS:-5}
+SCHEMA=app_metrics
+ADMIN=bench@example.com
+ranges="24h 7d 30d 90d"
+
+# shellcheck source=benches/lib/pg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
+pg_bench_setup dashboard_queries dashboard_seed
+target_dir=${CARGO_TARGET_DIR:-target}
+
+app_pid=
+stop_app() {
+    if [ -n "$app_pid" ]; then
+        kill "$app_pid" 2>/dev/null || true
+        wait "$app_pid" 2>/dev/null || true
+        app_pid=
+    fi
+}
+trap 'stop_app; pg_bench_cleanup' EXIT
+
+echo "seeding: $PER_DAY requests/day and $EVENTS_PER_DAY events/day raw over 7 days, $HISTORY_DAYS days rolled up..." >&2
+"$driver" seed --url "$url" --schema "$SCHEMA" --per-day "$PER_DAY" \
+    --events-per-day "$EVENTS_PER_DAY" --history-days "$HISTORY_DAYS"
+
+# ----- ours: over HTTP through the example app when it serves the API -----
+via=direct
+echo "building the example app (release)..." >&2
+if cargo build -q --release -p example-dashboard 2>"$work/app-build.err"; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    base="http://127.0.0.1:$port"
+    DATABASE_URL="$url" BIND="127.0.0.1:$port" ADMIN_USERS="$ADMIN" RUST_LOG=warn \
+        "$target_dir/release/example-dashboard" >"$work/app.log" 2>&1 &
+    app_pid=$!
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null "$base/health" && break
+        sleep 0.1
+    done
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Forwarded-Email: $ADMIN" \
+        "$base/api/v1/metrics/performance?time_range=24h" || true)
+    if [ "$code" = 200 ]; then
+        via=http
+    else
+        echo "info the example app answered $code on /api/v1/metrics/performance: timing PgMetricsQuery directly" >&2
+        stop_app
+    fi
+else
+    echo "info the example app does not build; timing PgMetricsQuery directly:" >&2
+    tail -5 "$work/app-build.err" >&2
+fi
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+ours="$work/ours.txt"
+: >"$ours"
+if [ "$via" = http ]; then
+    for endpoint in performance usage time-series; do
+        for range in $ranges; do
+            path="/api/v1/metrics/$endpoint?time_range=$range"
+            [ "$endpoint" = time-series ] && path="$path&metric_type=both"
+            samples="$work/samples"
+            : >"$samples"
+            for i in $(seq 1 $((RUNS + 3))); do
+                out=$(curl -s -o "$work/body" -w '%{http_code} %{time_total}' \
+                    -H "X-Forwarded-Email: $ADMIN" "$base$path")
+                [ "${out%% *}" = 200 ] || { echo "GET $path answered ${out%% *}: $(head -c 300 "$work/body")" >&2; exit 1; }
+                [ "$i" -gt 3 ] && echo "${out#* }" >>"$samples"
+            done
+            ms=$(median <"$samples" | awk '{ printf "%.2f", $1 * 1000 }')
+            echo "ours endpoint=$endpoint range=$range ms=$ms" >>"$ours"
+        done
+    done
+    stop_app
+else
+    "$driver" ours --url "$url" --schema "$SCHEMA" --runs "$RUNS" >"$ours"
+fi
+
+echo "timing the original design's SQL over the raw rows..." >&2
+original="$work/original.txt"
+"$driver" original --url "$url" --schema "$SCHEMA" --runs "$ORIGINAL_RUNS" >"$original"
+
+for endpoint in performance usage time-series; do
+    for range in $ranges; do
+        ms=$(sed -n "s/^ours endpoint=$endpoint range=$range ms=//p" "$ours")
+        orig=$(sed -n "s/^original endpoint=$endpoint range=$range ms=//p" "$original")
+        if [ "$via" = http ]; then
+            echo "RESULT dashboard_queries endpoint=$endpoint range=$range ms=$ms original_ms=$orig"
+        else
+            echo "info dashboard_queries endpoint=$endpoint range=$range ms=$ms original_ms=$orig via=direct"
+        fi
+    done
+done
+echo "info load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
