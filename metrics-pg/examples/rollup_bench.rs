@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rollup_bench load     --url URL [--schema bench] [--rows 1000000] [--endpoints 50]
-//! rollup_bench time     --url URL [--schema bench] [--rounds 3]
+//! rollup_bench time     --url URL [--schema bench] [--rounds 3] [--concurrency N]
 //! rollup_bench accuracy [--rows 10000000] [--days 30]
 //! ```
 //!
@@ -49,6 +49,7 @@ struct Args {
     endpoints: u64,
     rounds: usize,
     days: u64,
+    concurrency: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         endpoints: 50,
         rounds: 3,
         days: 30,
+        concurrency: None,
     };
     while let Some(flag) = it.next() {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
             "--endpoints" => a.endpoints = num(&v)?,
             "--rounds" => a.rounds = usize::try_from(num(&v)?).unwrap_or(3),
             "--days" => a.days = num(&v)?,
+            "--concurrency" => a.concurrency = Some(usize::try_from(num(&v)?).unwrap_or(2)),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -185,13 +188,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn time_modes(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = metrics_pg::create_pool(&args.url, 4)?;
+    let pool = metrics_pg::create_pool(&args.url, 2 + args.concurrency.unwrap_or(2))?;
     let client = pool.get().await?;
     let s = &args.schema;
     let now = UNIX_EPOCH + Duration::from_secs(DAY_START + DAY + HOUR);
-    let job = RollupJob::new(pool.clone(), s)?
+    let mut job = RollupJob::new(pool.clone(), s)?
         .clock(Clock::fixed(now))
         .governance(metrics_pg::Governance::disabled());
+    if let Some(n) = args.concurrency {
+        job = job.concurrency(n);
+    }
     let sql = format!(
         "SELECT date_trunc('hour', \"timestamp\") AS hour, endpoint, method, count(*), \
                 sum(response_time_ms), min(response_time_ms), max(response_time_ms), avg(response_time_ms), \

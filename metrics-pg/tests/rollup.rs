@@ -854,3 +854,54 @@ async fn a_rerolled_hour_rebuilds_its_day() {
     assert_eq!(fixed["*|*"].0, 24 * 60 + 2);
     assert_eq!(fixed["/boom|GET"].0, 1);
 }
+
+#[tokio::test]
+async fn keys_holding_the_separator_byte_are_rolled_under_the_right_key() {
+    let (db, schema) = migrated_db().await;
+    let client = db.connect().await;
+    // The rollup streams `method || U+001F || endpoint`: an endpoint holding
+    // that byte still splits right (methods are HTTP tokens), and a method
+    // holding it makes the hour stream again with separate columns.
+    let mut odd_method = req(t(H10 + 2 * HOUR + 1), "/plain", 200, 3.0);
+    odd_method.method = "GE\u{1f}T";
+    insert_requests(
+        &client,
+        &schema,
+        &[
+            req(t(H10 + 1), "/a\u{1f}b", 200, 1.0),
+            req(t(H10 + 2), "/a", 200, 2.0),
+            odd_method,
+            req(t(H10 + 2 * HOUR + 2), "/x\u{1f}y", 404, 4.0),
+        ],
+    )
+    .await;
+    let report = job(&db, &schema, H10 + 3 * HOUR + 120)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.raw_rows_rolled, 4);
+    let keys: Vec<(i64, String, String, i64)> = client
+        .query(
+            &format!(
+                "SELECT extract(epoch FROM time_bucket)::bigint, endpoint_path, method, sample_count \
+                 FROM \"{schema}\".aggregated_metrics WHERE endpoint_path <> '*' ORDER BY 1, 2, 3"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let h10 = H10 as i64;
+    let h12 = h10 + 2 * HOUR as i64;
+    assert_eq!(
+        keys,
+        [
+            (h10, "/a".to_owned(), "GET".to_owned(), 1),
+            (h10, "/a\u{1f}b".to_owned(), "GET".to_owned(), 1),
+            (h12, "/plain".to_owned(), "GE\u{1f}T".to_owned(), 1),
+            (h12, "/x\u{1f}y".to_owned(), "GET".to_owned(), 1),
+        ]
+    );
+}
