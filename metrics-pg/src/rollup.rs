@@ -12,13 +12,16 @@
 //!    from the count `rollup_hours` recorded when they were rolled: late
 //!    rows arrived, so the hour is rolled again.
 //! 3. Each such hour is rolled in **one transaction** (up to
-//!    `concurrency` hours at once, on pooled connections): its raw rows stream
-//!    out with binary `COPY (SELECT ..) TO STDOUT` into per-key summaries
-//!    (the client holds sketches, never the hour's rows), the rollup rows are
-//!    upserted on the bucket key (`INSERT .. ON CONFLICT DO UPDATE`), and the
-//!    number of rows streamed is recorded in `rollup_hours`. A run cut short
-//!    leaves every hour either fully rolled or untouched; the next run picks
-//!    up the rest.
+//!    `concurrency` hours at once, each on its own pooled connection and
+//!    its own task): its raw rows stream out with binary `COPY (SELECT ..)
+//!    TO STDOUT` into per-key summaries (the client holds sketches, never
+//!    the hour's rows; request rows are decoded in place, see
+//!    `copy_out.rs`), and one statement upserts the rollup rows on the
+//!    bucket key (`INSERT .. ON CONFLICT DO UPDATE`), inserts the 5-minute
+//!    rows and records the number of rows streamed in `rollup_hours`. A run
+//!    cut short leaves every hour either fully rolled or untouched; the next
+//!    run picks up the rest.
+//! 4. Complete days without daily rows are built (see below).
 //!
 //! Counting from the streamed rows (not a separate `count(*)`) matters: the
 //! recorded count is exactly what went into the rollup, so a row committed
@@ -27,9 +30,9 @@
 //! Rows per hour: performance per `(endpoint, method)` plus an
 //! all-endpoints row whose `endpoint_path` and `method` are
 //! [`ALL`] (`*`); usage per `event_type` plus an all-types row with
-//! `event_type = '*'`. The all-rows sketches are merges of the per-key ones,
-//! which give the same state as adding every sample (see
-//! [`LatencySketch`]).
+//! `event_type = '*'`. The all-rows states are merges (of the hour's
+//! 5-minute slots for requests, of the per-type states for usage), which
+//! give the same state as adding every sample (see [`LatencySketch`]).
 //!
 //! # 5-minute and daily rollups (what the query side may rely on)
 //!
