@@ -905,3 +905,58 @@ async fn keys_holding_the_separator_byte_are_rolled_under_the_right_key() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_first_run_after_a_long_gap_records_empty_hours_so_days_complete() {
+    let (db, schema) = migrated_db().await;
+    let client = db.connect().await;
+    // Rows only in hours 5 and 6 of day 0; the first run comes three days
+    // later, so new hours are found by counting (not visited one by one).
+    insert_requests(
+        &client,
+        &schema,
+        &[
+            req(t(DAY0 + 5 * HOUR + 1), "/g", 200, 1.0),
+            req(t(DAY0 + 6 * HOUR + 1), "/g", 200, 2.0),
+        ],
+    )
+    .await;
+    let report = job(&db, &schema, DAY0 + 3 * DAY + 120)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.hours_rolled, 2);
+    // From midnight of day 0 (the day of the first row) to the last closed
+    // hour: every hour recorded, the empty ones with count 0.
+    let hours = count(
+        &client,
+        &format!(
+            "SELECT count(*) FROM \"{schema}\".rollup_hours WHERE metric_type = 'performance'"
+        ),
+    )
+    .await;
+    assert_eq!(hours, 3 * 24);
+    assert_eq!(
+        built_days(&client, &schema).await,
+        [
+            ("performance".to_owned(), DAY0),
+            ("performance".to_owned(), DAY0 + DAY),
+            ("performance".to_owned(), DAY0 + 2 * DAY),
+        ]
+    );
+    let day0 = daily_rows(&client, &schema, DAY0, "performance").await;
+    assert_eq!(day0["*|*"].0, 2);
+    assert_eq!(day0["/g|GET"].1["p50"].as_f64(), Some(1.5));
+    // Empty days are complete with no daily rows.
+    assert!(
+        daily_rows(&client, &schema, DAY0 + DAY, "performance")
+            .await
+            .is_empty()
+    );
+    // A later run visits nothing again.
+    let again = job(&db, &schema, DAY0 + 3 * DAY + 180)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(again.hours_rolled, 0);
+}
