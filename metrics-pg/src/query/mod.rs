@@ -59,7 +59,7 @@ mod plan;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError, Transaction};
@@ -115,7 +115,7 @@ const MAX_CLOSED_CONNECTIONS_SKIPPED: usize = 3;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// use metrics_core::aggregate::{Preset, TimeRange};
 /// use metrics_core::query::{MetricsQuery, PerformanceQuery};
 /// use metrics_pg::PgMetricsQuery;
@@ -836,11 +836,24 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
             try_join(tx.query(s_raw, &params), tx.query(s_raw_users, &params)).await
         }
     }));
-    let perf_users = try_join_all(pplan.raw.iter().map(|(lo, hi)| {
+    // Request users of the raw spans; the first statement also reads the
+    // current UTC hour (up to and including `now`), usually the same rows
+    // as the last span, in the same scan.
+    let no_hour = (UNIX_EPOCH + Duration::from_secs(1), UNIX_EPOCH);
+    let mut user_spans: Vec<(SystemTime, SystemTime, SystemTime, SystemTime)> = pplan
+        .raw
+        .iter()
+        .map(|&(lo, hi)| (lo, hi, no_hour.0, no_hour.1))
+        .collect();
+    match user_spans.first_mut() {
+        Some(first) => (first.2, first.3) = (hour_start, query.now),
+        None => user_spans.push((hour_start, hour_start, hour_start, query.now)),
+    }
+    let perf_users = try_join_all(user_spans.iter().map(|(lo, hi, c_lo, c_hi)| {
         let s_perf_users = &s_perf_users;
-        async move { tx.query(s_perf_users, &[lo, hi]).await }
+        async move { tx.query(s_perf_users, &[lo, hi, c_lo, c_hi]).await }
     }));
-    // The current UTC hour, up to and including `now`.
+    // The current hour's event users.
     let current = async { tx.query(&s_current, &[&hour_start, &query.now]).await };
     let (rolled, star, raw, perf_users, current) =
         try_join5(rolled, star, raw, perf_users, current)
@@ -896,12 +909,15 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
             }
         }
     }
+    let mut current_users = DistinctUsers::new();
     for row in perf_users.iter().flatten() {
         for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
             active.add(u);
         }
+        for u in row.get::<_, Option<Vec<&str>>>(1).into_iter().flatten() {
+            current_users.add(u);
+        }
     }
-    let mut current_users = DistinctUsers::new();
     for row in &current {
         for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
             current_users.add(u);
@@ -1255,8 +1271,11 @@ impl Sql {
                  GROUP BY endpoint, method"
             ),
             perf_raw_users: format!(
-                "SELECT array_agg(user_id) FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
-                   AND user_id IS NOT NULL"
+                "SELECT array_agg(user_id) FILTER (WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2), \
+                        array_agg(user_id) FILTER (WHERE \"timestamp\" >= $3 AND \"timestamp\" <= $4) \
+                 FROM {pm} WHERE user_id IS NOT NULL \
+                   AND ((\"timestamp\" >= $1 AND \"timestamp\" < $2) \
+                        OR (\"timestamp\" >= $3 AND \"timestamp\" <= $4))"
             ),
             usage_rolled: format!(
                 "SELECT event_type, sum(sample_count)::int8, \
@@ -1303,10 +1322,7 @@ impl Sql {
                  WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY user_id"
             ),
             current_hour_users: format!(
-                "SELECT array_agg(user_id) FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2 \
-                   AND user_id IS NOT NULL \
-                 UNION ALL \
-                 SELECT array_agg(user_id) FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2"
+                "SELECT array_agg(user_id) FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2"
             ),
             series_hourly_perf: format!(
                 "SELECT {series_values} FROM {hourly} WHERE time_bucket = ANY($1::timestamptz[]) \
