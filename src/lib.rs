@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use http::Request;
 
+pub use metrics_core::query::{MetricsQuery, QueryError, SharedMetricsQuery};
 pub use metrics_core::{
     self as core, AccessToken, AdminCheck, AdminCheckError, Batch, BuildError, CachedAdminCheck,
     Collector, CollectorHandle, CollectorStats, CorrelationId, ErrorType, Identity, MemorySink,
     MemorySnapshot, MetricsSink, Record, RequestRecord, RetryPolicy, Route, SharedAdminCheck,
     ShutdownError, SinkError, StaticAdmins, UsageEvent, UserId, WriteSummary, async_trait,
 };
-pub use metrics_core::query::{MetricsQuery, QueryError, SharedMetricsQuery};
 pub use metrics_tower::{
     self as tower, DefaultRoute, ExtensionIdentity, MakeIdentity, MakeRoute, MetricsLayer,
     MetricsService, TrustedProxyHeaders,
@@ -479,7 +479,11 @@ impl AppMetrics {
             .query
             .clone()
             .unwrap_or_else(|| Arc::new(NoQueryStore));
-        MetricsApi::new(query, self.inner.collector.clone(), self.inner.admins.clone())
+        MetricsApi::new(
+            query,
+            self.inner.collector.clone(),
+            self.inner.admins.clone(),
+        )
     }
 
     /// The dashboard API's router with default settings, to mount with

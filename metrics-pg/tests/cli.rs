@@ -136,6 +136,26 @@ fn bad_arguments_exit_2_with_usage() {
         );
     }
     let no_url = cli(&["rollup"]);
-    assert_eq!(no_url.status.code(), Some(2));
+    assert_eq!(no_url.status.code(), Some(1), "no database to reach");
     assert!(text(&no_url.stderr).contains("DATABASE_URL"));
+    let bad_url = cli(&["rollup", "--database-url", "not a url"]);
+    assert_eq!(bad_url.status.code(), Some(1));
+    assert!(
+        text(&bad_url.stderr).contains("check: the connection string"),
+        "{}",
+        text(&bad_url.stderr)
+    );
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    for args in [&["--help"][..], &["-h"][..], &["rollup", "--help"][..]] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            text(&out.stdout).starts_with("usage: metrics-aggregate"),
+            "{args:?}"
+        );
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
 }

@@ -8,8 +8,9 @@
 //!
 //! One summary line per step on stdout; logs (governance warnings and
 //! alerts included) and errors on stderr, errors tagged with a correlation id
-//! generated per invocation. Exit codes: 0 success, 1 the database cannot be
-//! reached, 2 a job (or the arguments) failed.
+//! generated per invocation. Exit codes: 0 success (and `--help`), 1 the
+//! database cannot be reached (none given, a malformed URL, or the server
+//! does not answer), 2 a job (or the arguments) failed.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,7 +26,10 @@ const USAGE: &str = "usage: metrics-aggregate <migrate|rollup|retention|run> [--
   run         migrate, rollup, retention, in that order
 
   --database-url defaults to $DATABASE_URL; --schema to app_metrics.
-Exit codes: 0 success, 1 database unreachable, 2 a job or the arguments failed.";
+Exit codes: 0 success, 1 database not given, malformed URL or unreachable, 2 a job or the arguments failed.";
+
+/// The `Err` of `parse_args` that asks for the usage on stdout and exit 0.
+const HELP: &str = "--help";
 
 #[derive(Debug)]
 struct Args {
@@ -66,7 +70,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--raw-days" => args.raw_days = number("--raw-days", value("--raw-days")?)?,
             "--rollup-days" => args.rollup_days = number("--rollup-days", value("--rollup-days")?)?,
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Err(HELP.into()),
             "migrate" | "rollup" | "retention" | "run" if args.command.is_empty() => {
                 args.command = arg;
             }
@@ -91,7 +95,7 @@ struct Failure {
 /// starting or shutting down).
 fn is_unreachable(e: &Error) -> bool {
     match e {
-        Error::Pool(_) | Error::PoolTimeout(_) | Error::Timeout(_) => true,
+        Error::Pool(_) | Error::PoolTimeout(_) | Error::Timeout(_) | Error::InvalidUrl(_) => true,
         Error::Db { source, .. } => match source.code() {
             None => true,
             Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
@@ -101,7 +105,10 @@ fn is_unreachable(e: &Error) -> bool {
 }
 
 fn hint(step: &str, e: &Error) -> &'static str {
-    if is_unreachable(e) {
+    if matches!(e, Error::InvalidUrl(_)) {
+        "the connection string: postgres://USER:PASSWORD@HOST:PORT/DBNAME (or key=value pairs such as \
+         'host=localhost dbname=app user=app')"
+    } else if is_unreachable(e) {
         "that PostgreSQL is running and reachable at --database-url / DATABASE_URL (host, port, \
          credentials, pg_hba.conf, connect_timeout)"
     } else if step == "migrate" {
@@ -164,14 +171,32 @@ async fn run(args: &Args, url: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The error and every cause below it that adds something (pool and driver
+/// errors wrap the server's actual message a level or two down).
+fn with_causes(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let run_id = uuid::Uuid::new_v4();
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
+        Err(msg) if msg == HELP => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("metrics-aggregate: {msg}");
-            }
+            eprintln!("metrics-aggregate: {msg}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
@@ -189,13 +214,14 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var("DATABASE_URL").ok())
     else {
         eprintln!(
-            "metrics-aggregate: error [run {run_id}]: no database given; check: pass --database-url or set DATABASE_URL"
+            "metrics-aggregate: error [run {run_id}]: no database given\n  check: pass --database-url or set DATABASE_URL"
         );
-        return ExitCode::from(2);
+        return ExitCode::from(1);
     };
-    // One thread is enough: the work is in PostgreSQL and in streaming rows;
-    // the rollup overlaps its hours on one thread.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two worker threads: the rollup builds the sketches of two hours at once
+    // (the rest of the work is in PostgreSQL).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -209,7 +235,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { step, error }) => {
             eprintln!(
-                "metrics-aggregate: error [run {run_id}]: {step} failed: {error}\n  check: {}",
+                "metrics-aggregate: error [run {run_id}]: {step} failed: {}\n  check: {}",
+                with_causes(&error),
                 hint(step, &error)
             );
             if is_unreachable(&error) {

@@ -142,9 +142,17 @@ impl From<UnknownSeriesKind> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
-            QueryError::Timeout(_) | QueryError::Unavailable(_) => {
-                tracing::warn!(%error, "metrics query failed: answering 503");
+            QueryError::Timeout(_) => {
+                tracing::warn!(%error, "metrics query timed out: answering 503");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+            QueryError::Unavailable(_) => {
+                // The cause names hosts, pools and drivers: logs only.
+                tracing::warn!(%error, "metrics store unavailable: answering 503");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The metrics store is unavailable; try again later",
+                )
             }
             _ => {
                 // The detail may name tables or stored state: logs only.
@@ -225,6 +233,12 @@ mod tests {
     fn store_errors_map_to_503_and_500() {
         let timeout = ApiError::from(QueryError::Timeout(Duration::from_secs(10)));
         assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let down = ApiError::from(QueryError::Unavailable("pool at 10.0.0.7 refused".into()));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let ApiError::Status { message, .. } = down else {
+            panic!("envelope expected");
+        };
+        assert!(!message.contains("10.0.0.7"), "{message}");
         let internal = ApiError::from(QueryError::Internal("secret table name".into()));
         assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let ApiError::Status { message, .. } = internal else {

@@ -45,12 +45,14 @@
 //!   Unknown parameters are ignored, and so are empty ones (`?start_date=`
 //!   is no start date), as HTML forms send them.
 //! - An `end_date` up to [`END_DATE_SLACK`] (60 s) ahead of the server clock
-//!   is clamped to "now" rather than refused: a browser whose clock runs a
-//!   few seconds fast asking for "until now" should not get a 400. Beyond
-//!   that the strict rule holds.
+//!   is clamped to "now" rather than refused, and a `start_date` up to that
+//!   much older than 90 days is clamped to the 90-day horizon: a browser
+//!   asking for "the last 90 days until now" with its own clock should not
+//!   get a 400. Beyond that the strict rules hold.
 //! - Store errors: [`QueryError::Timeout`](metrics_core::query::QueryError)
-//!   and `Unavailable` answer 503 with the error's message; anything else
-//!   500 with a generic message (the detail is logged at `error`).
+//!   answers 503 with the error's message (it names the limit);
+//!   `Unavailable` 503 with a generic message; anything else 500 with a
+//!   generic message (the details are logged, never sent to clients).
 //!
 //! # Usage-event ingest
 //!
@@ -143,8 +145,9 @@ pub const MAX_BATCH_SIZE: usize = 1_000;
 /// The default body limit of `POST /usage-events`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// How far ahead of the server clock a custom range's `end_date` may lie
-/// and still be served (clamped to now); see the [module docs](self#errors).
+/// How far ahead of the server clock a custom range's `end_date` may lie,
+/// and how far beyond the 90-day horizon its `start_date`, and still be
+/// served (clamped); see the [module docs](self#errors).
 pub const END_DATE_SLACK: Duration = Duration::from_secs(60);
 
 /// The OpenAPI 3.1 document of the API, as served at `/openapi.json`.

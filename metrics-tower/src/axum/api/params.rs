@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use axum::extract::Query;
 use http::{StatusCode, Uri};
-use metrics_core::aggregate::{TimeRange, TimeRangeError};
+use metrics_core::aggregate::{MAX_RANGE, TimeRange, TimeRangeError};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -75,9 +75,14 @@ fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-/// [`TimeRange::from_query`], except that an `end_date` at most
-/// [`END_DATE_SLACK`] ahead of `now` is clamped to `now` (a browser clock a
-/// few seconds fast must not turn "until now" into a 400).
+/// [`TimeRange::from_query`], except that the two rules that compare a
+/// bound with the server's "now" allow [`END_DATE_SLACK`]: an `end_date` at
+/// most that far ahead of `now` is clamped to `now`, and a `start_date` at
+/// most that far beyond the 90-day horizon is clamped to it. A client's
+/// clock is never exactly the server's, so "the last 90 days until now"
+/// (start = end − 90 d, end = the client's now) must not turn into a 400
+/// because a few milliseconds passed on the way. Beyond the slack the
+/// strict rules hold.
 pub(super) fn resolve_range(
     time_range: Option<&str>,
     start_date: Option<&str>,
@@ -85,19 +90,24 @@ pub(super) fn resolve_range(
     now: SystemTime,
 ) -> Result<TimeRange, TimeRangeError> {
     match TimeRange::from_query(time_range, start_date, end_date, now) {
-        Err(TimeRangeError::EndInFuture) => {
-            // That rule is only reached with both bounds present and parsed.
+        Err(error @ (TimeRangeError::EndInFuture | TimeRangeError::StartTooOld)) => {
+            // Both rules are only reached with both bounds present and parsed.
             let (Some(start), Some(end)) = (
                 start_date.and_then(parse_rfc3339),
                 end_date.and_then(parse_rfc3339),
             ) else {
-                return Err(TimeRangeError::EndInFuture);
+                return Err(error);
             };
-            if end <= now + END_DATE_SLACK {
-                TimeRange::custom(start, now, now)
-            } else {
-                Err(TimeRangeError::EndInFuture)
+            if end > now + END_DATE_SLACK {
+                return Err(TimeRangeError::EndInFuture);
             }
+            let horizon = now.checked_sub(MAX_RANGE).unwrap_or(SystemTime::UNIX_EPOCH);
+            if start + END_DATE_SLACK < horizon {
+                return Err(TimeRangeError::StartTooOld);
+            }
+            // The remaining rules (start before end, span) are checked again
+            // on the clamped bounds.
+            TimeRange::custom(start.max(horizon), end.min(now), now)
         }
         other => other,
     }
@@ -155,6 +165,32 @@ mod tests {
                 now() + Duration::from_secs(20)
             ),
             Err(TimeRangeError::StartNotBeforeEnd)
+        );
+    }
+
+    #[test]
+    fn exactly_90_days_until_a_client_now_is_accepted() {
+        let day = Duration::from_secs(86_400);
+        // The client's "now" a little before or after the server's.
+        for skew_ms in [0_u64, 5, 900, 30_000] {
+            let client_now = now() - Duration::from_millis(skew_ms);
+            let r = custom(client_now - 90 * day, client_now).unwrap();
+            assert!(r.duration() <= 90 * day, "{skew_ms} ms");
+            assert!(r.duration() >= 90 * day - Duration::from_secs(60));
+            let ahead = now() + Duration::from_millis(skew_ms);
+            assert!(
+                custom(ahead - 90 * day, ahead).is_ok(),
+                "{skew_ms} ms ahead"
+            );
+        }
+        // Beyond the slack the rules hold.
+        assert_eq!(
+            custom(now() - 90 * day - Duration::from_secs(61), now() - day),
+            Err(TimeRangeError::StartTooOld)
+        );
+        assert_eq!(
+            custom(now() - 91 * day, now()),
+            Err(TimeRangeError::SpanTooLong)
         );
     }
 
