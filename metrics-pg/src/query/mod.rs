@@ -32,10 +32,13 @@
 //!   per-(endpoint, method) rows the table; their latency sketches are
 //!   decoded and merged ([`LatencySketch::merge`]: percentiles keep the
 //!   sketch's guarantee, exact while a key holds at most 1,000 samples),
-//!   counts and error counts are summed in SQL. Raw parts come from one
-//!   set-based `GROUP BY endpoint, method` per raw span returning the
-//!   latencies as an array, added to the same sketches. `active_users` merges
-//!   the users sketches (plus the raw rows' distinct users). The `endpoint`
+//!   counts and error counts are read as plain columns; decoded buckets are kept in
+//!   a bounded cache keyed by their rollup version
+//!   ([`PgMetricsQuery::cache_bytes`]). Raw parts are streamed with binary
+//!   `COPY` and folded into the same sketches as they arrive (with the
+//!   `endpoint` filter: one set-based `GROUP BY endpoint, method` returning
+//!   the latencies as an array). `active_users` merges the users sketches
+//!   (plus the raw rows' distinct users). The `endpoint`
 //!   filter restricts all of it to that route's rows.
 //! * **usage**: per-type rows give `event_distribution`; the `*` rows (or the
 //!   type's rows, with the `event_type` filter) the totals, unique users and
@@ -63,6 +66,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError, Transaction};
+use futures_util::{StreamExt, pin_mut};
 use metrics_core::aggregate::{
     DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
 };
@@ -77,6 +81,7 @@ use tokio_postgres::types::ToSql;
 
 use self::cache::{BucketCache, BucketKey, Part, PerfBucket, Table};
 use self::plan::{HOUR, Plan, Rolled, floor_time};
+use crate::copy_out::{CopyTuples, bytes as copy_bytes, fixed};
 use crate::error::{Error, pg_error_is_retryable};
 use crate::job::{from_unix_secs, unix_secs};
 use crate::rollup::{ALL, Kind};
@@ -154,7 +159,6 @@ struct Sql {
     perf_buckets: String,
     perf_rolled: String,
     perf_raw: String,
-    perf_raw_users: String,
     usage_rolled: String,
     usage_pages: String,
     star_users: String,
@@ -331,7 +335,7 @@ impl MetricsQuery for PgMetricsQuery {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageReport, QueryError> {
-        self.read(async |tx, this| usage(tx, &this.sql, query).await)
+        self.read(async |tx, this| usage(tx, &this.sql, &this.schema, query).await)
             .await
     }
 
@@ -510,6 +514,161 @@ async fn raw_requests(
     Ok((groups, users))
 }
 
+/// The raw requests of `plan.raw` for the unfiltered report, streamed with
+/// binary `COPY` and folded per (endpoint, method) as they arrive: no
+/// server-side aggregation (the `array_agg` of the set-based statement costs
+/// the server more than the scan) and no per-row allocation here.
+async fn raw_requests_streamed(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    plan: &Plan,
+) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
+    const CTX: &str = "streaming raw requests for a dashboard query";
+    let mut by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, PerfAcc)>> = HashMap::new();
+    let mut hashes: Vec<u64> = Vec::new();
+    let mut users = DistinctUsers::new();
+    for &(lo, hi) in &plan.raw {
+        let sql = format!(
+            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id FROM {} \
+             WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
+            schema.qualify("performance_metrics"),
+            micros_literal(lo),
+            micros_literal(hi)
+        );
+        let stream = tx
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| Error::db("streaming raw requests", e))?;
+        pin_mut!(stream);
+        let mut parser = CopyTuples::<5>::new(CTX);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
+            parser.feed(&chunk, |f| {
+                let endpoint = copy_bytes(f[0], CTX)?;
+                let method = copy_bytes(f[1], CTX)?;
+                let status = i32::from_be_bytes(fixed::<4>(f[2], CTX)?);
+                let ms = f64::from_be_bytes(fixed::<8>(f[3], CTX)?);
+                if let Some(u) = f[4] {
+                    hashes.push(DistinctUsers::hash_id(u));
+                    if hashes.len() >= 1 << 16 {
+                        users.add_hashes(&mut hashes);
+                    }
+                }
+                let methods = match by_endpoint.get_mut(endpoint) {
+                    Some(m) => m,
+                    None => by_endpoint.entry(endpoint.to_vec()).or_default(),
+                };
+                let i = match methods.iter().position(|(m, _)| m == method) {
+                    Some(i) => i,
+                    None => {
+                        methods.push((method.to_vec(), PerfAcc::default()));
+                        methods.len() - 1
+                    }
+                };
+                let acc = &mut methods[i].1;
+                acc.count += 1;
+                acc.errors += u64::from(status >= 400);
+                acc.sketch.add(ms);
+                Ok(())
+            })?;
+        }
+        parser.finish()?;
+    }
+    users.add_hashes(&mut hashes);
+    let groups = by_endpoint
+        .into_iter()
+        .flat_map(|(e, methods)| {
+            let endpoint = String::from_utf8_lossy(&e).into_owned();
+            methods.into_iter().map(move |(m, acc)| RawGroup {
+                endpoint: endpoint.clone(),
+                method: String::from_utf8_lossy(&m).into_owned(),
+                acc,
+            })
+        })
+        .collect();
+    Ok((groups, users))
+}
+
+/// Users of the raw request spans `(lo, hi)` and, in the same scans, of
+/// the current hour `[c_lo, c_hi]` (both as distinct-users sets), streamed
+/// with binary `COPY` and hashed as they arrive.
+async fn raw_request_users_streamed(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    spans: &[(SystemTime, SystemTime, SystemTime, SystemTime)],
+) -> Result<(DistinctUsers, DistinctUsers), Error> {
+    const CTX: &str = "streaming raw request users for a dashboard query";
+    let (mut in_spans, mut in_hour) = (DistinctUsers::new(), DistinctUsers::new());
+    let (mut span_hashes, mut hour_hashes) = (Vec::new(), Vec::new());
+    for &(lo, hi, c_lo, c_hi) in spans {
+        let (lo, hi, c_lo, c_hi) = (
+            micros_literal(lo),
+            micros_literal(hi),
+            micros_literal(c_lo),
+            micros_literal(c_hi),
+        );
+        let sql = format!(
+            "COPY (SELECT user_id, \"timestamp\" >= {lo} AND \"timestamp\" < {hi}, \
+                          \"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi} \
+                   FROM {} WHERE user_id IS NOT NULL \
+                     AND ((\"timestamp\" >= {lo} AND \"timestamp\" < {hi}) \
+                          OR (\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi}))) \
+             TO STDOUT (FORMAT binary)",
+            schema.qualify("performance_metrics")
+        );
+        let stream = tx
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| Error::db("streaming raw request users", e))?;
+        pin_mut!(stream);
+        let mut parser = CopyTuples::<3>::new(CTX);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::db("streaming raw request users", e))?;
+            parser.feed(&chunk, |f| {
+                let h = DistinctUsers::hash_id(copy_bytes(f[0], CTX)?);
+                if fixed::<1>(f[1], CTX)?[0] != 0 {
+                    span_hashes.push(h);
+                }
+                if fixed::<1>(f[2], CTX)?[0] != 0 {
+                    hour_hashes.push(h);
+                }
+                if span_hashes.len() >= 1 << 16 {
+                    in_spans.add_hashes(&mut span_hashes);
+                }
+                if hour_hashes.len() >= 1 << 16 {
+                    in_hour.add_hashes(&mut hour_hashes);
+                }
+                Ok(())
+            })?;
+        }
+        parser.finish()?;
+    }
+    in_spans.add_hashes(&mut span_hashes);
+    in_hour.add_hashes(&mut hour_hashes);
+    Ok((in_spans, in_hour))
+}
+
+/// `'YYYY-MM-DD HH:MM:SS.ffffff+00'`, a timestamptz literal truncated to
+/// microseconds like a bound parameter (COPY takes no parameters).
+fn micros_literal(t: SystemTime) -> String {
+    let micros = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_micros()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos().div_ceil(1_000)).unwrap_or(i128::MAX),
+    };
+    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00'",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.microsecond()
+    )
+}
+
 async fn performance(
     tx: &Transaction<'_>,
     this: &PgMetricsQuery,
@@ -534,7 +693,7 @@ async fn performance(
         }
         None => {
             let ((raw, raw_users), buckets) = futures_util::future::try_join(
-                raw_requests(tx, sql, &plan, None),
+                raw_requests_streamed(tx, &this.schema, &plan),
                 perf_buckets(tx, this, &rolled, &days, &hours),
             )
             .await?;
@@ -773,8 +932,13 @@ fn merge_filtered(mut keys: KeyMap, raw: Vec<RawGroup>) -> (PerfAcc, KeyMap) {
     (total, keys)
 }
 
-async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<UsageReport, Error> {
-    use futures_util::future::{try_join, try_join_all, try_join5};
+async fn usage(
+    tx: &Transaction<'_>,
+    sql: &Sql,
+    schema: &SchemaName,
+    query: &UsageQuery,
+) -> Result<UsageReport, Error> {
+    use futures_util::future::{try_join, try_join_all, try_join4};
 
     let (start, end) = (query.range.start(), query.range.end());
     let event_type = query.event_type.as_deref();
@@ -791,15 +955,7 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
         (times(&udays), times(&uhours), times(&pdays), times(&phours));
     let hour_start = from_unix_secs(floor_time(query.now, HOUR));
 
-    let [
-        s_rolled,
-        s_pages,
-        s_star,
-        s_raw,
-        s_raw_users,
-        s_perf_users,
-        s_current,
-    ] = prepare_all(
+    let [s_rolled, s_pages, s_star, s_raw, s_raw_users, s_current] = prepare_all(
         tx,
         [
             &sql.usage_rolled,
@@ -807,7 +963,6 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
             &sql.star_users,
             &sql.usage_raw,
             &sql.usage_raw_users,
-            &sql.perf_raw_users,
             &sql.current_hour_users,
         ],
     )
@@ -849,16 +1004,17 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
         Some(first) => (first.2, first.3) = (hour_start, query.now),
         None => user_spans.push((hour_start, hour_start, hour_start, query.now)),
     }
-    let perf_users = try_join_all(user_spans.iter().map(|(lo, hi, c_lo, c_hi)| {
-        let s_perf_users = &s_perf_users;
-        async move { tx.query(s_perf_users, &[lo, hi, c_lo, c_hi]).await }
-    }));
     // The current hour's event users.
     let current = async { tx.query(&s_current, &[&hour_start, &query.now]).await };
-    let (rolled, star, raw, perf_users, current) =
-        try_join5(rolled, star, raw, perf_users, current)
-            .await
-            .map_err(|e| Error::db("reading usage", e))?;
+    let ((rolled, star, raw, current), (raw_request_users, current_request_users)) = try_join(
+        async {
+            try_join4(rolled, star, raw, current)
+                .await
+                .map_err(|e| Error::db("reading usage", e))
+        },
+        raw_request_users_streamed(tx, schema, &user_spans),
+    )
+    .await?;
 
     let mut report = UsageReport::default();
     let mut total = 0u64;
@@ -909,15 +1065,8 @@ async fn usage(tx: &Transaction<'_>, sql: &Sql, query: &UsageQuery) -> Result<Us
             }
         }
     }
-    let mut current_users = DistinctUsers::new();
-    for row in perf_users.iter().flatten() {
-        for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
-            active.add(u);
-        }
-        for u in row.get::<_, Option<Vec<&str>>>(1).into_iter().flatten() {
-            current_users.add(u);
-        }
-    }
+    active.merge(&raw_request_users);
+    let mut current_users = current_request_users;
     for row in &current {
         for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
             current_users.add(u);
@@ -1269,13 +1418,6 @@ impl Sql {
                  FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
                    AND ($3::text IS NULL OR endpoint = $3::text) \
                  GROUP BY endpoint, method"
-            ),
-            perf_raw_users: format!(
-                "SELECT array_agg(user_id) FILTER (WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2), \
-                        array_agg(user_id) FILTER (WHERE \"timestamp\" >= $3 AND \"timestamp\" <= $4) \
-                 FROM {pm} WHERE user_id IS NOT NULL \
-                   AND ((\"timestamp\" >= $1 AND \"timestamp\" < $2) \
-                        OR (\"timestamp\" >= $3 AND \"timestamp\" <= $4))"
             ),
             usage_rolled: format!(
                 "SELECT event_type, sum(sample_count)::int8, \
