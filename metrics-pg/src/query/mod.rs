@@ -151,6 +151,10 @@ pub struct PgMetricsQuery {
     cache: Arc<BucketCache>,
 }
 
+/// How long [`PgMetricsQuery::request_users_beside`] waits for a spare connection before
+/// running on the query's own.
+const SPARE_CONNECTION_WAIT: Duration = Duration::from_millis(20);
+
 /// The SQL text of every statement, qualified with the schema once.
 #[derive(Debug)]
 struct Sql {
@@ -260,19 +264,7 @@ impl PgMetricsQuery {
         let mut conn = self.acquire().await.map_err(|e| to_query_error(e, limit))?;
         let deadline = limit + CLIENT_DEADLINE_MARGIN;
         let run = async {
-            let tx = conn
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(|e| Error::db("starting a read-only transaction", e))?;
-            tx.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {}",
-                limit.as_millis().max(1)
-            ))
-            .await
-            .map_err(|e| Error::db("setting statement_timeout", e))?;
+            let tx = self.side_transaction(&mut conn).await?;
             let out = body(&tx, self).await?;
             tx.commit()
                 .await
@@ -292,6 +284,104 @@ impl PgMetricsQuery {
             }
         }
         result.map_err(|e| to_query_error(e, limit))
+    }
+
+    /// [`raw_request_users_streamed`] in a read-only transaction of its own
+    /// on a second pooled connection (same isolation and statement timeout
+    /// as [`read`](Self::read)'s), so the server scans beside the query's
+    /// other statements; or, when the pool has no connection to spare right
+    /// away, in `fallback`. Safe for this read: its result is a set of
+    /// users, so a second snapshot can only differ by rows that just
+    /// arrived, never count one twice.
+    async fn request_users_beside(
+        &self,
+        fallback: &Transaction<'_>,
+        spans: &[(SystemTime, SystemTime, SystemTime, SystemTime)],
+    ) -> Result<(DistinctUsers, DistinctUsers), Error> {
+        let spare = tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await;
+        let Ok(Ok(mut conn)) = spare else {
+            return raw_request_users_streamed(fallback, &self.schema, spans).await;
+        };
+        let run = async {
+            let tx = self.side_transaction(&mut conn).await?;
+            let out = raw_request_users_streamed(&tx, &self.schema, spans).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::db("ending a read-only transaction", e))?;
+            Ok::<_, Error>(out)
+        };
+        let result = run.await;
+        if let Err(e) = &result {
+            if e.code().is_none() {
+                drop(Object::take(conn));
+            }
+        }
+        result
+    }
+
+    /// [`raw_requests_streamed`] over `spans`, the first span (the partial
+    /// first hour of a range, when it has one besides the open hour) on a
+    /// spare connection of its own so the server scans both at once; all on
+    /// `tx` when there is one span or no spare connection. Row sets of
+    /// disjoint spans: nothing can be counted twice.
+    async fn raw_requests_split(
+        &self,
+        tx: &Transaction<'_>,
+        spans: &[(SystemTime, SystemTime)],
+    ) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
+        let [first, rest @ ..] = spans else {
+            return Ok((Vec::new(), DistinctUsers::new()));
+        };
+        if rest.is_empty() {
+            return raw_requests_streamed(tx, &self.schema, spans).await;
+        }
+        let spare = tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await;
+        let Ok(Ok(mut conn)) = spare else {
+            return raw_requests_streamed(tx, &self.schema, spans).await;
+        };
+        let beside = async {
+            let side = self.side_transaction(&mut conn).await?;
+            let out =
+                raw_requests_streamed(&side, &self.schema, std::slice::from_ref(first)).await?;
+            side.commit()
+                .await
+                .map_err(|e| Error::db("ending a read-only transaction", e))?;
+            Ok::<_, Error>(out)
+        };
+        let result =
+            futures_util::future::try_join(beside, raw_requests_streamed(tx, &self.schema, rest))
+                .await;
+        let ((mut groups, mut users), (more, more_users)) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if e.code().is_none() {
+                    drop(Object::take(conn));
+                }
+                return Err(e);
+            }
+        };
+        groups.extend(more);
+        users.merge(&more_users);
+        Ok((groups, users))
+    }
+
+    /// A read-only `REPEATABLE READ` transaction on `conn` with the
+    /// statement timeout set.
+    async fn side_transaction<'c>(&self, conn: &'c mut Object) -> Result<Transaction<'c>, Error> {
+        let tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| Error::db("starting a read-only transaction", e))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            self.statement_timeout.as_millis().max(1)
+        ))
+        .await
+        .map_err(|e| Error::db("setting statement_timeout", e))?;
+        Ok(tx)
     }
 
     async fn acquire(&self) -> Result<Object, Error> {
@@ -335,7 +425,7 @@ impl MetricsQuery for PgMetricsQuery {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageReport, QueryError> {
-        self.read(async |tx, this| usage(tx, &this.sql, &this.schema, query).await)
+        self.read(async |tx, this| usage(tx, this, query).await)
             .await
     }
 
@@ -521,13 +611,13 @@ async fn raw_requests(
 async fn raw_requests_streamed(
     tx: &Transaction<'_>,
     schema: &SchemaName,
-    plan: &Plan,
+    spans: &[(SystemTime, SystemTime)],
 ) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
     const CTX: &str = "streaming raw requests for a dashboard query";
     let mut by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, PerfAcc)>> = HashMap::new();
     let mut hashes: Vec<u64> = Vec::new();
     let mut users = DistinctUsers::new();
-    for &(lo, hi) in &plan.raw {
+    for &(lo, hi) in spans {
         let sql = format!(
             "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id FROM {} \
              WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
@@ -608,11 +698,12 @@ async fn raw_request_users_streamed(
             micros_literal(c_hi),
         );
         let sql = format!(
-            "COPY (SELECT user_id, \"timestamp\" >= {lo} AND \"timestamp\" < {hi}, \
-                          \"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi} \
+            "COPY (SELECT user_id, bool_or(\"timestamp\" >= {lo} AND \"timestamp\" < {hi}), \
+                          bool_or(\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi}) \
                    FROM {} WHERE user_id IS NOT NULL \
                      AND ((\"timestamp\" >= {lo} AND \"timestamp\" < {hi}) \
-                          OR (\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi}))) \
+                          OR (\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi})) \
+                   GROUP BY user_id) \
              TO STDOUT (FORMAT binary)",
             schema.qualify("performance_metrics")
         );
@@ -693,7 +784,7 @@ async fn performance(
         }
         None => {
             let ((raw, raw_users), buckets) = futures_util::future::try_join(
-                raw_requests_streamed(tx, &this.schema, &plan),
+                this.raw_requests_split(tx, &plan.raw),
                 perf_buckets(tx, this, &rolled, &days, &hours),
             )
             .await?;
@@ -934,12 +1025,12 @@ fn merge_filtered(mut keys: KeyMap, raw: Vec<RawGroup>) -> (PerfAcc, KeyMap) {
 
 async fn usage(
     tx: &Transaction<'_>,
-    sql: &Sql,
-    schema: &SchemaName,
+    this: &PgMetricsQuery,
     query: &UsageQuery,
 ) -> Result<UsageReport, Error> {
     use futures_util::future::{try_join, try_join_all, try_join4};
 
+    let sql = &*this.sql;
     let (start, end) = (query.range.start(), query.range.end());
     let event_type = query.event_type.as_deref();
     let ((uplan, urolled), (pplan, prolled)) = try_join(
@@ -1000,8 +1091,16 @@ async fn usage(
         .iter()
         .map(|&(lo, hi)| (lo, hi, no_hour.0, no_hour.1))
         .collect();
-    match user_spans.first_mut() {
-        Some(first) => (first.2, first.3) = (hour_start, query.now),
+    // Read the current hour in the scan of the span that holds it (the open
+    // hour, usually the last span), not in another one: a second scan of the
+    // same rows would cost as much as the span itself.
+    // (Any span would be correct: each scan selects the rows of its span OR
+    // of the current hour and flags both.)
+    match user_spans
+        .iter_mut()
+        .find(|s| s.1 > hour_start && s.0 <= query.now)
+    {
+        Some(span) => (span.2, span.3) = (hour_start, query.now),
         None => user_spans.push((hour_start, hour_start, hour_start, query.now)),
     }
     // The current hour's event users.
@@ -1012,7 +1111,9 @@ async fn usage(
                 .await
                 .map_err(|e| Error::db("reading usage", e))
         },
-        raw_request_users_streamed(tx, schema, &user_spans),
+        // The biggest scan of the report, on a second connection when the
+        // pool has one to spare, so the server runs it beside the others.
+        this.request_users_beside(tx, &user_spans),
     )
     .await?;
 
