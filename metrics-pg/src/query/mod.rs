@@ -151,7 +151,16 @@ pub struct PgMetricsQuery {
     cache: Arc<BucketCache>,
 }
 
-/// How long [`PgMetricsQuery::request_users_beside`] waits for a spare connection before
+/// A connection that broke, or that we stopped waiting for, goes away
+/// instead of back to the pool; after a server-side error (the statement
+/// timeout included) it is usable once the rollback ran.
+fn discard_if_broken(conn: Object, error: &Error) {
+    if error.code().is_none() {
+        drop(Object::take(conn));
+    }
+}
+
+/// How long [`PgMetricsQuery::spare_connection`] waits for a spare connection before
 /// running on the query's own.
 const SPARE_CONNECTION_WAIT: Duration = Duration::from_millis(20);
 
@@ -276,12 +285,7 @@ impl PgMetricsQuery {
             Err(_elapsed) => Err(Error::Timeout(deadline)),
         };
         if let Err(e) = &result {
-            // A connection that broke, or that we stopped waiting for, goes
-            // away instead of back to the pool; a server-side error (the
-            // timeout included) leaves it usable once the rollback ran.
-            if e.code().is_none() {
-                drop(Object::take(conn));
-            }
+            discard_if_broken(conn, e);
         }
         result.map_err(|e| to_query_error(e, limit))
     }
@@ -298,8 +302,7 @@ impl PgMetricsQuery {
         fallback: &Transaction<'_>,
         spans: &[(SystemTime, SystemTime, SystemTime, SystemTime)],
     ) -> Result<(DistinctUsers, DistinctUsers), Error> {
-        let spare = tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await;
-        let Ok(Ok(mut conn)) = spare else {
+        let Some(mut conn) = self.spare_connection().await else {
             return raw_request_users_streamed(fallback, &self.schema, spans).await;
         };
         let run = async {
@@ -312,9 +315,7 @@ impl PgMetricsQuery {
         };
         let result = run.await;
         if let Err(e) = &result {
-            if e.code().is_none() {
-                drop(Object::take(conn));
-            }
+            discard_if_broken(conn, e);
         }
         result
     }
@@ -335,8 +336,7 @@ impl PgMetricsQuery {
         if rest.is_empty() {
             return raw_requests_streamed(tx, &self.schema, spans).await;
         }
-        let spare = tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await;
-        let Ok(Ok(mut conn)) = spare else {
+        let Some(mut conn) = self.spare_connection().await else {
             return raw_requests_streamed(tx, &self.schema, spans).await;
         };
         let beside = async {
@@ -354,15 +354,23 @@ impl PgMetricsQuery {
         let ((mut groups, mut users), (more, more_users)) = match result {
             Ok(r) => r,
             Err(e) => {
-                if e.code().is_none() {
-                    drop(Object::take(conn));
-                }
+                discard_if_broken(conn, &e);
                 return Err(e);
             }
         };
         groups.extend(more);
         users.merge(&more_users);
         Ok((groups, users))
+    }
+
+    /// A pooled connection for a second scan beside the query's own, if one
+    /// is free within [`SPARE_CONNECTION_WAIT`] (else the caller scans on its
+    /// own connection: a busy pool must not slow the query down).
+    async fn spare_connection(&self) -> Option<Object> {
+        match tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await {
+            Ok(Ok(conn)) => Some(conn),
+            _ => None,
+        }
     }
 
     /// A read-only `REPEATABLE READ` transaction on `conn` with the
