@@ -1,6 +1,7 @@
 //! A bounded cache of decoded performance rollup buckets (one hourly or daily
 //! bucket: every key's count, error count and latency sketch, and the
-//! all-endpoints users sketch).
+//! all-endpoints users sketch), and of raw 5-minute slots in the same form
+//! (`raw.rs` says why that is exact too).
 //!
 //! Why: an hour of a busy service has one sketch per endpoint, and below
 //! 1,000 samples a sketch holds its samples verbatim (exact percentiles), so
@@ -17,11 +18,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics_core::aggregate::{DistinctUsers, LatencySketch};
 
-/// Which rollup table a bucket comes from.
+/// Which rollup table a bucket comes from (or raw rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Table {
     Hourly,
     Daily,
+    /// A whole 5-minute slot of raw requests; its version is its row
+    /// count (raw tables are append-only, see `raw.rs`).
+    RawSlot,
 }
 
 /// A bucket's identity: table, start (Unix seconds) and version.

@@ -59,6 +59,7 @@
 
 mod cache;
 mod plan;
+mod raw;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -66,7 +67,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError, Transaction};
-use futures_util::{StreamExt, pin_mut};
 use metrics_core::aggregate::{
     DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
 };
@@ -81,7 +81,6 @@ use tokio_postgres::types::ToSql;
 
 use self::cache::{BucketCache, BucketKey, Part, PerfBucket, Table};
 use self::plan::{HOUR, Plan, Rolled, floor_time};
-use crate::copy_out::{CopyTuples, bytes as copy_bytes, fixed};
 use crate::error::{Error, pg_error_is_retryable};
 use crate::job::{from_unix_secs, unix_secs};
 use crate::rollup::{ALL, Kind};
@@ -182,7 +181,7 @@ struct Sql {
     series_hourly_usage: String,
     series_5min_perf: String,
     series_5min_usage: String,
-    series_raw_perf: String,
+    raw_slot_counts: String,
     series_raw_usage: String,
     user_event_count: String,
 }
@@ -290,79 +289,6 @@ impl PgMetricsQuery {
         result.map_err(|e| to_query_error(e, limit))
     }
 
-    /// [`raw_request_users_streamed`] in a read-only transaction of its own
-    /// on a second pooled connection (same isolation and statement timeout
-    /// as [`read`](Self::read)'s), so the server scans beside the query's
-    /// other statements; or, when the pool has no connection to spare right
-    /// away, in `fallback`. Safe for this read: its result is a set of
-    /// users, so a second snapshot can only differ by rows that just
-    /// arrived, never count one twice.
-    async fn request_users_beside(
-        &self,
-        fallback: &Transaction<'_>,
-        spans: &[(SystemTime, SystemTime, SystemTime, SystemTime)],
-    ) -> Result<(DistinctUsers, DistinctUsers), Error> {
-        let Some(mut conn) = self.spare_connection().await else {
-            return raw_request_users_streamed(fallback, &self.schema, spans).await;
-        };
-        let run = async {
-            let tx = self.side_transaction(&mut conn).await?;
-            let out = raw_request_users_streamed(&tx, &self.schema, spans).await?;
-            tx.commit()
-                .await
-                .map_err(|e| Error::db("ending a read-only transaction", e))?;
-            Ok::<_, Error>(out)
-        };
-        let result = run.await;
-        if let Err(e) = &result {
-            discard_if_broken(conn, e);
-        }
-        result
-    }
-
-    /// [`raw_requests_streamed`] over `spans`, the first span (the partial
-    /// first hour of a range, when it has one besides the open hour) on a
-    /// spare connection of its own so the server scans both at once; all on
-    /// `tx` when there is one span or no spare connection. Row sets of
-    /// disjoint spans: nothing can be counted twice.
-    async fn raw_requests_split(
-        &self,
-        tx: &Transaction<'_>,
-        spans: &[(SystemTime, SystemTime)],
-    ) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
-        let [first, rest @ ..] = spans else {
-            return Ok((Vec::new(), DistinctUsers::new()));
-        };
-        if rest.is_empty() {
-            return raw_requests_streamed(tx, &self.schema, spans).await;
-        }
-        let Some(mut conn) = self.spare_connection().await else {
-            return raw_requests_streamed(tx, &self.schema, spans).await;
-        };
-        let beside = async {
-            let side = self.side_transaction(&mut conn).await?;
-            let out =
-                raw_requests_streamed(&side, &self.schema, std::slice::from_ref(first)).await?;
-            side.commit()
-                .await
-                .map_err(|e| Error::db("ending a read-only transaction", e))?;
-            Ok::<_, Error>(out)
-        };
-        let result =
-            futures_util::future::try_join(beside, raw_requests_streamed(tx, &self.schema, rest))
-                .await;
-        let ((mut groups, mut users), (more, more_users)) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                discard_if_broken(conn, &e);
-                return Err(e);
-            }
-        };
-        groups.extend(more);
-        users.merge(&more_users);
-        Ok((groups, users))
-    }
-
     /// A pooled connection for a second scan beside the query's own, if one
     /// is free within [`SPARE_CONNECTION_WAIT`] (else the caller scans on its
     /// own connection: a busy pool must not slow the query down).
@@ -438,7 +364,7 @@ impl MetricsQuery for PgMetricsQuery {
     }
 
     async fn time_series(&self, query: &TimeSeriesQuery) -> Result<TimeSeries, QueryError> {
-        self.read(async |tx, this| time_series(tx, &this.sql, query).await)
+        self.read(async |tx, this| time_series(tx, this, query).await)
             .await
     }
 
@@ -612,141 +538,6 @@ async fn raw_requests(
     Ok((groups, users))
 }
 
-/// The raw requests of `plan.raw` for the unfiltered report, streamed with
-/// binary `COPY` and folded per (endpoint, method) as they arrive: no
-/// server-side aggregation (the `array_agg` of the set-based statement costs
-/// the server more than the scan) and no per-row allocation here.
-async fn raw_requests_streamed(
-    tx: &Transaction<'_>,
-    schema: &SchemaName,
-    spans: &[(SystemTime, SystemTime)],
-) -> Result<(Vec<RawGroup>, DistinctUsers), Error> {
-    const CTX: &str = "streaming raw requests for a dashboard query";
-    let mut by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, PerfAcc)>> = HashMap::new();
-    let mut hashes: Vec<u64> = Vec::new();
-    let mut users = DistinctUsers::new();
-    for &(lo, hi) in spans {
-        let sql = format!(
-            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id FROM {} \
-             WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
-            schema.qualify("performance_metrics"),
-            micros_literal(lo),
-            micros_literal(hi)
-        );
-        let stream = tx
-            .copy_out(sql.as_str())
-            .await
-            .map_err(|e| Error::db("streaming raw requests", e))?;
-        pin_mut!(stream);
-        let mut parser = CopyTuples::<5>::new(CTX);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
-            parser.feed(&chunk, |f| {
-                let endpoint = copy_bytes(f[0], CTX)?;
-                let method = copy_bytes(f[1], CTX)?;
-                let status = i32::from_be_bytes(fixed::<4>(f[2], CTX)?);
-                let ms = f64::from_be_bytes(fixed::<8>(f[3], CTX)?);
-                if let Some(u) = f[4] {
-                    hashes.push(DistinctUsers::hash_id(u));
-                    if hashes.len() >= 1 << 16 {
-                        users.add_hashes(&mut hashes);
-                    }
-                }
-                let methods = match by_endpoint.get_mut(endpoint) {
-                    Some(m) => m,
-                    None => by_endpoint.entry(endpoint.to_vec()).or_default(),
-                };
-                let i = match methods.iter().position(|(m, _)| m == method) {
-                    Some(i) => i,
-                    None => {
-                        methods.push((method.to_vec(), PerfAcc::default()));
-                        methods.len() - 1
-                    }
-                };
-                let acc = &mut methods[i].1;
-                acc.count += 1;
-                acc.errors += u64::from(status >= 400);
-                acc.sketch.add(ms);
-                Ok(())
-            })?;
-        }
-        parser.finish()?;
-    }
-    users.add_hashes(&mut hashes);
-    let groups = by_endpoint
-        .into_iter()
-        .flat_map(|(e, methods)| {
-            let endpoint = String::from_utf8_lossy(&e).into_owned();
-            methods.into_iter().map(move |(m, acc)| RawGroup {
-                endpoint: endpoint.clone(),
-                method: String::from_utf8_lossy(&m).into_owned(),
-                acc,
-            })
-        })
-        .collect();
-    Ok((groups, users))
-}
-
-/// Users of the raw request spans `(lo, hi)` and, in the same scans, of
-/// the current hour `[c_lo, c_hi]` (both as distinct-users sets), streamed
-/// with binary `COPY` and hashed as they arrive.
-async fn raw_request_users_streamed(
-    tx: &Transaction<'_>,
-    schema: &SchemaName,
-    spans: &[(SystemTime, SystemTime, SystemTime, SystemTime)],
-) -> Result<(DistinctUsers, DistinctUsers), Error> {
-    const CTX: &str = "streaming raw request users for a dashboard query";
-    let (mut in_spans, mut in_hour) = (DistinctUsers::new(), DistinctUsers::new());
-    let (mut span_hashes, mut hour_hashes) = (Vec::new(), Vec::new());
-    for &(lo, hi, c_lo, c_hi) in spans {
-        let (lo, hi, c_lo, c_hi) = (
-            micros_literal(lo),
-            micros_literal(hi),
-            micros_literal(c_lo),
-            micros_literal(c_hi),
-        );
-        let sql = format!(
-            "COPY (SELECT user_id, bool_or(\"timestamp\" >= {lo} AND \"timestamp\" < {hi}), \
-                          bool_or(\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi}) \
-                   FROM {} WHERE user_id IS NOT NULL \
-                     AND ((\"timestamp\" >= {lo} AND \"timestamp\" < {hi}) \
-                          OR (\"timestamp\" >= {c_lo} AND \"timestamp\" <= {c_hi})) \
-                   GROUP BY user_id) \
-             TO STDOUT (FORMAT binary)",
-            schema.qualify("performance_metrics")
-        );
-        let stream = tx
-            .copy_out(sql.as_str())
-            .await
-            .map_err(|e| Error::db("streaming raw request users", e))?;
-        pin_mut!(stream);
-        let mut parser = CopyTuples::<3>::new(CTX);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::db("streaming raw request users", e))?;
-            parser.feed(&chunk, |f| {
-                let h = DistinctUsers::hash_id(copy_bytes(f[0], CTX)?);
-                if fixed::<1>(f[1], CTX)?[0] != 0 {
-                    span_hashes.push(h);
-                }
-                if fixed::<1>(f[2], CTX)?[0] != 0 {
-                    hour_hashes.push(h);
-                }
-                if span_hashes.len() >= 1 << 16 {
-                    in_spans.add_hashes(&mut span_hashes);
-                }
-                if hour_hashes.len() >= 1 << 16 {
-                    in_hour.add_hashes(&mut hour_hashes);
-                }
-                Ok(())
-            })?;
-        }
-        parser.finish()?;
-    }
-    in_spans.add_hashes(&mut span_hashes);
-    in_hour.add_hashes(&mut hour_hashes);
-    Ok((in_spans, in_hour))
-}
-
 /// `'YYYY-MM-DD HH:MM:SS.ffffff+00'`, a timestamptz literal truncated to
 /// microseconds like a bound parameter (COPY takes no parameters).
 fn micros_literal(t: SystemTime) -> String {
@@ -791,13 +582,14 @@ async fn performance(
             merge_filtered(keys, raw)
         }
         None => {
-            let ((raw, raw_users), buckets) = futures_util::future::try_join(
-                this.raw_requests_split(tx, &plan.raw),
+            let (pieces, mut buckets) = futures_util::future::try_join(
+                this.raw_pieces(tx, &plan.raw),
                 perf_buckets(tx, this, &rolled, &days, &hours),
             )
             .await?;
-            users = raw_users;
-            merge_performance(&buckets, &raw, &mut users)
+            buckets.extend(pieces.into_iter().map(|p| p.bucket));
+            users = DistinctUsers::new();
+            merge_performance(&buckets, &[], &mut users)
         }
     };
     let mut endpoints: Vec<EndpointMetrics> = keys
@@ -846,6 +638,7 @@ async fn perf_buckets(
         version: match table {
             Table::Daily => rolled.day_versions.get(&start).copied().unwrap_or(0),
             Table::Hourly => rolled.hour_versions.get(&start).copied().unwrap_or(0),
+            Table::RawSlot => 0,
         },
     };
     let wanted: Vec<BucketKey> = days
@@ -920,6 +713,7 @@ fn table_name(table: Table) -> &'static str {
     match table {
         Table::Hourly => "aggregated_metrics",
         Table::Daily => "aggregated_metrics_daily",
+        Table::RawSlot => "performance_metrics",
     }
 }
 
@@ -1090,40 +884,36 @@ async fn usage(
             try_join(tx.query(s_raw, &params), tx.query(s_raw_users, &params)).await
         }
     }));
-    // Request users of the raw spans; the first statement also reads the
-    // current UTC hour (up to and including `now`), usually the same rows
-    // as the last span, in the same scan.
-    let no_hour = (UNIX_EPOCH + Duration::from_secs(1), UNIX_EPOCH);
-    let mut user_spans: Vec<(SystemTime, SystemTime, SystemTime, SystemTime)> = pplan
-        .raw
-        .iter()
-        .map(|&(lo, hi)| (lo, hi, no_hour.0, no_hour.1))
-        .collect();
-    // Read the current hour in the scan of the span that holds it (the open
-    // hour, usually the last span), not in another one: a second scan of the
-    // same rows would cost as much as the span itself.
-    // (Any span would be correct: each scan selects the rows of its span OR
-    // of the current hour and flags both.)
-    match user_spans
-        .iter_mut()
-        .find(|s| s.1 > hour_start && s.0 <= query.now)
-    {
-        Some(span) => (span.2, span.3) = (hour_start, query.now),
-        None => user_spans.push((hour_start, hour_start, hour_start, query.now)),
-    }
+    // Request users of the raw spans and of the current hour `[hour_start,
+    // now]`, from one set of raw pieces: the union of both, cut where either
+    // starts or ends, so each piece lies wholly inside or outside each.
+    let window = (hour_start, query.now + Duration::from_micros(1));
+    let user_parts = cut_spans(&pplan.raw, window);
+    let spans: Vec<(SystemTime, SystemTime)> = user_parts.iter().map(|p| (p.0, p.1)).collect();
     // The current hour's event users.
     let current = async { tx.query(&s_current, &[&hour_start, &query.now]).await };
-    let ((rolled, star, raw, current), (raw_request_users, current_request_users)) = try_join(
+    let ((rolled, star, raw, current), pieces) = try_join(
         async {
             try_join4(rolled, star, raw, current)
                 .await
                 .map_err(|e| Error::db("reading usage", e))
         },
-        // The biggest scan of the report, on a second connection when the
-        // pool has one to spare, so the server runs it beside the others.
-        this.request_users_beside(tx, &user_spans),
+        this.raw_pieces(tx, &spans),
     )
     .await?;
+    let mut raw_request_users = DistinctUsers::new();
+    let mut current_request_users = DistinctUsers::new();
+    for piece in &pieces {
+        let (_, _, in_range, in_hour) = user_parts[piece.span];
+        if let Some(users) = &piece.bucket.users {
+            if in_range {
+                raw_request_users.merge(users);
+            }
+            if in_hour {
+                current_request_users.merge(users);
+            }
+        }
+    }
 
     let mut report = UsageReport::default();
     let mut total = 0u64;
@@ -1208,11 +998,12 @@ async fn prepare_all<const N: usize>(
 
 async fn time_series(
     tx: &Transaction<'_>,
-    sql: &Sql,
+    this: &PgMetricsQuery,
     query: &TimeSeriesQuery,
 ) -> Result<TimeSeries, Error> {
     use futures_util::future::{try_join, try_join_all};
 
+    let sql = &*this.sql;
     let starts: Vec<SystemTime> = query.range.buckets(query.resolution).collect();
     let Some(&first) = starts.first() else {
         return Ok(TimeSeries::default());
@@ -1236,28 +1027,32 @@ async fn time_series(
             return Ok::<_, Error>(Vec::new());
         }
         let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
-        let stmt = prepare(tx, &sql.series_raw_perf).await?;
-        let (mut points, raw) =
-            try_join(series_rolled_perf(tx, sql, &plan, &rolled, query), async {
-                try_join_all(plan.raw.iter().map(|(lo, hi)| {
-                    let stmt = &stmt;
-                    async move { tx.query(stmt, &[lo, hi, &width]).await }
-                }))
-                .await
-                .map_err(|e| Error::db("reading raw requests per bucket", e))
-            })
-            .await?;
-        for row in raw.iter().flatten() {
-            let mut acc = PerfAcc {
-                count: to_u64(row.get(1)),
-                errors: to_u64(row.get(2)),
-                sketch: LatencySketch::new(),
-            };
-            for v in row.get::<_, Vec<f64>>(3) {
-                acc.sketch.add(v);
+        let (mut points, pieces) = try_join(
+            series_rolled_perf(tx, sql, &plan, &rolled, query),
+            this.raw_pieces(tx, &plan.raw),
+        )
+        .await?;
+        // Pieces are 5-minute slots (or parts of one); buckets are whole
+        // multiples of 5 minutes, so each piece is in exactly one bucket.
+        let mut by_bucket: BTreeMap<i64, Vec<&Part>> = BTreeMap::new();
+        for piece in &pieces {
+            if let Some(all) = &piece.bucket.all {
+                by_bucket
+                    .entry(plan::floor_to(piece.slot, width))
+                    .or_default()
+                    .push(all);
+            }
+        }
+        for (bucket, parts) in by_bucket {
+            let window: u64 = parts.iter().map(|p| p.count).sum();
+            let mut acc = PerfAcc::default();
+            for p in parts {
+                acc.count += p.count;
+                acc.errors += p.errors;
+                acc.sketch.merge(p.sketch_for(window, DEFAULT_EXACT_LIMIT));
             }
             points.push((
-                row.get(0),
+                bucket,
                 PerformancePoint {
                     request_count: acc.count,
                     avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
@@ -1419,6 +1214,28 @@ async fn series_rolled_usage(
             )
         })
         .collect())
+}
+
+/// The union of the disjoint, ascending `spans` and `window`, cut at every
+/// bound of either: `(lo, hi, inside spans, inside window)`, ascending.
+fn cut_spans(
+    spans: &[(SystemTime, SystemTime)],
+    window: (SystemTime, SystemTime),
+) -> Vec<(SystemTime, SystemTime, bool, bool)> {
+    let mut cuts: Vec<SystemTime> = spans.iter().flat_map(|&(lo, hi)| [lo, hi]).collect();
+    if window.0 < window.1 {
+        cuts.extend([window.0, window.1]);
+    }
+    cuts.sort();
+    cuts.dedup();
+    cuts.windows(2)
+        .filter_map(|w| {
+            let (lo, hi) = (w[0], w[1]);
+            let in_spans = spans.iter().any(|&(a, b)| a <= lo && hi <= b);
+            let in_window = window.0 <= lo && hi <= window.1;
+            (in_spans || in_window).then_some((lo, hi, in_spans, in_window))
+        })
+        .collect()
 }
 
 /// The time span of the plan's rollup parts, for a range scan.
@@ -1591,11 +1408,12 @@ impl Sql {
                 "SELECT {series_usage_values} FROM {five} \
                  WHERE metric_type = 'usage' AND time_bucket >= $1 AND time_bucket < $2"
             ),
-            series_raw_perf: format!(
-                "SELECT floor(extract(epoch FROM \"timestamp\") / $3::int8)::int8 * $3::int8, \
-                        count(*)::int8, count(*) FILTER (WHERE status_code >= 400)::int8, \
-                        array_agg(response_time_ms) \
-                 FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY 1"
+            // Bins with date_bin, the epoch taken per group only.
+            raw_slot_counts: format!(
+                "SELECT extract(epoch FROM slot)::int8, n FROM ( \
+                   SELECT date_bin('300 seconds', \"timestamp\", timestamptz '1970-01-01 00:00:00+00') AS slot, \
+                          count(*)::int8 AS n \
+                   FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY 1) s"
             ),
             series_raw_usage: format!(
                 "SELECT floor(extract(epoch FROM \"timestamp\") / $3::int8)::int8 * $3::int8, \

@@ -1,0 +1,616 @@
+//! Raw request rows of a dashboard query, as 5-minute pieces, with whole
+//! closed slots served from the bucket cache.
+//!
+//! Why: every query reads the open hour (and the partial first hour of a
+//! range) from raw rows, up to ≈ 42,000 rows an hour at 1 M requests a
+//! day, and a dashboard asks the same ranges again every refresh. A whole
+//! 5-minute slot in the past only changes when rows are added to it (raw
+//! tables are append-only; retention drops whole days only once they are
+//! rolled up, and those are no longer read raw), so its decoded form —
+//! per-key counts and sketches, the all-endpoints sketch, its users — is
+//! cached under its row count. Each query counts the rows of its whole
+//! slots in its own snapshot (a scan of one narrow column, far cheaper than
+//! sending the rows) and streams only the slots whose count changed, plus
+//! the partial slots at the edges of its spans, which are never cached.
+//! A cached slot is used only when its count equals the snapshot's, so
+//! the answer is the same as streaming every row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Transaction;
+use futures_util::{StreamExt, pin_mut};
+use metrics_core::aggregate::{DistinctUsers, LatencySketch};
+
+use super::cache::{BucketKey, Part, PerfBucket, Table};
+use super::plan::{ceil_time, floor_time};
+use super::{PgMetricsQuery, micros_literal, prepare, to_u64};
+use crate::copy_out::{CopyTuples, bytes as copy_bytes, fixed};
+use crate::error::Error;
+use crate::job::from_unix_secs;
+use crate::rollup::ALL;
+use crate::schema::SchemaName;
+
+/// The width of a slot, in seconds (the 5-minute rollup's unit).
+pub(super) const SLOT: i64 = 300;
+
+/// Seconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+
+/// A part of one of the requested spans inside one slot: the whole slot, or
+/// the partial slot at a span's edge. Its bucket holds exactly the raw rows
+/// of that part.
+#[derive(Debug, Clone)]
+pub(super) struct Piece {
+    /// Index of the requested span it belongs to.
+    pub(super) span: usize,
+    /// Start of the slot it lies in (Unix seconds).
+    pub(super) slot: i64,
+    /// Where the part starts (pieces are returned in this order).
+    pub(super) lo: SystemTime,
+    pub(super) bucket: Arc<PerfBucket>,
+}
+
+/// A part of a requested span to read: a whole slot or an edge.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    span: usize,
+    slot: i64,
+    lo: SystemTime,
+    hi: SystemTime,
+    whole: bool,
+}
+
+/// Splits disjoint `spans` into whole slots and edge parts, ascending.
+fn wants(spans: &[(SystemTime, SystemTime)]) -> Vec<Want> {
+    let mut out = Vec::new();
+    for (span, &(lo, hi)) in spans.iter().enumerate() {
+        if lo >= hi {
+            continue;
+        }
+        let mut slot = floor_time(lo, SLOT);
+        let last = ceil_time(hi, SLOT);
+        while slot < last {
+            let (s_lo, s_hi) = (from_unix_secs(slot), from_unix_secs(slot + SLOT));
+            let (p_lo, p_hi) = (lo.max(s_lo), hi.min(s_hi));
+            if p_lo < p_hi {
+                out.push(Want {
+                    span,
+                    slot,
+                    lo: p_lo,
+                    hi: p_hi,
+                    whole: p_lo == s_lo && p_hi == s_hi,
+                });
+            }
+            slot += SLOT;
+        }
+    }
+    out.sort_by_key(|w| w.lo);
+    out
+}
+
+/// Joins the parts into as few `[lo, hi)` ranges as possible (adjacent parts
+/// are read by one scan).
+fn ranges(
+    parts: impl IntoIterator<Item = (SystemTime, SystemTime)>,
+) -> Vec<(SystemTime, SystemTime)> {
+    let mut out: Vec<(SystemTime, SystemTime)> = Vec::new();
+    for (lo, hi) in parts {
+        match out.last_mut() {
+            Some(last) if last.1 == lo => last.1 = hi,
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// Splits ascending, disjoint ranges into two lists covering about half of
+/// the total duration each (a range may be cut in two), for two scans side
+/// by side.
+fn halves(
+    ranges: &[(SystemTime, SystemTime)],
+) -> (Vec<(SystemTime, SystemTime)>, Vec<(SystemTime, SystemTime)>) {
+    let total: Duration = ranges
+        .iter()
+        .map(|(lo, hi)| hi.duration_since(*lo).unwrap_or_default())
+        .sum();
+    let mut left = total / 2;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for &(lo, hi) in ranges {
+        let len = hi.duration_since(lo).unwrap_or_default();
+        if left.is_zero() {
+            b.push((lo, hi));
+        } else if len <= left {
+            a.push((lo, hi));
+            left -= len;
+        } else {
+            // Cut on a whole microsecond (what the server compares).
+            let cut = lo + Duration::from_micros(u64::try_from(left.as_micros()).unwrap_or(0));
+            if cut > lo {
+                a.push((lo, cut));
+            }
+            b.push((cut, hi));
+            left = Duration::ZERO;
+        }
+    }
+    (a, b)
+}
+
+impl PgMetricsQuery {
+    /// The raw requests of the disjoint `spans` as pieces (ascending): the
+    /// whole 5-minute slots inside them (from the cache when their row
+    /// count is unchanged in `tx`'s snapshot) and the partial slots at
+    /// their edges.
+    pub(super) async fn raw_pieces(
+        &self,
+        tx: &Transaction<'_>,
+        spans: &[(SystemTime, SystemTime)],
+    ) -> Result<Vec<Piece>, Error> {
+        let wants = wants(spans);
+        if wants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let caching = self.cache.is_enabled();
+        let (whole, edges): (Vec<Want>, Vec<Want>) = wants.iter().partition(|w| w.whole && caching);
+
+        // The counts of the whole slots (in this snapshot) and the edges,
+        // side by side when a second connection is free.
+        let count_ranges = ranges(whole.iter().map(|w| (w.lo, w.hi)));
+        // Edges stay separate parts (two spans may meet inside one slot).
+        let edge_parts: Vec<_> = edges.iter().map(|w| (w.lo, w.hi)).collect();
+        let (counts, mut built) = futures_util::future::try_join(
+            self.slot_counts(tx, &count_ranges),
+            self.stream_beside(tx, edge_parts),
+        )
+        .await?;
+
+        let mut pieces = Vec::with_capacity(wants.len());
+        let mut stale = Vec::new();
+        for w in &whole {
+            let rows = counts.get(&w.slot).copied().unwrap_or(0);
+            if rows == 0 {
+                continue;
+            }
+            let key = slot_key(w.slot, rows);
+            match self.cache.get(&key) {
+                Some(bucket) => pieces.push(piece(w, bucket)),
+                None => stale.push(*w),
+            }
+        }
+        if !stale.is_empty() {
+            let fresh = self
+                .stream_split(tx, &ranges(stale.iter().map(|w| (w.lo, w.hi))))
+                .await?;
+            for (slot, b) in fresh {
+                let rows = b.all.as_ref().map_or(0, |p| p.count);
+                let bucket = Arc::new(b);
+                // Cached under the count it was built from (its own
+                // snapshot's); a later query uses it only if its own count
+                // is the same, i.e. the same rows.
+                self.cache.insert(slot_key(slot, rows), Arc::clone(&bucket));
+                if let Some(w) = stale.iter().find(|w| w.slot == slot) {
+                    pieces.push(piece(w, bucket));
+                }
+            }
+        }
+        // Edge rows go to the edge part they fall in (several spans may
+        // have an edge in one slot).
+        for w in &edges {
+            if let Some(b) = built.remove(&(w.lo, w.hi)) {
+                pieces.push(piece(w, Arc::new(b)));
+            }
+        }
+        pieces.sort_by_key(|p| p.lo);
+        Ok(pieces)
+    }
+
+    /// Row counts per slot of `ranges` (whole slots), in `tx`'s snapshot.
+    async fn slot_counts(
+        &self,
+        tx: &Transaction<'_>,
+        ranges: &[(SystemTime, SystemTime)],
+    ) -> Result<HashMap<i64, u64>, Error> {
+        if ranges.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stmt = prepare(tx, &self.sql.raw_slot_counts).await?;
+        let rows = futures_util::future::try_join_all(ranges.iter().map(|(lo, hi)| {
+            let stmt = &stmt;
+            async move { tx.query(stmt, &[lo, hi]).await }
+        }))
+        .await
+        .map_err(|e| Error::db("counting raw requests per 5-minute slot", e))?;
+        Ok(rows
+            .iter()
+            .flatten()
+            .map(|r| (r.get::<_, i64>(0), to_u64(r.get(1))))
+            .collect())
+    }
+
+    /// Streams the ascending, disjoint edge `parts` on a spare connection
+    /// when one is free, else on `tx`; the result is keyed by the part.
+    async fn stream_beside(
+        &self,
+        tx: &Transaction<'_>,
+        parts: Vec<(SystemTime, SystemTime)>,
+    ) -> Result<HashMap<(SystemTime, SystemTime), PerfBucket>, Error> {
+        if parts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let by_part = match self.spare_connection().await {
+            Some(mut conn) => {
+                let run = async {
+                    let side = self.side_transaction(&mut conn).await?;
+                    let out = stream_parts(&side, &self.schema, &parts).await?;
+                    side.commit()
+                        .await
+                        .map_err(|e| Error::db("ending a read-only transaction", e))?;
+                    Ok::<_, Error>(out)
+                };
+                let result = run.await;
+                if let Err(e) = &result {
+                    super::discard_if_broken(conn, e);
+                }
+                result?
+            }
+            None => stream_parts(tx, &self.schema, &parts).await?,
+        };
+        Ok(by_part.into_iter().map(|(i, b)| (parts[i], b)).collect())
+    }
+
+    /// Streams whole-slot `ranges`, split in two halves read side by side
+    /// when a spare connection is free; one bucket per slot.
+    async fn stream_split(
+        &self,
+        tx: &Transaction<'_>,
+        ranges: &[(SystemTime, SystemTime)],
+    ) -> Result<Vec<(i64, PerfBucket)>, Error> {
+        let slots = |parts: HashMap<usize, PerfBucket>, rs: &[(SystemTime, SystemTime)]| {
+            // Parts of one slot (a range cut by `halves`) merge into one.
+            let mut out: HashMap<i64, PerfBucket> = HashMap::new();
+            for (i, b) in parts {
+                let slot = floor_time(rs[i].0, SLOT);
+                match out.get_mut(&slot) {
+                    Some(into) => merge_bucket(into, b),
+                    None => {
+                        let _ = out.insert(slot, b);
+                    }
+                }
+            }
+            out
+        };
+        let slot_parts = |rs: &[(SystemTime, SystemTime)]| -> Vec<(SystemTime, SystemTime)> {
+            // One part per slot, so each bucket is one slot.
+            rs.iter()
+                .flat_map(|&(lo, hi)| {
+                    let mut v = Vec::new();
+                    let mut s = floor_time(lo, SLOT);
+                    while from_unix_secs(s) < hi {
+                        let (a, b) = (from_unix_secs(s).max(lo), from_unix_secs(s + SLOT).min(hi));
+                        if a < b {
+                            v.push((a, b));
+                        }
+                        s += SLOT;
+                    }
+                    v
+                })
+                .collect()
+        };
+        let (a, b) = halves(ranges);
+        let (a, b) = (slot_parts(&a), slot_parts(&b));
+        let merged = if b.is_empty() || a.is_empty() {
+            let all: Vec<_> = a.into_iter().chain(b).collect();
+            slots(stream_parts(tx, &self.schema, &all).await?, &all)
+        } else if let Some(mut conn) = self.spare_connection().await {
+            let beside = async {
+                let side = self.side_transaction(&mut conn).await?;
+                let out = stream_parts(&side, &self.schema, &b).await?;
+                side.commit()
+                    .await
+                    .map_err(|e| Error::db("ending a read-only transaction", e))?;
+                Ok::<_, Error>(out)
+            };
+            let (mine, theirs) =
+                match futures_util::future::try_join(stream_parts(tx, &self.schema, &a), beside)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        super::discard_if_broken(conn, &e);
+                        return Err(e);
+                    }
+                };
+            let mut out = slots(mine, &a);
+            for (slot, bucket) in slots(theirs, &b) {
+                match out.get_mut(&slot) {
+                    Some(into) => merge_bucket(into, bucket),
+                    None => {
+                        let _ = out.insert(slot, bucket);
+                    }
+                }
+            }
+            out
+        } else {
+            let all: Vec<_> = a.into_iter().chain(b).collect();
+            slots(stream_parts(tx, &self.schema, &all).await?, &all)
+        };
+        Ok(merged.into_iter().collect())
+    }
+}
+
+fn slot_key(slot: i64, rows: u64) -> BucketKey {
+    BucketKey {
+        table: Table::RawSlot,
+        start: slot,
+        version: i64::try_from(rows).unwrap_or(i64::MAX),
+    }
+}
+
+fn piece(w: &Want, bucket: Arc<PerfBucket>) -> Piece {
+    Piece {
+        span: w.span,
+        slot: w.slot,
+        lo: w.lo,
+        bucket,
+    }
+}
+
+/// Merges `from` into `into` (two parts of one slot, disjoint rows).
+fn merge_bucket(into: &mut PerfBucket, from: PerfBucket) {
+    let mut b = Builder::default();
+    for p in into.parts.drain(..).chain(from.parts) {
+        b.add_part(p);
+    }
+    let all = match (into.all.take(), from.all) {
+        (Some(x), Some(y)) => Some(merge_parts(x, &y)),
+        (x, y) => x.or(y),
+    };
+    let users = match (into.users.take(), from.users) {
+        (Some(mut x), Some(y)) => {
+            x.merge(&y);
+            Some(x)
+        }
+        (x, y) => x.or(y),
+    };
+    *into = PerfBucket {
+        parts: b.parts,
+        all,
+        users,
+    };
+}
+
+fn merge_parts(mut x: Part, y: &Part) -> Part {
+    let mut sketch = x.exact.take().unwrap_or_else(|| x.binned.clone());
+    sketch.merge(y.exact.as_ref().unwrap_or(&y.binned));
+    Part::new(
+        x.endpoint,
+        x.method,
+        x.count + y.count,
+        x.errors + y.errors,
+        sketch,
+    )
+}
+
+#[derive(Default)]
+struct Builder {
+    parts: Vec<Part>,
+}
+
+impl Builder {
+    fn add_part(&mut self, p: Part) {
+        match self
+            .parts
+            .iter()
+            .position(|q| q.endpoint == p.endpoint && q.method == p.method)
+        {
+            Some(i) => {
+                let q = self.parts.swap_remove(i);
+                self.parts.push(merge_parts(q, &p));
+            }
+            None => self.parts.push(p),
+        }
+    }
+}
+
+/// Per-part accumulation while streaming.
+#[derive(Default)]
+struct PartAcc {
+    by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, Acc)>>,
+    all: Acc,
+    hashes: Vec<u64>,
+    users: DistinctUsers,
+}
+
+#[derive(Default)]
+struct Acc {
+    count: u64,
+    errors: u64,
+    sketch: LatencySketch,
+}
+
+impl PartAcc {
+    fn into_bucket(mut self) -> PerfBucket {
+        self.users.add_hashes(&mut self.hashes);
+        let parts = self
+            .by_endpoint
+            .into_iter()
+            .flat_map(|(e, methods)| {
+                let endpoint = String::from_utf8_lossy(&e).into_owned();
+                methods.into_iter().map(move |(m, a)| {
+                    Part::new(
+                        endpoint.clone(),
+                        String::from_utf8_lossy(&m).into_owned(),
+                        a.count,
+                        a.errors,
+                        a.sketch,
+                    )
+                })
+            })
+            .collect();
+        let all = (self.all.count > 0).then(|| {
+            Part::new(
+                ALL.to_owned(),
+                ALL.to_owned(),
+                self.all.count,
+                self.all.errors,
+                self.all.sketch,
+            )
+        });
+        PerfBucket {
+            parts,
+            all,
+            users: Some(self.users),
+        }
+    }
+}
+
+/// Streams the raw requests of the ascending, disjoint `parts` with binary
+/// `COPY` (one scan per run of adjacent parts) and folds each row into the
+/// part it falls in: per (endpoint, method) counts and sketches, the
+/// all-endpoints sketch and the users. Parts without rows are absent.
+async fn stream_parts(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    parts: &[(SystemTime, SystemTime)],
+) -> Result<HashMap<usize, PerfBucket>, Error> {
+    const CTX: &str = "streaming raw requests for a dashboard query";
+    if parts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Part bounds in PostgreSQL microseconds, for the per-row lookup.
+    let bounds: Vec<(i64, i64)> = parts
+        .iter()
+        .map(|&(lo, hi)| (pg_micros(lo), pg_micros(hi)))
+        .collect();
+    let mut accs: HashMap<usize, PartAcc> = HashMap::new();
+    for (lo, hi) in ranges(parts.iter().copied()) {
+        let sql = format!(
+            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id, \"timestamp\" \
+             FROM {} WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
+            schema.qualify("performance_metrics"),
+            micros_literal(lo),
+            micros_literal(hi)
+        );
+        let stream = tx
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| Error::db("streaming raw requests", e))?;
+        pin_mut!(stream);
+        let mut parser = CopyTuples::<6>::new(CTX);
+        // Rows mostly arrive in time order: remember the last part.
+        let mut last = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
+            parser.feed(&chunk, |f| {
+                let ts = i64::from_be_bytes(fixed::<8>(f[5], CTX)?);
+                let i = if bounds[last].0 <= ts && ts < bounds[last].1 {
+                    last
+                } else {
+                    match bounds.partition_point(|b| b.1 <= ts) {
+                        i if i < bounds.len() && bounds[i].0 <= ts => i,
+                        // Outside every part (cannot happen: the scan's
+                        // range is the union of the parts); skipped.
+                        _ => return Ok(()),
+                    }
+                };
+                last = i;
+                let acc = accs.entry(i).or_default();
+                let endpoint = copy_bytes(f[0], CTX)?;
+                let method = copy_bytes(f[1], CTX)?;
+                let status = i32::from_be_bytes(fixed::<4>(f[2], CTX)?);
+                let ms = f64::from_be_bytes(fixed::<8>(f[3], CTX)?);
+                if let Some(u) = f[4] {
+                    acc.hashes.push(DistinctUsers::hash_id(u));
+                    if acc.hashes.len() >= 1 << 14 {
+                        acc.users.add_hashes(&mut acc.hashes);
+                    }
+                }
+                let methods = match acc.by_endpoint.get_mut(endpoint) {
+                    Some(m) => m,
+                    None => acc.by_endpoint.entry(endpoint.to_vec()).or_default(),
+                };
+                let k = match methods.iter().position(|(m, _)| m == method) {
+                    Some(k) => k,
+                    None => {
+                        methods.push((method.to_vec(), Acc::default()));
+                        methods.len() - 1
+                    }
+                };
+                let error = u64::from(status >= 400);
+                let key = &mut methods[k].1;
+                key.count += 1;
+                key.errors += error;
+                key.sketch.add(ms);
+                acc.all.count += 1;
+                acc.all.errors += error;
+                acc.all.sketch.add(ms);
+                Ok(())
+            })?;
+        }
+        parser.finish()?;
+    }
+    Ok(accs
+        .into_iter()
+        .map(|(i, a)| (i, a.into_bucket()))
+        .collect())
+}
+
+/// `t` as PostgreSQL's binary timestamptz: microseconds since 2000-01-01
+/// UTC (rounded down, like the server's literal).
+fn pg_micros(t: SystemTime) -> i64 {
+    let unix = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    };
+    unix.saturating_sub(PG_EPOCH_UNIX_SECS * 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn spans_split_into_whole_slots_and_edges() {
+        let w = wants(&[(at(1_000), at(1_800)), (at(2_100), at(2_400))]);
+        let shape: Vec<(i64, u64, u64, bool)> = w
+            .iter()
+            .map(|w| {
+                let s = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                (w.slot, s(w.lo), s(w.hi), w.whole)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (900, 1_000, 1_200, false),
+                (1_200, 1_200, 1_500, true),
+                (1_500, 1_500, 1_800, true),
+                (2_100, 2_100, 2_400, true),
+            ]
+        );
+        assert_eq!(w[3].span, 1);
+        assert!(wants(&[(at(5), at(5))]).is_empty());
+    }
+
+    #[test]
+    fn halves_cover_the_ranges_once_with_half_the_time_each() {
+        let rs = vec![(at(0), at(600)), (at(900), at(1_200))];
+        let (a, b) = halves(&rs);
+        assert_eq!(a, vec![(at(0), at(450))]);
+        assert_eq!(b, vec![(at(450), at(600)), (at(900), at(1_200))]);
+        let (a, b) = halves(&[(at(0), at(300))]);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!(a[0].1, b[0].0);
+    }
+
+    #[test]
+    fn pg_micros_counts_from_2000() {
+        assert_eq!(pg_micros(at(946_684_800)), 0);
+        assert_eq!(pg_micros(at(946_684_801)), 1_000_000);
+    }
+}
