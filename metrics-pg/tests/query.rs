@@ -514,6 +514,36 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
     );
     f.compare_all(range).await;
 
+    // A late row in the range's partial first hour, which is rolled: its
+    // slots follow the hour's rollup version, like the rest of a rolled
+    // hour, so the row counts once the job has re-rolled the hour.
+    let early = RequestRecord::new(
+        t(DAY0 + 40 * 60 + 7),
+        Route::from_static("/late"),
+        Method::GET,
+        200,
+        Duration::from_millis(950),
+    );
+    f.write(vec![early], Vec::new()).await;
+    assert_eq!(
+        f.query
+            .performance(&q)
+            .await
+            .unwrap()
+            .metrics
+            .total_requests,
+        after.metrics.total_requests
+    );
+    f.roll(DAY0 + 3 * HOUR + 180).await;
+    let rerolled = f.query.performance(&q).await.unwrap();
+    assert_eq!(
+        rerolled.metrics.total_requests,
+        after.metrics.total_requests + 1
+    );
+    assert_perf_eq(&rerolled, &f.memory.performance(&q).await.unwrap());
+    f.compare_all(range).await;
+    let after = rerolled;
+
     // The cache relies on raw rows never changing in place (the sink only
     // appends; retention drops whole rolled days): an UPDATE, which nothing
     // in the library does, keeps a slot's count and so is not seen until
@@ -524,7 +554,7 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
              WHERE endpoint = '/late'"
         )
         .await,
-        7
+        8
     );
     let cached = f.query.performance(&q).await.unwrap();
     let uncached = f

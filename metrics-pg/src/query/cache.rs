@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics_core::aggregate::{DistinctUsers, LatencySketch};
+use metrics_core::query::{PerformancePoint, UsagePoint};
 
 /// Which rollup table a bucket comes from (or raw rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +27,9 @@ pub(super) enum Table {
     /// A whole 5-minute slot of raw requests; its version is its row
     /// count (raw tables are append-only, see `raw.rs`).
     RawSlot,
+    /// A whole 5-minute slot of raw requests in a rolled hour; its version
+    /// is the hour's rollup version.
+    RawSlotOfRolledHour,
 }
 
 /// A bucket's identity: table, start (Unix seconds) and version.
@@ -34,6 +38,36 @@ pub(super) struct BucketKey {
     pub(super) table: Table,
     pub(super) start: i64,
     pub(super) version: i64,
+}
+
+/// The all-endpoints (performance) or all-types (usage) users sketch of
+/// one rolled bucket, at its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct UsersKey {
+    pub(super) usage: bool,
+    pub(super) bucket: BucketKey,
+}
+
+/// The stored time-series point of one rolled hour (its `*` row), at its
+/// version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PointKey {
+    pub(super) usage: bool,
+    pub(super) hour: i64,
+    pub(super) version: i64,
+}
+
+/// A cached time-series point.
+#[derive(Debug, Clone)]
+pub(super) enum SeriesPoint {
+    Performance(PerformancePoint),
+    Usage(UsagePoint),
+}
+
+impl Weigh for SeriesPoint {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 48
+    }
 }
 
 /// One key of a bucket.
@@ -104,7 +138,12 @@ pub(super) struct PerfBucket {
     pub(super) users: Option<DistinctUsers>,
 }
 
-impl PerfBucket {
+/// What a cached value costs, roughly, in bytes.
+pub(super) trait Weigh {
+    fn bytes(&self) -> usize;
+}
+
+impl Weigh for PerfBucket {
     fn bytes(&self) -> usize {
         64 + self.parts.iter().map(Part::bytes).sum::<usize>()
             + self.all.as_ref().map_or(0, Part::bytes)
@@ -112,33 +151,43 @@ impl PerfBucket {
     }
 }
 
-/// The cache: at most `budget` bytes of buckets (as estimated from their
-/// encoded size), least recently used evicted first.
-#[derive(Debug)]
-pub(super) struct BucketCache {
-    budget: usize,
-    inner: Mutex<Inner>,
+impl Weigh for DistinctUsers {
+    fn bytes(&self) -> usize {
+        64 + self.to_bytes().len()
+    }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<BucketKey, Entry>,
+/// The cache: at most `budget` bytes of values (as estimated from their
+/// encoded size), least recently used evicted first.
+#[derive(Debug)]
+pub(super) struct BucketCache<K = BucketKey, V = PerfBucket> {
+    budget: usize,
+    inner: Mutex<Inner<K, V>>,
+}
+
+#[derive(Debug)]
+struct Inner<K, V> {
+    map: HashMap<K, Entry<V>>,
     bytes: usize,
     clock: u64,
 }
 
 #[derive(Debug)]
-struct Entry {
-    bucket: Arc<PerfBucket>,
+struct Entry<V> {
+    bucket: Arc<V>,
     bytes: usize,
     used: u64,
 }
 
-impl BucketCache {
+impl<K: Copy + Eq + std::hash::Hash, V: Weigh> BucketCache<K, V> {
     pub(super) fn new(budget: usize) -> Self {
         Self {
             budget,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                bytes: 0,
+                clock: 0,
+            }),
         }
     }
 
@@ -146,13 +195,13 @@ impl BucketCache {
         self.budget > 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V>> {
         // The map stays consistent even if a holder panicked (no await and
         // no user code runs under the lock).
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn get(&self, key: &BucketKey) -> Option<Arc<PerfBucket>> {
+    pub(super) fn get(&self, key: &K) -> Option<Arc<V>> {
         let mut inner = self.lock();
         inner.clock += 1;
         let now = inner.clock;
@@ -162,7 +211,7 @@ impl BucketCache {
         })
     }
 
-    pub(super) fn insert(&self, key: BucketKey, bucket: Arc<PerfBucket>) {
+    pub(super) fn insert(&self, key: K, bucket: Arc<V>) {
         let bytes = bucket.bytes();
         if bytes > self.budget {
             return;
@@ -261,6 +310,6 @@ mod tests {
         let tiny = BucketCache::new(10);
         tiny.insert(key(0), bucket(100));
         assert!(tiny.get(&key(0)).is_none());
-        assert!(!BucketCache::new(0).is_enabled());
+        assert!(!BucketCache::<BucketKey, PerfBucket>::new(0).is_enabled());
     }
 }

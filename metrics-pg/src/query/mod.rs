@@ -79,7 +79,9 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use self::cache::{BucketCache, BucketKey, Part, PerfBucket, Table};
+use self::cache::{
+    BucketCache, BucketKey, Part, PerfBucket, PointKey, SeriesPoint, Table, UsersKey,
+};
 use self::plan::{HOUR, Plan, Rolled, floor_time};
 use crate::error::{Error, pg_error_is_retryable};
 use crate::job::{from_unix_secs, unix_secs};
@@ -148,6 +150,8 @@ pub struct PgMetricsQuery {
     statement_timeout: Duration,
     sql: Arc<Sql>,
     cache: Arc<BucketCache>,
+    users_cache: Arc<BucketCache<UsersKey, DistinctUsers>>,
+    points_cache: Arc<BucketCache<PointKey, SeriesPoint>>,
 }
 
 /// A connection that broke, or that we stopped waiting for, goes away
@@ -174,9 +178,6 @@ struct Sql {
     usage_rolled: String,
     usage_pages: String,
     star_users: String,
-    usage_raw: String,
-    usage_raw_users: String,
-    current_hour_users: String,
     series_hourly_perf: String,
     series_hourly_usage: String,
     series_5min_perf: String,
@@ -233,8 +234,11 @@ impl PgMetricsQuery {
             schema,
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             sql,
-            cache: Arc::new(BucketCache::new(Self::DEFAULT_CACHE_BYTES)),
-        })
+            cache: Arc::new(BucketCache::new(0)),
+            users_cache: Arc::new(BucketCache::new(0)),
+            points_cache: Arc::new(BucketCache::new(0)),
+        }
+        .cache_bytes(Self::DEFAULT_CACHE_BYTES))
     }
 
     /// Server-side `statement_timeout` of every statement of a query
@@ -253,7 +257,12 @@ impl PgMetricsQuery {
     /// way. Clones of a `PgMetricsQuery` share one cache; this setting
     /// gives the value a new, empty one.
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
-        self.cache = Arc::new(BucketCache::new(bytes));
+        // Three quarters for whole buckets (per-endpoint sketches), the
+        // rest for the all-endpoints/all-types users sketches of usage
+        // reports (16 KiB each) and the stored points of hourly series.
+        self.cache = Arc::new(BucketCache::new(bytes / 4 * 3));
+        self.users_cache = Arc::new(BucketCache::new(bytes / 16 * 3));
+        self.points_cache = Arc::new(BucketCache::new(bytes / 16));
         self
     }
 
@@ -583,7 +592,7 @@ async fn performance(
         }
         None => {
             let (pieces, mut buckets) = futures_util::future::try_join(
-                this.raw_pieces(tx, &plan.raw),
+                this.raw_pieces(tx, &plan.raw, &rolled),
                 perf_buckets(tx, this, &rolled, &days, &hours),
             )
             .await?;
@@ -623,6 +632,128 @@ async fn performance(
 
 type KeyMap = BTreeMap<(String, String), PerfAcc>;
 
+/// The cache key of a rolled bucket at its current version.
+fn bucket_key(rolled: &Rolled, table: Table, start: i64) -> BucketKey {
+    BucketKey {
+        table,
+        start,
+        version: match table {
+            Table::Daily => rolled.day_versions.get(&start).copied().unwrap_or(0),
+            Table::Hourly => rolled.hour_versions.get(&start).copied().unwrap_or(0),
+            Table::RawSlot | Table::RawSlotOfRolledHour => 0,
+        },
+    }
+}
+
+/// The rolled buckets of one metric type, as (table, start) pairs.
+struct RolledBuckets<'a> {
+    rolled: &'a Rolled,
+    days: &'a [i64],
+    hours: &'a [i64],
+}
+
+impl RolledBuckets<'_> {
+    fn keys(&self) -> impl Iterator<Item = BucketKey> + '_ {
+        self.days
+            .iter()
+            .map(|&d| bucket_key(self.rolled, Table::Daily, d))
+            .chain(
+                self.hours
+                    .iter()
+                    .map(|&h| bucket_key(self.rolled, Table::Hourly, h)),
+            )
+    }
+}
+
+/// The merged `*` users sketches of the rolled performance and usage
+/// buckets: from the bucket cache or the users cache when they hold the
+/// bucket's current version, the rest read (and cached).
+async fn star_users(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
+    perf: &RolledBuckets<'_>,
+    usage: &RolledBuckets<'_>,
+) -> Result<(DistinctUsers, DistinctUsers), Error> {
+    let (mut perf_users, mut usage_users) = (DistinctUsers::new(), DistinctUsers::new());
+    let mut missing: Vec<UsersKey> = Vec::new();
+    for (is_usage, buckets) in [(false, perf), (true, usage)] {
+        let into = if is_usage {
+            &mut usage_users
+        } else {
+            &mut perf_users
+        };
+        for bucket in buckets.keys() {
+            if !is_usage {
+                if let Some(b) = this.cache.get(&bucket) {
+                    if let Some(u) = &b.users {
+                        into.merge(u);
+                    }
+                    continue;
+                }
+            }
+            let key = UsersKey {
+                usage: is_usage,
+                bucket,
+            };
+            match this.users_cache.get(&key) {
+                Some(u) => into.merge(&u),
+                None => missing.push(key),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok((perf_users, usage_users));
+    }
+    let pick = |usage: bool, table: Table| -> Vec<SystemTime> {
+        missing
+            .iter()
+            .filter(|k| k.usage == usage && k.bucket.table == table)
+            .map(|k| from_unix_secs(k.bucket.start))
+            .collect()
+    };
+    let stmt = prepare(tx, &this.sql.star_users).await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &pick(false, Table::Daily),
+                &pick(false, Table::Hourly),
+                &pick(true, Table::Daily),
+                &pick(true, Table::Hourly),
+            ],
+        )
+        .await
+        .map_err(|e| Error::db("reading rolled users", e))?;
+    let mut found: HashMap<(bool, Table, i64), DistinctUsers> = HashMap::new();
+    for row in &rows {
+        let is_usage: bool = row.get(0);
+        let table = if row.get::<_, bool>(1) {
+            Table::Hourly
+        } else {
+            Table::Daily
+        };
+        let users = match row.get::<_, Option<&[u8]>>(3) {
+            Some(bytes) => decode_users(bytes, table_name(table), ALL)?,
+            None => DistinctUsers::new(),
+        };
+        let _ = found.insert((is_usage, table, row.get(2)), users);
+    }
+    for key in missing {
+        let users = found
+            .remove(&(key.usage, key.bucket.table, key.bucket.start))
+            .unwrap_or_default();
+        if key.usage {
+            usage_users.merge(&users);
+        } else {
+            perf_users.merge(&users);
+        }
+        if this.users_cache.is_enabled() {
+            this.users_cache.insert(key, Arc::new(users));
+        }
+    }
+    Ok((perf_users, usage_users))
+}
+
 /// The decoded performance buckets of `days` and `hours`: from the cache
 /// when it holds their current version, else read (and cached).
 async fn perf_buckets(
@@ -632,20 +763,13 @@ async fn perf_buckets(
     days: &[i64],
     hours: &[i64],
 ) -> Result<Vec<Arc<PerfBucket>>, Error> {
-    let key = |table, start: i64| BucketKey {
-        table,
-        start,
-        version: match table {
-            Table::Daily => rolled.day_versions.get(&start).copied().unwrap_or(0),
-            Table::Hourly => rolled.hour_versions.get(&start).copied().unwrap_or(0),
-            Table::RawSlot => 0,
-        },
-    };
-    let wanted: Vec<BucketKey> = days
-        .iter()
-        .map(|&d| key(Table::Daily, d))
-        .chain(hours.iter().map(|&h| key(Table::Hourly, h)))
-        .collect();
+    let wanted: Vec<BucketKey> = RolledBuckets {
+        rolled,
+        days,
+        hours,
+    }
+    .keys()
+    .collect();
     let mut out = Vec::with_capacity(wanted.len());
     let mut missing = Vec::new();
     for k in wanted {
@@ -713,7 +837,7 @@ fn table_name(table: Table) -> &'static str {
     match table {
         Table::Hourly => "aggregated_metrics",
         Table::Daily => "aggregated_metrics_daily",
-        Table::RawSlot => "performance_metrics",
+        Table::RawSlot | Table::RawSlotOfRolledHour => "performance_metrics",
     }
 }
 
@@ -830,7 +954,7 @@ async fn usage(
     this: &PgMetricsQuery,
     query: &UsageQuery,
 ) -> Result<UsageReport, Error> {
-    use futures_util::future::{try_join, try_join_all, try_join4};
+    use futures_util::future::{try_join, try_join4};
 
     let sql = &*this.sql;
     let (start, end) = (query.range.start(), query.range.end());
@@ -843,82 +967,58 @@ async fn usage(
     let (udays, uhours) = uplan.days_and_hours(&urolled, true);
     let (pdays, phours) = pplan.days_and_hours(&prolled, true);
     let has_usage_rollups = !udays.is_empty() || !uhours.is_empty();
-    let has_rollups = has_usage_rollups || !pdays.is_empty() || !phours.is_empty();
-    let (udays, uhours, pdays, phours) =
-        (times(&udays), times(&uhours), times(&pdays), times(&phours));
     let hour_start = from_unix_secs(floor_time(query.now, HOUR));
 
-    let [s_rolled, s_pages, s_star, s_raw, s_raw_users, s_current] = prepare_all(
-        tx,
-        [
-            &sql.usage_rolled,
-            &sql.usage_pages,
-            &sql.star_users,
-            &sql.usage_raw,
-            &sql.usage_raw_users,
-            &sql.current_hour_users,
-        ],
-    )
-    .await?;
+    let [s_rolled, s_pages] = prepare_all(tx, [&sql.usage_rolled, &sql.usage_pages]).await?;
+    let (udays_t, uhours_t) = (times(&udays), times(&uhours));
     // Every statement below is independent: they go out together and the
     // driver pipelines them on the connection.
     let rolled = async {
         if !has_usage_rollups {
             return Ok(None);
         }
-        let params: [&(dyn ToSql + Sync); 3] = [&udays, &uhours, &event_type];
+        let params: [&(dyn ToSql + Sync); 3] = [&udays_t, &uhours_t, &event_type];
         try_join(tx.query(&s_rolled, &params), tx.query(&s_pages, &params))
             .await
             .map(Some)
+            .map_err(|e| Error::db("reading usage rollups", e))
     };
-    let star = async {
-        if !has_rollups {
-            return Ok(Vec::new());
-        }
-        tx.query(&s_star, &[&pdays, &phours, &udays, &uhours]).await
-    };
-    let raw = try_join_all(uplan.raw.iter().map(|(lo, hi)| {
-        let (s_raw, s_raw_users) = (&s_raw, &s_raw_users);
-        async move {
-            let params: [&(dyn ToSql + Sync); 3] = [lo, hi, &event_type];
-            try_join(tx.query(s_raw, &params), tx.query(s_raw_users, &params)).await
-        }
-    }));
-    // Request users of the raw spans and of the current hour `[hour_start,
-    // now]`, from one set of raw pieces: the union of both, cut where either
-    // starts or ends, so each piece lies wholly inside or outside each.
-    let window = (hour_start, query.now + Duration::from_micros(1));
-    let user_parts = cut_spans(&pplan.raw, window);
-    let spans: Vec<(SystemTime, SystemTime)> = user_parts.iter().map(|p| (p.0, p.1)).collect();
-    // The current hour's event users.
-    let current = async { tx.query(&s_current, &[&hour_start, &query.now]).await };
-    let ((rolled, star, raw, current), pieces) = try_join(
-        async {
-            try_join4(rolled, star, raw, current)
-                .await
-                .map_err(|e| Error::db("reading usage", e))
+    let (perf_rolled, usage_rolled) = (
+        RolledBuckets {
+            rolled: &prolled,
+            days: &pdays,
+            hours: &phours,
         },
-        this.raw_pieces(tx, &spans),
+        RolledBuckets {
+            rolled: &urolled,
+            days: &udays,
+            hours: &uhours,
+        },
+    );
+    let star = star_users(tx, this, &perf_rolled, &usage_rolled);
+    // Raw rows of both tables over their raw spans and the current hour
+    // `[hour_start, now]`: the union of both, cut where either starts or
+    // ends, so each part lies wholly inside or outside each.
+    let window = (hour_start, query.now + Duration::from_micros(1));
+    let request_parts = cut_spans(&pplan.raw, window);
+    let request_spans: Vec<(SystemTime, SystemTime)> =
+        request_parts.iter().map(|p| (p.0, p.1)).collect();
+    let event_parts = cut_spans(&uplan.raw, window);
+    let event_spans: Vec<(SystemTime, SystemTime)> =
+        event_parts.iter().map(|p| (p.0, p.1)).collect();
+    let (rolled, (perf_users, usage_users), events, pieces) = try_join4(
+        rolled,
+        star,
+        raw::stream_events(tx, &this.schema, &event_spans, event_type),
+        this.raw_pieces(tx, &request_spans, &prolled),
     )
     .await?;
-    let mut raw_request_users = DistinctUsers::new();
-    let mut current_request_users = DistinctUsers::new();
-    for piece in &pieces {
-        let (_, _, in_range, in_hour) = user_parts[piece.span];
-        if let Some(users) = &piece.bucket.users {
-            if in_range {
-                raw_request_users.merge(users);
-            }
-            if in_hour {
-                current_request_users.merge(users);
-            }
-        }
-    }
 
     let mut report = UsageReport::default();
     let mut total = 0u64;
     let mut unique = DistinctUsers::new();
     let mut active = DistinctUsers::new();
+    let mut current_users = DistinctUsers::new();
     if let Some((rows, pages)) = &rolled {
         for row in rows {
             let t: &str = row.get(0);
@@ -939,36 +1039,36 @@ async fn usage(
     }
     // The `*` users of both tables: active users, and (without a type
     // filter) the unique users of the events.
-    for row in &star {
-        let is_usage: bool = row.get(0);
-        let users = decode_users(row.get(1), "aggregated_metrics", ALL)?;
-        if is_usage && event_type.is_none() {
-            unique.merge(&users);
-        }
-        active.merge(&users);
+    active.merge(&perf_users);
+    active.merge(&usage_users);
+    if event_type.is_none() {
+        unique.merge(&usage_users);
     }
-    for (rows, user_rows) in &raw {
-        for row in rows {
-            let n = to_u64(row.get(2));
-            total += n;
-            add_to(&mut report.event_distribution, row.get(0), n);
-            if let Some(page) = row.get::<_, Option<&str>>(1) {
-                add_to(&mut report.page_views, page, n);
+    for (part, &(_, _, in_range, in_hour)) in events.iter().zip(&event_parts) {
+        if in_range {
+            for ((t, page), &n) in &part.counts {
+                total += n;
+                add_to(&mut report.event_distribution, t, n);
+                if let Some(page) = page {
+                    add_to(&mut report.page_views, page, n);
+                }
             }
+            active.merge(&part.users);
+            unique.merge(&part.users_of_type);
         }
-        for row in user_rows {
-            let u: &str = row.get(0);
-            active.add(u);
-            if row.get::<_, bool>(1) {
-                unique.add(u);
-            }
+        if in_hour {
+            current_users.merge(&part.users);
         }
     }
-    active.merge(&raw_request_users);
-    let mut current_users = current_request_users;
-    for row in &current {
-        for u in row.get::<_, Option<Vec<&str>>>(0).into_iter().flatten() {
-            current_users.add(u);
+    for piece in &pieces {
+        let (_, _, in_range, in_hour) = request_parts[piece.span];
+        if let Some(users) = &piece.bucket.users {
+            if in_range {
+                active.merge(users);
+            }
+            if in_hour {
+                current_users.merge(users);
+            }
         }
     }
 
@@ -1028,8 +1128,8 @@ async fn time_series(
         }
         let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
         let (mut points, pieces) = try_join(
-            series_rolled_perf(tx, sql, &plan, &rolled, query),
-            this.raw_pieces(tx, &plan.raw),
+            series_rolled_perf(tx, this, &plan, &rolled, query),
+            this.raw_pieces(tx, &plan.raw, &rolled),
         )
         .await?;
         // Pieces are 5-minute slots (or parts of one); buckets are whole
@@ -1072,16 +1172,18 @@ async fn time_series(
         }
         let (plan, rolled) = series_plan(tx, sql, Kind::Usage, first, end, width).await?;
         let stmt = prepare(tx, &sql.series_raw_usage).await?;
-        let (mut points, raw) =
-            try_join(series_rolled_usage(tx, sql, &plan, &rolled, query), async {
+        let (mut points, raw) = try_join(
+            series_rolled_usage(tx, this, &plan, &rolled, query),
+            async {
                 try_join_all(plan.raw.iter().map(|(lo, hi)| {
                     let stmt = &stmt;
                     async move { tx.query(stmt, &[lo, hi, &width]).await }
                 }))
                 .await
                 .map_err(|e| Error::db("reading raw usage events per bucket", e))
-            })
-            .await?;
+            },
+        )
+        .await?;
         for row in raw.iter().flatten() {
             points.push((
                 row.get(0),
@@ -1132,10 +1234,39 @@ fn any_data(perf: &[Option<PerformancePoint>], usage: &[Option<UsagePoint>]) -> 
             .any(|u| u.as_ref().is_some_and(|u| u.event_count > 0))
 }
 
+/// A stored `*` row's point: `(bucket start, point)`.
+fn perf_point(r: &tokio_postgres::Row) -> (i64, PerformancePoint) {
+    let count = to_u64(r.get(1));
+    let errors = to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0));
+    let f = |i: usize| r.get::<_, Option<f64>>(i).unwrap_or(0.0);
+    (
+        r.get(0),
+        PerformancePoint {
+            request_count: count,
+            avg_response_time_ms: f(3),
+            p50_response_time_ms: f(4),
+            p95_response_time_ms: f(5),
+            p99_response_time_ms: f(6),
+            error_count: errors,
+            error_rate: ratio(errors, count),
+        },
+    )
+}
+
+fn usage_point(r: &tokio_postgres::Row) -> (i64, UsagePoint) {
+    (
+        r.get(0),
+        UsagePoint {
+            event_count: to_u64(r.get(1)),
+            unique_users: to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0)),
+        },
+    )
+}
+
 /// The rolled buckets of the performance series: `(bucket start, point)`.
 async fn series_rolled_perf(
     tx: &Transaction<'_>,
-    sql: &Sql,
+    this: &PgMetricsQuery,
     plan: &Plan,
     rolled: &Rolled,
     query: &TimeSeriesQuery,
@@ -1143,37 +1274,26 @@ async fn series_rolled_perf(
     if plan.rollup.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = if query.resolution == Resolution::FiveMinutes {
+    if query.resolution == Resolution::FiveMinutes {
         let (lo, hi) = span_bounds(plan);
-        let stmt = prepare(tx, &sql.series_5min_perf).await?;
-        tx.query(&stmt, &[&lo, &hi]).await
-    } else {
-        // Hourly (`plan` holds no rollup parts at other widths).
-        let (_, hours) = plan.days_and_hours(rolled, false);
-        let stmt = prepare(tx, &sql.series_hourly_perf).await?;
-        tx.query(&stmt, &[&times(&hours)]).await
+        let stmt = prepare(tx, &this.sql.series_5min_perf).await?;
+        let rows = tx
+            .query(&stmt, &[&lo, &hi])
+            .await
+            .map_err(|e| Error::db("reading rolled performance buckets", e))?;
+        return Ok(rows
+            .iter()
+            .map(perf_point)
+            .filter(|(b, _)| in_rollup(plan, *b, 300))
+            .collect());
     }
-    .map_err(|e| Error::db("reading rolled performance buckets", e))?;
-    let width = i64::try_from(query.resolution.duration().as_secs()).unwrap_or(HOUR);
-    Ok(rows
-        .iter()
-        .filter(|r| in_rollup(plan, r.get::<_, i64>(0), width))
-        .map(|r| {
-            let count = to_u64(r.get(1));
-            let errors = to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0));
-            let f = |i: usize| r.get::<_, Option<f64>>(i).unwrap_or(0.0);
-            (
-                r.get(0),
-                PerformancePoint {
-                    request_count: count,
-                    avg_response_time_ms: f(3),
-                    p50_response_time_ms: f(4),
-                    p95_response_time_ms: f(5),
-                    p99_response_time_ms: f(6),
-                    error_count: errors,
-                    error_rate: ratio(errors, count),
-                },
-            )
+    // Hourly (`plan` holds no rollup parts at other widths).
+    let points = hourly_points(tx, this, plan, rolled, false).await?;
+    Ok(points
+        .into_iter()
+        .filter_map(|(h, p)| match p {
+            SeriesPoint::Performance(p) => Some((h, p)),
+            SeriesPoint::Usage(_) => None,
         })
         .collect())
 }
@@ -1181,7 +1301,7 @@ async fn series_rolled_perf(
 /// The rolled buckets of the usage series: `(bucket start, point)`.
 async fn series_rolled_usage(
     tx: &Transaction<'_>,
-    sql: &Sql,
+    this: &PgMetricsQuery,
     plan: &Plan,
     rolled: &Rolled,
     query: &TimeSeriesQuery,
@@ -1189,31 +1309,92 @@ async fn series_rolled_usage(
     if plan.rollup.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = if query.resolution == Resolution::FiveMinutes {
+    if query.resolution == Resolution::FiveMinutes {
         let (lo, hi) = span_bounds(plan);
-        let stmt = prepare(tx, &sql.series_5min_usage).await?;
-        tx.query(&stmt, &[&lo, &hi]).await
-    } else {
-        // Hourly (`plan` holds no rollup parts at other widths).
-        let (_, hours) = plan.days_and_hours(rolled, false);
-        let stmt = prepare(tx, &sql.series_hourly_usage).await?;
-        tx.query(&stmt, &[&times(&hours)]).await
+        let stmt = prepare(tx, &this.sql.series_5min_usage).await?;
+        let rows = tx
+            .query(&stmt, &[&lo, &hi])
+            .await
+            .map_err(|e| Error::db("reading rolled usage buckets", e))?;
+        return Ok(rows
+            .iter()
+            .map(usage_point)
+            .filter(|(b, _)| in_rollup(plan, *b, 300))
+            .collect());
     }
-    .map_err(|e| Error::db("reading rolled usage buckets", e))?;
-    let width = i64::try_from(query.resolution.duration().as_secs()).unwrap_or(HOUR);
-    Ok(rows
-        .iter()
-        .filter(|r| in_rollup(plan, r.get::<_, i64>(0), width))
-        .map(|r| {
-            (
-                r.get(0),
-                UsagePoint {
-                    event_count: to_u64(r.get(1)),
-                    unique_users: to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0)),
-                },
-            )
+    let points = hourly_points(tx, this, plan, rolled, true).await?;
+    Ok(points
+        .into_iter()
+        .filter_map(|(h, p)| match p {
+            SeriesPoint::Usage(p) => Some((h, p)),
+            SeriesPoint::Performance(_) => None,
         })
         .collect())
+}
+
+/// The stored points of the rolled hours of `plan` (their `*` rows): from
+/// the points cache when it holds the hour's current version, the rest
+/// read (and cached; an hour without a `*` row is a zero point). A 90-day
+/// hourly series is ~2,000 of them, and a refresh asks for the same ones.
+async fn hourly_points(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
+    plan: &Plan,
+    rolled: &Rolled,
+    usage: bool,
+) -> Result<Vec<(i64, SeriesPoint)>, Error> {
+    let (_, hours) = plan.days_and_hours(rolled, false);
+    let mut out = Vec::with_capacity(hours.len());
+    let mut missing = Vec::new();
+    for &hour in &hours {
+        let key = PointKey {
+            usage,
+            hour,
+            version: rolled.hour_versions.get(&hour).copied().unwrap_or(0),
+        };
+        match this.points_cache.get(&key) {
+            Some(p) => out.push((hour, (*p).clone())),
+            None => missing.push(key),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let sql = if usage {
+        &this.sql.series_hourly_usage
+    } else {
+        &this.sql.series_hourly_perf
+    };
+    let stmt = prepare(tx, sql).await?;
+    let wanted: Vec<SystemTime> = missing.iter().map(|k| from_unix_secs(k.hour)).collect();
+    let rows = tx
+        .query(&stmt, &[&wanted])
+        .await
+        .map_err(|e| Error::db("reading rolled hourly points", e))?;
+    let mut found: HashMap<i64, SeriesPoint> = rows
+        .iter()
+        .map(|r| {
+            if usage {
+                let (h, p) = usage_point(r);
+                (h, SeriesPoint::Usage(p))
+            } else {
+                let (h, p) = perf_point(r);
+                (h, SeriesPoint::Performance(p))
+            }
+        })
+        .collect();
+    for key in missing {
+        let point = found.remove(&key.hour).unwrap_or(if usage {
+            SeriesPoint::Usage(UsagePoint::default())
+        } else {
+            SeriesPoint::Performance(PerformancePoint::default())
+        });
+        if this.points_cache.is_enabled() {
+            this.points_cache.insert(key, Arc::new(point.clone()));
+        }
+        out.push((key.hour, point));
+    }
+    Ok(out)
 }
 
 /// The union of the disjoint, ascending `spans` and `window`, cut at every
@@ -1367,30 +1548,17 @@ impl Sql {
                 )
             ),
             star_users: format!(
-                "SELECT false, users_sketch FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) \
-                   AND metric_type = 'performance' AND {star_perf} \
+                "SELECT false, false, extract(epoch FROM time_bucket)::int8, users_sketch FROM {daily} \
+                   WHERE time_bucket = ANY($1::timestamptz[]) AND metric_type = 'performance' AND {star_perf} \
                  UNION ALL \
-                 SELECT false, users_sketch FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) \
-                   AND metric_type = 'performance' AND {star_perf} \
+                 SELECT false, true, extract(epoch FROM time_bucket)::int8, users_sketch FROM {hourly} \
+                   WHERE time_bucket = ANY($2::timestamptz[]) AND metric_type = 'performance' AND {star_perf} \
                  UNION ALL \
-                 SELECT true, users_sketch FROM {daily} WHERE time_bucket = ANY($3::timestamptz[]) \
-                   AND metric_type = 'usage' AND {star_usage} \
+                 SELECT true, false, extract(epoch FROM time_bucket)::int8, users_sketch FROM {daily} \
+                   WHERE time_bucket = ANY($3::timestamptz[]) AND metric_type = 'usage' AND {star_usage} \
                  UNION ALL \
-                 SELECT true, users_sketch FROM {hourly} WHERE time_bucket = ANY($4::timestamptz[]) \
-                   AND metric_type = 'usage' AND {star_usage}"
-            ),
-            usage_raw: format!(
-                "SELECT event_type, page_name, count(*)::int8 FROM {ue} \
-                 WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
-                   AND ($3::text IS NULL OR event_type = $3::text) \
-                 GROUP BY event_type, page_name"
-            ),
-            usage_raw_users: format!(
-                "SELECT user_id, bool_or($3::text IS NULL OR event_type = $3::text) FROM {ue} \
-                 WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY user_id"
-            ),
-            current_hour_users: format!(
-                "SELECT array_agg(user_id) FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" <= $2"
+                 SELECT true, true, extract(epoch FROM time_bucket)::int8, users_sketch FROM {hourly} \
+                   WHERE time_bucket = ANY($4::timestamptz[]) AND metric_type = 'usage' AND {star_usage}"
             ),
             series_hourly_perf: format!(
                 "SELECT {series_values} FROM {hourly} WHERE time_bucket = ANY($1::timestamptz[]) \
