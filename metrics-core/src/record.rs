@@ -230,6 +230,23 @@ impl CorrelationId {
         let millis = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self::generate_at_unix_millis(millis)
+    }
+
+    /// [`Self::generate_at`] for a time given as milliseconds since the Unix
+    /// epoch: for callers that already hold the time as a duration since the
+    /// epoch, which spares the checked `SystemTime` subtraction (a third of
+    /// the cost of generating an id besides the text itself).
+    ///
+    /// ```
+    /// use metrics_core::CorrelationId;
+    ///
+    /// let id = CorrelationId::generate_at_unix_millis(1_700_000_000_123);
+    /// let uuid = uuid::Uuid::parse_str(id.as_str()).unwrap();
+    /// assert_eq!(uuid.get_version_num(), 7);
+    /// assert_eq!(uuid.get_timestamp().unwrap().to_unix(), (1_700_000_000, 123_000_000));
+    /// ```
+    pub fn generate_at_unix_millis(millis: u64) -> Self {
         // RFC 9562 layout, built by hand (uuid's builder and formatter cost
         // several times more): 48 bits of milliseconds, version 7, 12 random
         // bits, variant `10`, 62 random bits.

@@ -12,7 +12,7 @@
 //! annotate. Axum services are infallible, so this only concerns plain tower
 //! stacks.
 
-use std::time::SystemTime;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
 use metrics_core::CorrelationId;
@@ -21,20 +21,35 @@ use metrics_core::CorrelationId;
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// The caller's acceptable correlation id, or one generated for a request
-/// that started at `now` (the request's timestamp, so the id costs no second
-/// clock read; see [`CorrelationId::generate_at`] for why generating is cheap).
-pub(crate) fn from_headers_or_generate(headers: &HeaderMap, now: SystemTime) -> CorrelationId {
+/// that started `since_epoch` after the Unix epoch (the request's timestamp,
+/// so the id costs no second clock read; see [`CorrelationId::generate_at`]
+/// for why generating is cheap).
+pub(crate) fn from_headers_or_generate(
+    headers: &HeaderMap,
+    since_epoch: Duration,
+) -> CorrelationId {
     headers
         .get(X_CORRELATION_ID)
         .and_then(CorrelationId::from_header)
-        .unwrap_or_else(|| CorrelationId::generate_at(now))
+        .unwrap_or_else(|| {
+            let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+            CorrelationId::generate_at_unix_millis(millis)
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
+    use std::time::SystemTime;
+
     use super::*;
+
+    fn now() -> Duration {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+    }
 
     fn headers(value: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -44,7 +59,7 @@ mod tests {
 
     #[test]
     fn reuses_acceptable_ids() {
-        let id = from_headers_or_generate(&headers(b"req-123"), SystemTime::now());
+        let id = from_headers_or_generate(&headers(b"req-123"), now());
         assert_eq!(id.as_str(), "req-123");
     }
 
@@ -52,17 +67,17 @@ mod tests {
     fn replaces_bad_ids() {
         let long = vec![b'a'; CorrelationId::MAX_LEN + 1];
         for bad in [&b"has space"[..], b"caf\xc3\xa9", &long, b"tab\there"] {
-            let id = from_headers_or_generate(&headers(bad), SystemTime::now());
+            let id = from_headers_or_generate(&headers(bad), now());
             assert_ne!(id.as_str().as_bytes(), bad);
             assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{id}");
         }
-        let id = from_headers_or_generate(&HeaderMap::new(), SystemTime::now());
+        let id = from_headers_or_generate(&HeaderMap::new(), now());
         assert!(uuid::Uuid::parse_str(id.as_str()).is_ok());
     }
 
     #[test]
     fn generated_ids_are_distinct_across_buffers_and_within_a_millisecond() {
-        let now = SystemTime::now();
+        let now = now();
         let ids: Vec<_> = (0..CorrelationId::IDS_PER_BUFFER * 3)
             .map(|_| from_headers_or_generate(&HeaderMap::new(), now))
             .collect();

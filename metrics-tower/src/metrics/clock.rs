@@ -20,12 +20,23 @@ use tokio::time::Instant;
 const ANCHOR_TTL: Duration = Duration::from_secs(1);
 
 thread_local! {
-    static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    // (monotonic instant, wall time at that instant as a duration since the
+    // Unix epoch): kept as a duration so that callers needing milliseconds
+    // (generated correlation ids) skip a checked `SystemTime` subtraction.
+    static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
 /// The wall-clock time corresponding to the monotonic instant `start`
 /// (taken just now by the caller).
+#[cfg(test)]
 pub(crate) fn wall_time_at(start: Instant) -> SystemTime {
+    SystemTime::UNIX_EPOCH + since_epoch_at(start)
+}
+
+/// The wall-clock time corresponding to the monotonic instant `start`
+/// (taken just now by the caller), as a duration since the Unix epoch. A
+/// system clock set before 1970 reads as the epoch itself.
+pub(crate) fn since_epoch_at(start: Instant) -> Duration {
     ANCHOR.with(|anchor| {
         if let Some((at, wall)) = anchor.get() {
             // `checked_duration_since` is `None` if `start` is before the
@@ -36,7 +47,9 @@ pub(crate) fn wall_time_at(start: Instant) -> SystemTime {
                 }
             }
         }
-        let now = SystemTime::now();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         anchor.set(Some((start, now)));
         now
     })

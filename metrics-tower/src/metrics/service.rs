@@ -1,5 +1,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 // Tokio's `Instant` is `std::time::Instant` unless `test-util` pauses the clock,
 // which lets tests measure durations without sleeping.
@@ -74,11 +75,12 @@ where
         let start = Instant::now();
         // Derived from `start` (no second clock read): the record's timestamp
         // and a generated id's time.
-        let timestamp = super::clock::wall_time_at(start);
+        let since_epoch = super::clock::since_epoch_at(start);
+        let timestamp = SystemTime::UNIX_EPOCH + since_epoch;
         let core = &self.core;
 
         let correlation_id = core.correlation_id.then(|| {
-            let id = correlation::from_headers_or_generate(req.headers(), timestamp);
+            let id = correlation::from_headers_or_generate(req.headers(), since_epoch);
             req.extensions_mut().insert(id.clone());
             id
         });
