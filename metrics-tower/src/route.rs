@@ -330,15 +330,6 @@ impl RouteLabels {
         self.admit_with(label, || Arc::from(label))
     }
 
-    /// Like [`intern`](Self::intern) for a label the caller already owns.
-    pub(crate) fn admit(&self, label: Arc<str>) -> Route {
-        if let Some(route) = self.get(&label) {
-            return route;
-        }
-        let text = Arc::clone(&label);
-        self.admit_with(&text, move || label)
-    }
-
     fn admit_with(&self, label: &str, make: impl FnOnce() -> Arc<str>) -> Route {
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
         // Re-check under the write lock: another request may have added it.
@@ -440,10 +431,10 @@ mod tests {
     fn labels_are_capped_and_overflow_counted() {
         let labels = RouteLabels::new(2);
         assert_eq!(labels.intern("/a"), "/a");
-        assert_eq!(labels.admit(Arc::from("/b")), "/b");
+        assert_eq!(labels.intern("/b"), "/b");
         assert_eq!(labels.intern("/a"), "/a", "known labels stay usable");
         assert_eq!(labels.intern("/c"), Route::OVERFLOW);
-        assert_eq!(labels.admit(Arc::from("/d")), Route::OVERFLOW);
+        assert_eq!(labels.intern("/d"), Route::OVERFLOW);
         let stats = labels.stats();
         assert_eq!((stats.distinct, stats.max, stats.overflowed), (2, 2, 2));
     }

@@ -64,6 +64,19 @@ pub use service::MetricsService;
 use crate::exclude::Exclusions;
 use crate::route::RouteLabels;
 
+/// The methods recorded as they are, indexed by [`Core::method_code`].
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
 /// Configuration and shared state of one layer, shared (one `Arc`) by every
 /// service it builds and every in-flight record.
 #[derive(Clone)]
@@ -90,19 +103,30 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
-    /// The method as recorded: the standard ones as they are, others `OTHER`.
-    pub(crate) fn method(&self, method: &Method) -> Method {
+    /// The method as recorded, as a one-byte code carried by the pending
+    /// record (a `Method` is 24 bytes, moved with the record several times):
+    /// the standard methods by position in [`STANDARD_METHODS`], others
+    /// (recorded as `OTHER`) as `u8::MAX`.
+    pub(crate) fn method_code(method: &Method) -> u8 {
         match *method {
-            Method::GET
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::HEAD
-            | Method::OPTIONS
-            | Method::PATCH
-            | Method::CONNECT
-            | Method::TRACE => method.clone(),
-            _ => self.other_method.clone(),
+            Method::GET => 0,
+            Method::POST => 1,
+            Method::PUT => 2,
+            Method::DELETE => 3,
+            Method::HEAD => 4,
+            Method::OPTIONS => 5,
+            Method::PATCH => 6,
+            Method::CONNECT => 7,
+            Method::TRACE => 8,
+            _ => u8::MAX,
         }
+    }
+
+    /// The method a [`Self::method_code`] stands for.
+    pub(crate) fn method(&self, code: u8) -> Method {
+        STANDARD_METHODS
+            .get(usize::from(code))
+            .cloned()
+            .unwrap_or_else(|| self.other_method.clone())
     }
 }

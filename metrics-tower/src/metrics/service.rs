@@ -8,10 +8,10 @@ use tokio::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
-use metrics_core::CollectorHandle;
+use metrics_core::{CollectorHandle, Route};
 use tower_service::Service;
 
-use super::record::{Pending, PendingRoute, RecordGuard};
+use super::record::{Pending, RecordGuard, RouteKind};
 use super::{Core, MetricsLayer, ResponseFuture};
 use crate::correlation;
 use crate::identity::{ExtensionIdentity, MakeIdentity};
@@ -94,23 +94,23 @@ where
             return ResponseFuture::new(self.inner.call(req), None, correlation_id, head);
         }
 
-        let route = match self.make_route.make_route(&req) {
-            RouteLabel::Template(t) => PendingRoute::Label(core.labels.intern(t)),
-            RouteLabel::Fixed(route) => PendingRoute::Label(route),
+        let (route, route_kind) = match self.make_route.make_route(&req) {
+            RouteLabel::Template(t) => (core.labels.intern(t), RouteKind::Label),
+            RouteLabel::Fixed(route) => (route, RouteKind::Label),
             RouteLabel::Unknown => {
                 let mut buf = [0u8; MAX_LABEL_LEN];
                 match normalize_path_bytes(req.uri().path(), &mut buf) {
-                    None => PendingRoute::Overflow,
+                    None => (Route::OVERFLOW, RouteKind::Overflow),
                     Some(label) => match core.labels.get_bytes(label) {
-                        Some(route) => PendingRoute::Known(route),
-                        None if core.labels.is_full() => PendingRoute::Overflow,
-                        // First sight of this label: the only allocation
-                        // the route costs, and only once per label unless
-                        // it keeps ending in 404. Whole segments of a `str`
-                        // are UTF-8, so the fallback is unreachable.
+                        Some(route) => (route, RouteKind::Known),
+                        None if core.labels.is_full() => (Route::OVERFLOW, RouteKind::Overflow),
+                        // First sight of this label: allocated here, and
+                        // interned (a second allocation, once per label) if
+                        // the request does not end in 404. Whole segments of
+                        // a `str` are UTF-8, so the fallback is unreachable.
                         None => match std::str::from_utf8(label) {
-                            Ok(label) => PendingRoute::New(Arc::from(label)),
-                            Err(_) => PendingRoute::Overflow,
+                            Ok(label) => (Route::from(Arc::<str>::from(label)), RouteKind::New),
+                            Err(_) => (Route::OVERFLOW, RouteKind::Overflow),
                         },
                     },
                 }
@@ -123,7 +123,8 @@ where
             start,
             timestamp,
             route,
-            method: core.method(req.method()),
+            route_kind,
+            method: Core::method_code(req.method()),
             user,
             correlation_id,
         });
