@@ -18,6 +18,12 @@
 //! connection tasks do, so the worker runs whenever it was woken (per-wake
 //! costs show up) instead of only at the flushes.
 //!
+//! `WITH_STATE=1` calls `Router::with_state(())` on the finished router, as
+//! `axum::serve` does once per connection: without it a `Router<()>` called
+//! directly (as here and in the criterion bench) turns its handler into a
+//! route, layers included, on every request, so heavier layers pay that
+//! construction per request.
+//!
 //! Per-request cost without setup: run `n` and `2n` and divide the difference
 //! by `n`. `SINK=noop` swaps the memory sink for one that discards batches.
 //! Note that valgrind runs `clock_gettime` as a system call (no vDSO), so
@@ -68,6 +74,16 @@ async fn hello_fn(_req: Request<Empty<Bytes>>) -> Result<Response<Full<Bytes>>, 
 
 fn router() -> Router {
     Router::new().route("/", get(hello))
+}
+
+/// `router` as `axum::serve` runs it when `WITH_STATE` is set (see the
+/// module docs).
+fn served(router: Router) -> Router {
+    if std::env::var_os("WITH_STATE").is_some() {
+        router.with_state(())
+    } else {
+        router
+    }
 }
 
 async fn drive<S, ReqB, ResB>(
@@ -135,10 +151,10 @@ fn main() {
             "fn_metrics" | "fn_metrics_nocorr" => {
                 drive(layer().layer(tower::service_fn(hello_fn)), c, n, fn_request).await
             }
-            "router_bare" => drive(router(), c, n, router_request).await,
+            "router_bare" => drive(served(router()), c, n, router_request).await,
             "router_noop_layer" => {
                 drive(
-                    router().layer(tower::layer::util::Identity::new()),
+                    served(router().layer(tower::layer::util::Identity::new())),
                     c,
                     n,
                     router_request,
@@ -146,11 +162,11 @@ fn main() {
                 .await
             }
             "router_metrics" | "router_metrics_nocorr" => {
-                drive(router().layer(layer()), c, n, router_request).await
+                drive(served(router().layer(layer())), c, n, router_request).await
             }
             "router_trace" => {
                 drive(
-                    router().layer(tower_http::trace::TraceLayer::new_for_http()),
+                    served(router().layer(tower_http::trace::TraceLayer::new_for_http())),
                     c,
                     n,
                     router_request,
