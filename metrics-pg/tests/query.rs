@@ -472,7 +472,7 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
     f.roll(DAY0 + 3 * HOUR + 120).await; // hours 0..2 rolled, hour 3 raw
     // 03:47:30: the open hour has 9 whole slots and a partial one.
     let now = t(DAY0 + 3 * HOUR + 47 * 60 + 30);
-    let range = TimeRange::custom(t(DAY0 + 30 * 60), now, now).unwrap();
+    let range = TimeRange::custom(t(DAY0 + 30 * 60 + 17), now, now).unwrap();
     let q = PerformanceQuery::new(range, now);
     let sq = TimeSeriesQuery::new(range, SeriesKind::Both, now).resolution(Resolution::FiveMinutes);
     let uq = UsageQuery::new(range, now);
@@ -514,11 +514,12 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
     );
     f.compare_all(range).await;
 
-    // A late row in the range's partial first hour, which is rolled: its
-    // slots follow the hour's rollup version, like the rest of a rolled
-    // hour, so the row counts once the job has re-rolled the hour.
+    // A late row in the range's partial first hour, which is rolled, in the
+    // slot the range starts in: its slots (and the rows of that edge slot)
+    // follow the hour's rollup version, like the rest of a rolled hour, so
+    // the row counts once the job has re-rolled the hour.
     let early = RequestRecord::new(
-        t(DAY0 + 40 * 60 + 7),
+        t(DAY0 + 33 * 60 + 7),
         Route::from_static("/late"),
         Method::GET,
         200,

@@ -57,6 +57,48 @@
 //! Statements are prepared once per connection (`prepare_cached`); every
 //! query sets its `statement_timeout` with `SET LOCAL`.
 
+/// Evaluates `$body` (an expression that may use `.await` and `?`) with
+/// `$t` bound to a read-only transaction of its own on a spare connection
+/// (same isolation and statement timeout as [`PgMetricsQuery::read`]'s), so
+/// the server works on it beside the query's other statements; or bound to
+/// `$tx` when no connection is free right away. Gives `Result<_, Error>`.
+/// Only for reads whose rows are disjoint from the rest of the query's: a
+/// second snapshot can then only see rows that arrived meanwhile, never
+/// count one twice. (A macro, not a method taking an async closure: such a
+/// closure borrowing the query makes the trait's futures lose `Send`.)
+macro_rules! beside {
+    ($this:expr, $tx:expr, |$t:ident| $body:expr) => {{
+        let this: &PgMetricsQuery = $this;
+        match this.spare_connection().await {
+            Some(mut conn) => {
+                let run = async {
+                    let side = this.side_transaction(&mut conn).await?;
+                    let out = {
+                        let $t = &side;
+                        $body
+                    };
+                    side.commit()
+                        .await
+                        .map_err(|e| Error::db("ending a read-only transaction", e))?;
+                    Ok::<_, Error>(out)
+                };
+                let result = run.await;
+                if let Err(e) = &result {
+                    discard_if_broken(conn, e);
+                }
+                result
+            }
+            None => {
+                async {
+                    let $t = $tx;
+                    Ok::<_, Error>($body)
+                }
+                .await
+            }
+        }
+    }};
+}
+
 mod cache;
 mod plan;
 mod raw;
@@ -152,6 +194,7 @@ pub struct PgMetricsQuery {
     cache: Arc<BucketCache>,
     users_cache: Arc<BucketCache<UsersKey, DistinctUsers>>,
     points_cache: Arc<BucketCache<PointKey, SeriesPoint>>,
+    rows_cache: Arc<BucketCache<BucketKey, raw::SlotRows>>,
 }
 
 /// A connection that broke, or that we stopped waiting for, goes away
@@ -237,6 +280,7 @@ impl PgMetricsQuery {
             cache: Arc::new(BucketCache::new(0)),
             users_cache: Arc::new(BucketCache::new(0)),
             points_cache: Arc::new(BucketCache::new(0)),
+            rows_cache: Arc::new(BucketCache::new(0)),
         }
         .cache_bytes(Self::DEFAULT_CACHE_BYTES))
     }
@@ -260,9 +304,10 @@ impl PgMetricsQuery {
         // Three quarters for whole buckets (per-endpoint sketches), the
         // rest for the all-endpoints/all-types users sketches of usage
         // reports (16 KiB each) and the stored points of hourly series.
-        self.cache = Arc::new(BucketCache::new(bytes / 4 * 3));
+        self.cache = Arc::new(BucketCache::new(bytes / 8 * 5));
         self.users_cache = Arc::new(BucketCache::new(bytes / 16 * 3));
         self.points_cache = Arc::new(BucketCache::new(bytes / 16));
+        self.rows_cache = Arc::new(BucketCache::new(bytes / 8));
         self
     }
 
@@ -1009,7 +1054,15 @@ async fn usage(
     let (rolled, (perf_users, usage_users), events, pieces) = try_join4(
         rolled,
         star,
-        raw::stream_events(tx, &this.schema, &event_spans, event_type),
+        async {
+            beside!(this, tx, |t| raw::stream_events(
+                t,
+                &this.schema,
+                &event_spans,
+                event_type
+            )
+            .await?)
+        },
         this.raw_pieces(tx, &request_spans, &prolled),
     )
     .await?;

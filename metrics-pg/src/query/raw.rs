@@ -23,9 +23,9 @@ use deadpool_postgres::Transaction;
 use futures_util::{StreamExt, pin_mut};
 use metrics_core::aggregate::{DistinctUsers, LatencySketch};
 
-use super::cache::{BucketKey, Part, PerfBucket, Table};
+use super::cache::{BucketKey, Part, PerfBucket, Table, Weigh};
 use super::plan::{HOUR, Rolled, ceil_time, floor_time, floor_to};
-use super::{PgMetricsQuery, micros_literal, prepare, to_u64};
+use super::{PgMetricsQuery, discard_if_broken, micros_literal, prepare, to_u64};
 use crate::copy_out::{CopyTuples, bytes as copy_bytes, fixed};
 use crate::error::Error;
 use crate::job::from_unix_secs;
@@ -137,6 +137,25 @@ fn halves(
     (a, b)
 }
 
+/// [`halves`] of whole-slot ranges, cut on a slot boundary (each slot is
+/// counted by one statement).
+fn halves_on_slots(
+    ranges: &[(SystemTime, SystemTime)],
+) -> (Vec<(SystemTime, SystemTime)>, Vec<(SystemTime, SystemTime)>) {
+    let (mut a, mut b) = halves(ranges);
+    if let (Some(last), Some(first)) = (a.last_mut(), b.first_mut()) {
+        if last.1 == first.0 {
+            let cut = from_unix_secs(ceil_time(last.1, SLOT));
+            last.1 = cut;
+            first.0 = cut;
+            if first.0 >= first.1 {
+                let _ = b.remove(0);
+            }
+        }
+    }
+    (a, b)
+}
+
 impl PgMetricsQuery {
     /// The raw requests of the disjoint `spans` as pieces (ascending): the
     /// whole 5-minute slots inside them (from the cache when their row
@@ -161,17 +180,69 @@ impl PgMetricsQuery {
         let hour_version = |w: &Want| rolled.hour_versions.get(&floor_to(w.slot, HOUR)).copied();
         let (of_rolled, counted): (Vec<Want>, Vec<Want>) =
             whole.iter().partition(|w| hour_version(w).is_some());
+        // Edges in rolled hours (where a range starts mid-slot) are cut from
+        // their slot's cached rows, under the hour's rollup version: the
+        // range start moves every query, and a few thousand rows scanned
+        // in an older day partition cost more than the rest of the query.
+        let (rolled_edges, edges): (Vec<Want>, Vec<Want>) = edges
+            .into_iter()
+            .partition(|w| caching && hour_version(w).is_some());
+        let rows_keys: Vec<BucketKey> = {
+            let mut keys: Vec<BucketKey> = rolled_edges
+                .iter()
+                .map(|w| {
+                    slot_key(
+                        Table::RawSlotOfRolledHour,
+                        w.slot,
+                        hour_version(w).unwrap_or(0),
+                    )
+                })
+                .collect();
+            keys.dedup();
+            keys
+        };
 
         // The counts of the open slots (in this snapshot) and the edges,
         // side by side when a second connection is free.
         let count_ranges = ranges(counted.iter().map(|w| (w.lo, w.hi)));
         // Edges stay separate parts (two spans may meet inside one slot).
         let edge_parts: Vec<_> = edges.iter().map(|w| (w.lo, w.hi)).collect();
-        let (counts, mut built) = futures_util::future::try_join(
-            self.slot_counts(tx, &count_ranges),
+        // Counting is a scan too: the later half on another connection.
+        let (mine, theirs) = halves_on_slots(&count_ranges);
+        let slot_rows = async {
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            for key in &rows_keys {
+                match self.rows_cache.get(key) {
+                    Some(rows) => found.push((key.start, rows)),
+                    None => missing.push(*key),
+                }
+            }
+            if !missing.is_empty() {
+                let slots: Vec<i64> = missing.iter().map(|k| k.start).collect();
+                let mut fetched =
+                    beside!(self, tx, |t| stream_rows(t, &self.schema, &slots).await?)?;
+                for key in missing {
+                    let rows = Arc::new(fetched.remove(&key.start).unwrap_or_default());
+                    self.rows_cache.insert(key, Arc::clone(&rows));
+                    found.push((key.start, rows));
+                }
+            }
+            Ok::<_, Error>(found)
+        };
+        let (mut counts, more, mut built, slot_rows) = futures_util::future::try_join4(
+            self.slot_counts(tx, &mine),
+            async {
+                if theirs.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                beside!(self, tx, |t| self.slot_counts(t, &theirs).await?)
+            },
             self.stream_beside(tx, edge_parts),
+            slot_rows,
         )
         .await?;
+        counts.extend(more);
 
         let mut pieces = Vec::with_capacity(wants.len());
         let mut stale: Vec<(Want, BucketKey)> = Vec::new();
@@ -236,11 +307,19 @@ impl PgMetricsQuery {
                 pieces.push(piece(w, Arc::new(b)));
             }
         }
+        for w in &rolled_edges {
+            if let Some((_, rows)) = slot_rows.iter().find(|(slot, _)| *slot == w.slot) {
+                let bucket = rows.bucket(pg_micros(w.lo), pg_micros(w.hi));
+                if bucket.all.is_some() {
+                    pieces.push(piece(w, Arc::new(bucket)));
+                }
+            }
+        }
         pieces.sort_by_key(|p| p.lo);
         Ok(pieces)
     }
 
-    /// Row counts per slot of `ranges` (whole slots), in `tx`'s snapshot.
+    /// Row counts per slot of `ranges` (whole slots), in `t`'s snapshot.
     async fn slot_counts(
         &self,
         tx: &Transaction<'_>,
@@ -263,8 +342,8 @@ impl PgMetricsQuery {
             .collect())
     }
 
-    /// Streams the ascending, disjoint edge `parts` on a spare connection
-    /// when one is free, else on `tx`; the result is keyed by the part.
+    /// Streams the ascending, disjoint edge `parts` beside the query's
+    /// other statements; the result is keyed by the part.
     async fn stream_beside(
         &self,
         tx: &Transaction<'_>,
@@ -273,24 +352,7 @@ impl PgMetricsQuery {
         if parts.is_empty() {
             return Ok(HashMap::new());
         }
-        let by_part = match self.spare_connection().await {
-            Some(mut conn) => {
-                let run = async {
-                    let side = self.side_transaction(&mut conn).await?;
-                    let out = stream_parts(&side, &self.schema, &parts).await?;
-                    side.commit()
-                        .await
-                        .map_err(|e| Error::db("ending a read-only transaction", e))?;
-                    Ok::<_, Error>(out)
-                };
-                let result = run.await;
-                if let Err(e) = &result {
-                    super::discard_if_broken(conn, e);
-                }
-                result?
-            }
-            None => stream_parts(tx, &self.schema, &parts).await?,
-        };
+        let by_part = beside!(self, tx, |t| stream_parts(t, &self.schema, &parts).await?)?;
         Ok(by_part.into_iter().map(|(i, b)| (parts[i], b)).collect())
     }
 
@@ -644,6 +706,16 @@ mod tests {
     }
 
     #[test]
+    fn count_halves_are_cut_on_a_slot_boundary() {
+        let (a, b) = halves_on_slots(&[(at(0), at(1_500))]);
+        assert_eq!(a, vec![(at(0), at(900))]);
+        assert_eq!(b, vec![(at(900), at(1_500))]);
+        let (a, b) = halves_on_slots(&[(at(0), at(300))]);
+        assert_eq!(a, vec![(at(0), at(300))]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
     fn pg_micros_counts_from_2000() {
         assert_eq!(pg_micros(at(946_684_800)), 0);
         assert_eq!(pg_micros(at(946_684_801)), 1_000_000);
@@ -756,6 +828,156 @@ pub(super) async fn stream_events(
                 )
             })
             .collect();
+    }
+    Ok(out)
+}
+
+/// The raw requests of one slot, row by row (for cutting edges out of it).
+#[derive(Debug, Default)]
+pub(super) struct SlotRows {
+    keys: Vec<(String, String)>,
+    rows: Vec<RowRec>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RowRec {
+    /// PostgreSQL microseconds.
+    ts: i64,
+    key: u32,
+    error: bool,
+    ms: f64,
+    user: Option<u64>,
+}
+
+impl Weigh for SlotRows {
+    fn bytes(&self) -> usize {
+        64 + self.rows.len() * std::mem::size_of::<RowRec>()
+            + self
+                .keys
+                .iter()
+                .map(|(e, m)| 48 + e.len() + m.len())
+                .sum::<usize>()
+    }
+}
+
+impl SlotRows {
+    /// The bucket of the rows in `[lo, hi)` (PostgreSQL microseconds).
+    fn bucket(&self, lo: i64, hi: i64) -> PerfBucket {
+        let mut keys: Vec<Acc> = self.keys.iter().map(|_| Acc::default()).collect();
+        let mut all = Acc::default();
+        let mut hashes = Vec::new();
+        for r in self.rows.iter().filter(|r| lo <= r.ts && r.ts < hi) {
+            let error = u64::from(r.error);
+            let k = &mut keys[r.key as usize];
+            k.count += 1;
+            k.errors += error;
+            k.sketch.add(r.ms);
+            all.count += 1;
+            all.errors += error;
+            all.sketch.add(r.ms);
+            if let Some(h) = r.user {
+                hashes.push(h);
+            }
+        }
+        let mut users = DistinctUsers::new();
+        users.add_hashes(&mut hashes);
+        let parts = self
+            .keys
+            .iter()
+            .zip(keys)
+            .filter(|(_, a)| a.count > 0)
+            .map(|((e, m), a)| Part::new(e.clone(), m.clone(), a.count, a.errors, a.sketch))
+            .collect();
+        let all = (all.count > 0).then(|| {
+            Part::new(
+                ALL.to_owned(),
+                ALL.to_owned(),
+                all.count,
+                all.errors,
+                all.sketch,
+            )
+        });
+        PerfBucket {
+            parts,
+            all,
+            users: Some(users),
+        }
+    }
+}
+
+/// Streams the raw requests of the whole `slots` with binary `COPY`,
+/// keeping every row (one scan per run of adjacent slots).
+async fn stream_rows(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    slots: &[i64],
+) -> Result<HashMap<i64, SlotRows>, Error> {
+    const CTX: &str = "streaming raw requests of a slot for a dashboard query";
+    let mut out: HashMap<i64, SlotRows> = HashMap::new();
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let spans = ranges(
+        sorted
+            .iter()
+            .map(|&s| (from_unix_secs(s), from_unix_secs(s + SLOT))),
+    );
+    type Methods = Vec<(Vec<u8>, u32)>;
+    let mut index: HashMap<i64, HashMap<Vec<u8>, Methods>> = HashMap::new();
+    for (lo, hi) in spans {
+        let sql = format!(
+            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id, \"timestamp\" \
+             FROM {} WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
+            schema.qualify("performance_metrics"),
+            micros_literal(lo),
+            micros_literal(hi)
+        );
+        let stream = tx
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| Error::db("streaming raw requests", e))?;
+        pin_mut!(stream);
+        let mut parser = CopyTuples::<6>::new(CTX);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
+            parser.feed(&chunk, |f| {
+                let ts = i64::from_be_bytes(fixed::<8>(f[5], CTX)?);
+                let slot = (ts.div_euclid(1_000_000) + PG_EPOCH_UNIX_SECS).div_euclid(SLOT) * SLOT;
+                let rows = out.entry(slot).or_default();
+                let endpoint = copy_bytes(f[0], CTX)?;
+                let method = copy_bytes(f[1], CTX)?;
+                // Key indexes are per slot; looked up by borrowed bytes.
+                let methods = match index.entry(slot).or_default().get_mut(endpoint) {
+                    Some(m) => m,
+                    None => index
+                        .entry(slot)
+                        .or_default()
+                        .entry(endpoint.to_vec())
+                        .or_default(),
+                };
+                let key = match methods.iter().find(|(m, _)| m.as_slice() == method) {
+                    Some(&(_, k)) => k,
+                    None => {
+                        rows.keys.push((
+                            String::from_utf8_lossy(endpoint).into_owned(),
+                            String::from_utf8_lossy(method).into_owned(),
+                        ));
+                        let k = u32::try_from(rows.keys.len() - 1).unwrap_or(u32::MAX);
+                        methods.push((method.to_vec(), k));
+                        k
+                    }
+                };
+                rows.rows.push(RowRec {
+                    ts,
+                    key,
+                    error: i32::from_be_bytes(fixed::<4>(f[2], CTX)?) >= 400,
+                    ms: f64::from_be_bytes(fixed::<8>(f[3], CTX)?),
+                    user: f[4].map(DistinctUsers::hash_id),
+                });
+                Ok(())
+            })?;
+        }
+        parser.finish()?;
     }
     Ok(out)
 }
