@@ -28,29 +28,47 @@
 //!
 //! # How each answer is assembled
 //!
+//! * **raw requests** are read as 5-minute *pieces* (`raw.rs`): each whole
+//!   slot inside a raw span, and the partial slots at the span's edges. A
+//!   whole slot of the open (not rolled) hour is cached decoded (per-key
+//!   counts and sketches, the all-endpoints sketch, its users) under its
+//!   row count: every query counts the rows of those slots in its snapshot
+//!   (a scan of one column, on two connections) and streams only slots
+//!   whose count changed, plus the edge slots. Raw tables are append-only
+//!   (the sink only inserts; retention drops whole rolled days), so an
+//!   equal count means the same rows. Slots of a *rolled* hour (the partial
+//!   first hour of a range read raw) are cached under the hour's rollup
+//!   version instead, with no count, and an edge there is cut from the
+//!   slot's cached rows: they follow the hour's rollup, which the job
+//!   redoes when late rows arrive (so a late row in such an hour counts
+//!   after the re-roll, as it does for the rest of the hour).
 //! * **performance**: the `*` (all endpoints) rows give the summary, the
 //!   per-(endpoint, method) rows the table; their latency sketches are
 //!   decoded and merged ([`LatencySketch::merge`]: percentiles keep the
 //!   sketch's guarantee, exact while a key holds at most 1,000 samples),
-//!   counts and error counts are read as plain columns; decoded buckets are kept in
-//!   a bounded cache keyed by their rollup version
-//!   ([`PgMetricsQuery::cache_bytes`]). Raw parts are streamed with binary
-//!   `COPY` and folded into the same sketches as they arrive (with the
-//!   `endpoint` filter: one set-based `GROUP BY endpoint, method` returning
-//!   the latencies as an array). `active_users` merges the users sketches
-//!   (plus the raw rows' distinct users). The `endpoint`
-//!   filter restricts all of it to that route's rows.
+//!   counts and error counts are read as plain columns; decoded buckets are
+//!   kept in a bounded cache keyed by their rollup version
+//!   ([`PgMetricsQuery::cache_bytes`]). Raw pieces merge in as more
+//!   buckets (with the `endpoint` filter: one set-based `GROUP BY endpoint,
+//!   method` returning the latencies as an array). `active_users` merges
+//!   the users sketches of both. The `endpoint` filter restricts all of it
+//!   to that route's rows.
 //! * **usage**: per-type rows give `event_distribution`; the `*` rows (or the
 //!   type's rows, with the `event_type` filter) the totals, unique users and
 //!   page views; `active_users` merges the users sketches of the performance
-//!   and usage `*` rows (plus raw distinct users of both tables);
-//!   `active_users_current_hour` is read raw over `[floor_hour(now), now]`.
+//!   and usage `*` rows (cached by rollup version) plus the raw pieces'
+//!   users and the raw events' users; `active_users_current_hour` reads
+//!   `[floor_hour(now), now]` from the same raw pieces and events. Raw
+//!   events are streamed in one `COPY` for all of that, on a second
+//!   connection.
 //! * **time series**: the series covers whole UTC buckets from the bucket
 //!   holding `s`. At 5 minutes, rolled hours are read from
 //!   `aggregated_metrics_5min` (whole slots), at one hour from the hourly
-//!   `*` rows; each such bucket is exactly one stored row, whose stored
-//!   values are the point. Raw parts are grouped per bucket in SQL. Buckets
-//!   without data are zeros; a range without any data is an empty list.
+//!   `*` rows (cached by rollup version); each such bucket is exactly one
+//!   stored row, whose stored values are the point. Raw request buckets
+//!   merge the raw pieces inside them; raw usage buckets are grouped in
+//!   SQL. Buckets without data are zeros; a range without any data is an
+//!   empty list.
 //! * **user_event_count**: raw `usage_events` only (rollups keep no per-user
 //!   counts), so the count covers the raw retention (7 days).
 //!
@@ -293,13 +311,16 @@ impl PgMetricsQuery {
         self
     }
 
-    /// Memory for decoded performance rollup buckets (default 64 MiB; 0
-    /// turns the cache off). The hourly sketches of busy endpoints are
-    /// large (exact below 1,000 samples), so a dashboard refresh reads
-    /// them from this cache instead of from PostgreSQL; entries are keyed
-    /// by the bucket's rollup version, so the answers are the same either
-    /// way. Clones of a `PgMetricsQuery` share one cache; this setting
-    /// gives the value a new, empty one.
+    /// Memory for the query caches (default 64 MiB; 0 turns them off):
+    /// decoded rollup buckets (per-endpoint sketches, exact below 1,000
+    /// samples, so 24 hours of a busy service are megabytes), the users
+    /// sketches and hourly points of rollups, and decoded raw 5-minute
+    /// slots. Rollup entries are keyed by the bucket's rollup version, raw
+    /// slots by their row count in the query's snapshot (or, inside a
+    /// rolled hour, by the hour's rollup version), so the answers are the
+    /// same as without the caches; see the `query` module documentation.
+    /// Clones of a `PgMetricsQuery` share the caches; this setting gives
+    /// the value new, empty ones.
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         // Three quarters for whole buckets (per-endpoint sketches), the
         // rest for the all-endpoints/all-types users sketches of usage
