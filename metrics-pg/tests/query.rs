@@ -580,6 +580,24 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
     );
 }
 
+/// With one pooled connection every side scan runs on the query's own
+/// connection (several `COPY`s and statements pipelined at once).
+#[tokio::test]
+async fn a_pool_of_one_connection_gives_the_same_answers() {
+    let mut f = Fixture::new().await;
+    let (requests, events) = traffic(DAY0, NOW, 24, 3);
+    f.write(requests, events).await;
+    f.roll(DAY0 + DAY + 2 * HOUR + 120).await;
+    f.query = PgMetricsQuery::new(pool(&f.db, 1), &f.schema).unwrap();
+    let now = t(NOW);
+    let range = TimeRange::custom(t(DAY0 + 7 * HOUR + 17), now, now).unwrap();
+    f.compare_all(range).await;
+    // And again, from the caches.
+    f.compare_all(range).await;
+    f.compare_all(TimeRange::preset(Preset::Last24Hours, now))
+        .await;
+}
+
 #[tokio::test]
 async fn empty_store_answers_zeros_and_empty_lists() {
     let f = Fixture::new().await;

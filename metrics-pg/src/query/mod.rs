@@ -368,6 +368,11 @@ impl PgMetricsQuery {
     /// is free within [`SPARE_CONNECTION_WAIT`] (else the caller scans on its
     /// own connection: a busy pool must not slow the query down).
     async fn spare_connection(&self) -> Option<Object> {
+        // Every connection is taken and none may be opened: do not wait.
+        let status = self.pool.status();
+        if status.available == 0 && status.size >= status.max_size {
+            return None;
+        }
         match tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await {
             Ok(Ok(conn)) => Some(conn),
             _ => None,
