@@ -357,7 +357,8 @@ impl PgMetricsQuery {
     }
 
     /// Streams whole-slot `ranges`, split in two halves read side by side
-    /// when a spare connection is free; one bucket per slot.
+    /// (the second on a spare connection when one is free); one bucket per
+    /// slot.
     async fn stream_split(
         &self,
         tx: &Transaction<'_>,
@@ -396,42 +397,23 @@ impl PgMetricsQuery {
         };
         let (a, b) = halves(ranges);
         let (a, b) = (slot_parts(&a), slot_parts(&b));
-        let merged = if b.is_empty() || a.is_empty() {
-            let all: Vec<_> = a.into_iter().chain(b).collect();
-            slots(stream_parts(tx, &self.schema, &all).await?, &all)
-        } else if let Some(mut conn) = self.spare_connection().await {
-            let beside = async {
-                let side = self.side_transaction(&mut conn).await?;
-                let out = stream_parts(&side, &self.schema, &b).await?;
-                side.commit()
-                    .await
-                    .map_err(|e| Error::db("ending a read-only transaction", e))?;
-                Ok::<_, Error>(out)
-            };
-            let (mine, theirs) =
-                match futures_util::future::try_join(stream_parts(tx, &self.schema, &a), beside)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        super::discard_if_broken(conn, &e);
-                        return Err(e);
-                    }
-                };
-            let mut out = slots(mine, &a);
-            for (slot, bucket) in slots(theirs, &b) {
-                match out.get_mut(&slot) {
-                    Some(into) => merge_bucket(into, bucket),
-                    None => {
-                        let _ = out.insert(slot, bucket);
-                    }
+        let (mine, theirs) =
+            futures_util::future::try_join(stream_parts(tx, &self.schema, &a), async {
+                if b.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                beside!(self, tx, |t| stream_parts(t, &self.schema, &b).await?)
+            })
+            .await?;
+        let mut merged = slots(mine, &a);
+        for (slot, bucket) in slots(theirs, &b) {
+            match merged.get_mut(&slot) {
+                Some(into) => merge_bucket(into, bucket),
+                None => {
+                    let _ = merged.insert(slot, bucket);
                 }
             }
-            out
-        } else {
-            let all: Vec<_> = a.into_iter().chain(b).collect();
-            slots(stream_parts(tx, &self.schema, &all).await?, &all)
-        };
+        }
         Ok(merged.into_iter().collect())
     }
 }
@@ -572,85 +554,115 @@ async fn stream_parts(
     parts: &[(SystemTime, SystemTime)],
 ) -> Result<HashMap<usize, PerfBucket>, Error> {
     const CTX: &str = "streaming raw requests for a dashboard query";
+    let mut accs: HashMap<usize, PartAcc> = HashMap::new();
+    copy_parts::<6>(
+        tx,
+        &schema.qualify("performance_metrics"),
+        REQUEST_COLUMNS,
+        parts,
+        CTX,
+        |i, _, f| {
+            let acc = accs.entry(i).or_default();
+            let endpoint = copy_bytes(f[0], CTX)?;
+            let method = copy_bytes(f[1], CTX)?;
+            let status = i32::from_be_bytes(fixed::<4>(f[2], CTX)?);
+            let ms = f64::from_be_bytes(fixed::<8>(f[3], CTX)?);
+            if let Some(u) = f[4] {
+                acc.hashes.push(DistinctUsers::hash_id(u));
+                if acc.hashes.len() >= 1 << 14 {
+                    acc.users.add_hashes(&mut acc.hashes);
+                }
+            }
+            let methods = match acc.by_endpoint.get_mut(endpoint) {
+                Some(m) => m,
+                None => acc.by_endpoint.entry(endpoint.to_vec()).or_default(),
+            };
+            let k = match methods.iter().position(|(m, _)| m == method) {
+                Some(k) => k,
+                None => {
+                    methods.push((method.to_vec(), Acc::default()));
+                    methods.len() - 1
+                }
+            };
+            let error = u64::from(status >= 400);
+            let key = &mut methods[k].1;
+            key.count += 1;
+            key.errors += error;
+            key.sketch.add(ms);
+            acc.all.count += 1;
+            acc.all.errors += error;
+            acc.all.sketch.add(ms);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(accs
+        .into_iter()
+        .map(|(i, a)| (i, a.into_bucket()))
+        .collect())
+}
+
+/// The columns read from `performance_metrics` (the timestamp last, for
+/// [`copy_parts`]).
+const REQUEST_COLUMNS: &str =
+    "endpoint, method, status_code, response_time_ms, user_id, \"timestamp\"";
+
+/// Streams `columns` (the last one `"timestamp"`) of the rows of `table`
+/// in the ascending, disjoint `parts` with binary `COPY` — one scan per
+/// run of adjacent parts — and calls `row` with the index of the part each
+/// row falls in, its timestamp (PostgreSQL microseconds) and its fields.
+async fn copy_parts<const N: usize>(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &str,
+    parts: &[(SystemTime, SystemTime)],
+    context: &'static str,
+    mut row: impl FnMut(usize, i64, &[Option<&[u8]>; N]) -> Result<(), Error>,
+) -> Result<(), Error> {
     if parts.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(());
     }
     // Part bounds in PostgreSQL microseconds, for the per-row lookup.
     let bounds: Vec<(i64, i64)> = parts
         .iter()
         .map(|&(lo, hi)| (pg_micros(lo), pg_micros(hi)))
         .collect();
-    let mut accs: HashMap<usize, PartAcc> = HashMap::new();
+    // Rows mostly arrive in time order: the last part is checked first.
+    let mut last = 0usize;
     for (lo, hi) in ranges(parts.iter().copied()) {
         let sql = format!(
-            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id, \"timestamp\" \
-             FROM {} WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
-            schema.qualify("performance_metrics"),
+            "COPY (SELECT {columns} FROM {table} \
+             WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
             micros_literal(lo),
             micros_literal(hi)
         );
         let stream = tx
             .copy_out(sql.as_str())
             .await
-            .map_err(|e| Error::db("streaming raw requests", e))?;
+            .map_err(|e| Error::db(context, e))?;
         pin_mut!(stream);
-        let mut parser = CopyTuples::<6>::new(CTX);
-        // Rows mostly arrive in time order: remember the last part.
-        let mut last = 0usize;
+        let mut parser = CopyTuples::<N>::new(context);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
+            let chunk = chunk.map_err(|e| Error::db(context, e))?;
             parser.feed(&chunk, |f| {
-                let ts = i64::from_be_bytes(fixed::<8>(f[5], CTX)?);
+                let ts = i64::from_be_bytes(fixed::<8>(f[N - 1], context)?);
                 let i = if bounds[last].0 <= ts && ts < bounds[last].1 {
                     last
                 } else {
                     match bounds.partition_point(|b| b.1 <= ts) {
                         i if i < bounds.len() && bounds[i].0 <= ts => i,
-                        // Outside every part (cannot happen: the scan's
-                        // range is the union of the parts); skipped.
+                        // Outside every part (cannot happen: each scan's
+                        // range is a union of parts); skipped.
                         _ => return Ok(()),
                     }
                 };
                 last = i;
-                let acc = accs.entry(i).or_default();
-                let endpoint = copy_bytes(f[0], CTX)?;
-                let method = copy_bytes(f[1], CTX)?;
-                let status = i32::from_be_bytes(fixed::<4>(f[2], CTX)?);
-                let ms = f64::from_be_bytes(fixed::<8>(f[3], CTX)?);
-                if let Some(u) = f[4] {
-                    acc.hashes.push(DistinctUsers::hash_id(u));
-                    if acc.hashes.len() >= 1 << 14 {
-                        acc.users.add_hashes(&mut acc.hashes);
-                    }
-                }
-                let methods = match acc.by_endpoint.get_mut(endpoint) {
-                    Some(m) => m,
-                    None => acc.by_endpoint.entry(endpoint.to_vec()).or_default(),
-                };
-                let k = match methods.iter().position(|(m, _)| m == method) {
-                    Some(k) => k,
-                    None => {
-                        methods.push((method.to_vec(), Acc::default()));
-                        methods.len() - 1
-                    }
-                };
-                let error = u64::from(status >= 400);
-                let key = &mut methods[k].1;
-                key.count += 1;
-                key.errors += error;
-                key.sketch.add(ms);
-                acc.all.count += 1;
-                acc.all.errors += error;
-                acc.all.sketch.add(ms);
-                Ok(())
+                row(i, ts, f)
             })?;
         }
         parser.finish()?;
     }
-    Ok(accs
-        .into_iter()
-        .map(|(i, a)| (i, a.into_bucket()))
-        .collect())
+    Ok(())
 }
 
 /// `t` as PostgreSQL's binary timestamptz: microseconds since 2000-01-01
@@ -747,72 +759,46 @@ pub(super) async fn stream_events(
     if parts.is_empty() {
         return Ok(out);
     }
-    let bounds: Vec<(i64, i64)> = parts
-        .iter()
-        .map(|&(lo, hi)| (pg_micros(lo), pg_micros(hi)))
-        .collect();
     let mut hashes: Vec<Vec<u64>> = vec![Vec::new(); parts.len()];
     let mut typed_hashes: Vec<Vec<u64>> = vec![Vec::new(); parts.len()];
     let wanted = event_type.map(str::as_bytes);
     // (type, page) keys seen, interned per part as bytes until the end.
     let mut counts: Vec<HashMap<(Vec<u8>, Option<Vec<u8>>), u64>> =
         vec![HashMap::new(); parts.len()];
-    for (lo, hi) in ranges(parts.iter().copied()) {
-        let sql = format!(
-            "COPY (SELECT event_type, page_name, user_id, \"timestamp\" FROM {} \
-             WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
-            schema.qualify("usage_events"),
-            micros_literal(lo),
-            micros_literal(hi)
-        );
-        let stream = tx
-            .copy_out(sql.as_str())
-            .await
-            .map_err(|e| Error::db("streaming raw usage events", e))?;
-        pin_mut!(stream);
-        let mut parser = CopyTuples::<4>::new(CTX);
-        let mut last = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::db("streaming raw usage events", e))?;
-            parser.feed(&chunk, |f| {
-                let ts = i64::from_be_bytes(fixed::<8>(f[3], CTX)?);
-                let i = if bounds[last].0 <= ts && ts < bounds[last].1 {
-                    last
-                } else {
-                    match bounds.partition_point(|b| b.1 <= ts) {
-                        i if i < bounds.len() && bounds[i].0 <= ts => i,
-                        _ => return Ok(()),
-                    }
-                };
-                last = i;
-                let event = copy_bytes(f[0], CTX)?;
-                let of_type = wanted.is_none_or(|w| w == event);
-                if let Some(user) = f[2] {
-                    let h = DistinctUsers::hash_id(user);
-                    hashes[i].push(h);
-                    if of_type {
-                        typed_hashes[i].push(h);
-                    }
-                }
+    copy_parts::<4>(
+        tx,
+        &schema.qualify("usage_events"),
+        "event_type, page_name, user_id, \"timestamp\"",
+        parts,
+        CTX,
+        |i, _, f| {
+            let event = copy_bytes(f[0], CTX)?;
+            let of_type = wanted.is_none_or(|w| w == event);
+            if let Some(user) = f[2] {
+                let h = DistinctUsers::hash_id(user);
+                hashes[i].push(h);
                 if of_type {
-                    let page = f[1];
-                    // Look up by borrowed bytes first: no allocation per row.
-                    let map = &mut counts[i];
-                    match map
-                        .iter_mut()
-                        .find(|((e, p), _)| e.as_slice() == event && p.as_deref() == page)
-                    {
-                        Some((_, n)) => *n += 1,
-                        None => {
-                            let _ = map.insert((event.to_vec(), page.map(<[u8]>::to_vec)), 1);
-                        }
+                    typed_hashes[i].push(h);
+                }
+            }
+            if of_type {
+                let page = f[1];
+                // Look up by borrowed bytes first: no allocation per row.
+                let map = &mut counts[i];
+                match map
+                    .iter_mut()
+                    .find(|((e, p), _)| e.as_slice() == event && p.as_deref() == page)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        let _ = map.insert((event.to_vec(), page.map(<[u8]>::to_vec)), 1);
                     }
                 }
-                Ok(())
-            })?;
-        }
-        parser.finish()?;
-    }
+            }
+            Ok(())
+        },
+    )
+    .await?;
     for (i, part) in out.iter_mut().enumerate() {
         part.users.add_hashes(&mut hashes[i]);
         part.users_of_type.add_hashes(&mut typed_hashes[i]);
@@ -905,79 +891,60 @@ impl SlotRows {
     }
 }
 
-/// Streams the raw requests of the whole `slots` with binary `COPY`,
-/// keeping every row (one scan per run of adjacent slots).
+/// Streams the raw requests of the whole `slots`, keeping every row.
 async fn stream_rows(
     tx: &Transaction<'_>,
     schema: &SchemaName,
     slots: &[i64],
 ) -> Result<HashMap<i64, SlotRows>, Error> {
     const CTX: &str = "streaming raw requests of a slot for a dashboard query";
-    let mut out: HashMap<i64, SlotRows> = HashMap::new();
     let mut sorted = slots.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let spans = ranges(
-        sorted
-            .iter()
-            .map(|&s| (from_unix_secs(s), from_unix_secs(s + SLOT))),
-    );
+    let parts: Vec<(SystemTime, SystemTime)> = sorted
+        .iter()
+        .map(|&s| (from_unix_secs(s), from_unix_secs(s + SLOT)))
+        .collect();
+    let mut out: Vec<SlotRows> = sorted.iter().map(|_| SlotRows::default()).collect();
+    // Per slot: endpoint -> (method, key index), looked up by borrowed bytes.
     type Methods = Vec<(Vec<u8>, u32)>;
-    let mut index: HashMap<i64, HashMap<Vec<u8>, Methods>> = HashMap::new();
-    for (lo, hi) in spans {
-        let sql = format!(
-            "COPY (SELECT endpoint, method, status_code, response_time_ms, user_id, \"timestamp\" \
-             FROM {} WHERE \"timestamp\" >= {} AND \"timestamp\" < {}) TO STDOUT (FORMAT binary)",
-            schema.qualify("performance_metrics"),
-            micros_literal(lo),
-            micros_literal(hi)
-        );
-        let stream = tx
-            .copy_out(sql.as_str())
-            .await
-            .map_err(|e| Error::db("streaming raw requests", e))?;
-        pin_mut!(stream);
-        let mut parser = CopyTuples::<6>::new(CTX);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::db("streaming raw requests", e))?;
-            parser.feed(&chunk, |f| {
-                let ts = i64::from_be_bytes(fixed::<8>(f[5], CTX)?);
-                let slot = (ts.div_euclid(1_000_000) + PG_EPOCH_UNIX_SECS).div_euclid(SLOT) * SLOT;
-                let rows = out.entry(slot).or_default();
-                let endpoint = copy_bytes(f[0], CTX)?;
-                let method = copy_bytes(f[1], CTX)?;
-                // Key indexes are per slot; looked up by borrowed bytes.
-                let methods = match index.entry(slot).or_default().get_mut(endpoint) {
-                    Some(m) => m,
-                    None => index
-                        .entry(slot)
-                        .or_default()
-                        .entry(endpoint.to_vec())
-                        .or_default(),
-                };
-                let key = match methods.iter().find(|(m, _)| m.as_slice() == method) {
-                    Some(&(_, k)) => k,
-                    None => {
-                        rows.keys.push((
-                            String::from_utf8_lossy(endpoint).into_owned(),
-                            String::from_utf8_lossy(method).into_owned(),
-                        ));
-                        let k = u32::try_from(rows.keys.len() - 1).unwrap_or(u32::MAX);
-                        methods.push((method.to_vec(), k));
-                        k
-                    }
-                };
-                rows.rows.push(RowRec {
-                    ts,
-                    key,
-                    error: i32::from_be_bytes(fixed::<4>(f[2], CTX)?) >= 400,
-                    ms: f64::from_be_bytes(fixed::<8>(f[3], CTX)?),
-                    user: f[4].map(DistinctUsers::hash_id),
-                });
-                Ok(())
-            })?;
-        }
-        parser.finish()?;
-    }
-    Ok(out)
+    let mut index: Vec<HashMap<Vec<u8>, Methods>> = sorted.iter().map(|_| HashMap::new()).collect();
+    copy_parts::<6>(
+        tx,
+        &schema.qualify("performance_metrics"),
+        REQUEST_COLUMNS,
+        &parts,
+        CTX,
+        |i, ts, f| {
+            let rows = &mut out[i];
+            let endpoint = copy_bytes(f[0], CTX)?;
+            let method = copy_bytes(f[1], CTX)?;
+            let methods = match index[i].get_mut(endpoint) {
+                Some(m) => m,
+                None => index[i].entry(endpoint.to_vec()).or_default(),
+            };
+            let key = match methods.iter().find(|(m, _)| m.as_slice() == method) {
+                Some(&(_, k)) => k,
+                None => {
+                    rows.keys.push((
+                        String::from_utf8_lossy(endpoint).into_owned(),
+                        String::from_utf8_lossy(method).into_owned(),
+                    ));
+                    let k = u32::try_from(rows.keys.len() - 1).unwrap_or(u32::MAX);
+                    methods.push((method.to_vec(), k));
+                    k
+                }
+            };
+            rows.rows.push(RowRec {
+                ts,
+                key,
+                error: i32::from_be_bytes(fixed::<4>(f[2], CTX)?) >= 400,
+                ms: f64::from_be_bytes(fixed::<8>(f[3], CTX)?),
+                user: f[4].map(DistinctUsers::hash_id),
+            });
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(sorted.into_iter().zip(out).collect())
 }
