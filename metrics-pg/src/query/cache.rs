@@ -64,6 +64,22 @@ pub(super) enum SeriesPoint {
     Usage(UsagePoint),
 }
 
+impl SeriesPoint {
+    pub(super) fn performance(self) -> Option<PerformancePoint> {
+        match self {
+            Self::Performance(p) => Some(p),
+            Self::Usage(_) => None,
+        }
+    }
+
+    pub(super) fn usage(self) -> Option<UsagePoint> {
+        match self {
+            Self::Usage(p) => Some(p),
+            Self::Performance(_) => None,
+        }
+    }
+}
+
 impl Weigh for SeriesPoint {
     fn bytes(&self) -> usize {
         std::mem::size_of::<Self>() + 48

@@ -1207,7 +1207,15 @@ async fn time_series(
         }
         let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
         let (mut points, pieces) = try_join(
-            series_rolled_perf(tx, this, &plan, &rolled, query),
+            async {
+                let points = series_rolled(tx, this, &plan, &rolled, query, false).await?;
+                Ok::<_, Error>(
+                    points
+                        .into_iter()
+                        .filter_map(|(h, p)| Some((h, p.performance()?)))
+                        .collect::<Vec<_>>(),
+                )
+            },
             this.raw_pieces(tx, &plan.raw, &rolled),
         )
         .await?;
@@ -1252,7 +1260,15 @@ async fn time_series(
         let (plan, rolled) = series_plan(tx, sql, Kind::Usage, first, end, width).await?;
         let stmt = prepare(tx, &sql.series_raw_usage).await?;
         let (mut points, raw) = try_join(
-            series_rolled_usage(tx, this, &plan, &rolled, query),
+            async {
+                let points = series_rolled(tx, this, &plan, &rolled, query, true).await?;
+                Ok::<_, Error>(
+                    points
+                        .into_iter()
+                        .filter_map(|(h, p)| Some((h, p.usage()?)))
+                        .collect::<Vec<_>>(),
+                )
+            },
             async {
                 try_join_all(plan.raw.iter().map(|(lo, hi)| {
                     let stmt = &stmt;
@@ -1342,72 +1358,49 @@ fn usage_point(r: &tokio_postgres::Row) -> (i64, UsagePoint) {
     )
 }
 
-/// The rolled buckets of the performance series: `(bucket start, point)`.
-async fn series_rolled_perf(
-    tx: &Transaction<'_>,
-    this: &PgMetricsQuery,
-    plan: &Plan,
-    rolled: &Rolled,
-    query: &TimeSeriesQuery,
-) -> Result<Vec<(i64, PerformancePoint)>, Error> {
-    if plan.rollup.is_empty() {
-        return Ok(Vec::new());
+/// A stored `*` row of either series as a point.
+fn series_point(r: &tokio_postgres::Row, usage: bool) -> (i64, SeriesPoint) {
+    if usage {
+        let (h, p) = usage_point(r);
+        (h, SeriesPoint::Usage(p))
+    } else {
+        let (h, p) = perf_point(r);
+        (h, SeriesPoint::Performance(p))
     }
-    if query.resolution == Resolution::FiveMinutes {
-        let (lo, hi) = span_bounds(plan);
-        let stmt = prepare(tx, &this.sql.series_5min_perf).await?;
-        let rows = tx
-            .query(&stmt, &[&lo, &hi])
-            .await
-            .map_err(|e| Error::db("reading rolled performance buckets", e))?;
-        return Ok(rows
-            .iter()
-            .map(perf_point)
-            .filter(|(b, _)| in_rollup(plan, *b, 300))
-            .collect());
-    }
-    // Hourly (`plan` holds no rollup parts at other widths).
-    let points = hourly_points(tx, this, plan, rolled, false).await?;
-    Ok(points
-        .into_iter()
-        .filter_map(|(h, p)| match p {
-            SeriesPoint::Performance(p) => Some((h, p)),
-            SeriesPoint::Usage(_) => None,
-        })
-        .collect())
 }
 
-/// The rolled buckets of the usage series: `(bucket start, point)`.
-async fn series_rolled_usage(
+/// The rolled buckets of the usage (`usage`) or performance series:
+/// `(bucket start, point)`.
+async fn series_rolled(
     tx: &Transaction<'_>,
     this: &PgMetricsQuery,
     plan: &Plan,
     rolled: &Rolled,
     query: &TimeSeriesQuery,
-) -> Result<Vec<(i64, UsagePoint)>, Error> {
+    usage: bool,
+) -> Result<Vec<(i64, SeriesPoint)>, Error> {
     if plan.rollup.is_empty() {
         return Ok(Vec::new());
     }
-    if query.resolution == Resolution::FiveMinutes {
-        let (lo, hi) = span_bounds(plan);
-        let stmt = prepare(tx, &this.sql.series_5min_usage).await?;
-        let rows = tx
-            .query(&stmt, &[&lo, &hi])
-            .await
-            .map_err(|e| Error::db("reading rolled usage buckets", e))?;
-        return Ok(rows
-            .iter()
-            .map(usage_point)
-            .filter(|(b, _)| in_rollup(plan, *b, 300))
-            .collect());
+    if query.resolution != Resolution::FiveMinutes {
+        // Hourly (`plan` holds no rollup parts at other widths).
+        return hourly_points(tx, this, plan, rolled, usage).await;
     }
-    let points = hourly_points(tx, this, plan, rolled, true).await?;
-    Ok(points
-        .into_iter()
-        .filter_map(|(h, p)| match p {
-            SeriesPoint::Usage(p) => Some((h, p)),
-            SeriesPoint::Performance(_) => None,
-        })
+    let (lo, hi) = span_bounds(plan);
+    let sql = if usage {
+        &this.sql.series_5min_usage
+    } else {
+        &this.sql.series_5min_perf
+    };
+    let stmt = prepare(tx, sql).await?;
+    let rows = tx
+        .query(&stmt, &[&lo, &hi])
+        .await
+        .map_err(|e| Error::db("reading rolled 5-minute buckets", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| series_point(r, usage))
+        .filter(|(b, _)| in_rollup(plan, *b, 300))
         .collect())
 }
 
@@ -1450,18 +1443,8 @@ async fn hourly_points(
         .query(&stmt, &[&wanted])
         .await
         .map_err(|e| Error::db("reading rolled hourly points", e))?;
-    let mut found: HashMap<i64, SeriesPoint> = rows
-        .iter()
-        .map(|r| {
-            if usage {
-                let (h, p) = usage_point(r);
-                (h, SeriesPoint::Usage(p))
-            } else {
-                let (h, p) = perf_point(r);
-                (h, SeriesPoint::Performance(p))
-            }
-        })
-        .collect();
+    let mut found: HashMap<i64, SeriesPoint> =
+        rows.iter().map(|r| series_point(r, usage)).collect();
     for key in missing {
         let point = found.remove(&key.hour).unwrap_or(if usage {
             SeriesPoint::Usage(UsagePoint::default())
