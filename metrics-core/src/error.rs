@@ -67,10 +67,11 @@ pub enum BuildError {
 
 /// Why [`CollectorHandle::shutdown`](crate::CollectorHandle::shutdown) did not
 /// return clean final stats.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {
-    /// Shutdown was already requested by an earlier call.
+    /// Shutdown was already requested: returned by
+    /// [`flush`](crate::CollectorHandle::flush) after `shutdown`.
     #[error("the collector was already shut down")]
     AlreadyShutdown,
     /// The deadline passed before every record was written; what was still

@@ -95,14 +95,40 @@ async fn shutdown_interrupts_retry_backoff_at_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn second_shutdown_and_later_flush_are_refused() {
+async fn shutdown_is_idempotent_and_a_later_flush_is_refused() {
     let handle = Collector::builder(GatedSink::new()).spawn().unwrap();
     let other = handle.clone();
-    handle.shutdown(Duration::from_secs(1)).await.unwrap();
+    for i in 0..3 {
+        handle.record(req(i));
+    }
+    let first = handle.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!((first.received, first.written, first.pending), (3, 3, 0));
+    // A record after shutdown is counted, yet a later shutdown still reports
+    // the final stats of the first one.
+    assert!(!other.record(req(9)));
+    let again = other.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(again, first);
     assert!(matches!(
-        other.shutdown(Duration::from_secs(1)).await,
+        other.flush().await,
         Err(ShutdownError::AlreadyShutdown)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_shutdowns_share_one_drain() {
+    let sink = GatedSink::new();
+    let handle = Collector::builder(sink.clone()).spawn().unwrap();
+    let other = handle.clone();
+    for i in 0..5 {
+        handle.record(req(i));
+    }
+    let (a, b) = tokio::join!(
+        handle.shutdown(Duration::from_secs(1)),
+        other.shutdown(Duration::from_secs(30))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert_eq!((a.written, a.dropped_shutdown, a.pending), (5, 0, 0));
     assert!(matches!(
         other.flush().await,
         Err(ShutdownError::AlreadyShutdown)

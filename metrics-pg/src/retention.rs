@@ -126,10 +126,16 @@ impl RetentionJob {
         self
     }
 
-    /// The clock `run_once` reads.
+    /// The clock `run_once` reads; the [`Scheduler`](crate::Scheduler) also
+    /// finds the next daily slot on it.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The current time on the job's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Applies retention at the clock's current time.

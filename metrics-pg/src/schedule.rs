@@ -114,8 +114,9 @@ impl Scheduler {
         Ok(Self::spawn_jobs(rollup, retention, &config))
     }
 
-    /// Starts the scheduler with jobs configured by the caller (their clocks
-    /// are used for the runs; the timetable follows the system clock).
+    /// Starts the scheduler with jobs configured by the caller: their clocks
+    /// are used for the runs, and the retention job's clock also places its
+    /// daily slot (the rollup's cadence is a plain interval).
     pub fn spawn_jobs(
         rollup: RollupJob,
         retention: RetentionJob,
@@ -168,7 +169,7 @@ async fn run(
     let mut tick = tokio::time::interval(rollup_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_retention =
-        tokio::time::Instant::now() + until_next_daily(SystemTime::now(), retention_at);
+        tokio::time::Instant::now() + until_next_daily(retention.now(), retention_at);
     loop {
         let is_retention = tokio::select! {
             biased;
@@ -185,7 +186,7 @@ async fn run(
         };
         if is_retention {
             next_retention =
-                tokio::time::Instant::now() + until_next_daily(SystemTime::now(), retention_at);
+                tokio::time::Instant::now() + until_next_daily(retention.now(), retention_at);
         }
         match result {
             Ok(report) => {

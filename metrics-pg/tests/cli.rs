@@ -130,9 +130,11 @@ fn bad_arguments_exit_2_with_usage() {
     for args in [&[][..], &["frobnicate"][..], &["rollup", "--schema"][..]] {
         let out = cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("usage: metrics-aggregate"), "{args:?}");
         assert!(
-            text(&out.stderr).contains("usage: metrics-aggregate"),
-            "{args:?}"
+            err.contains("error [run ") && err.contains("check: the command line"),
+            "{args:?}: {err}"
         );
     }
     let no_url = cli(&["rollup"]);

@@ -317,6 +317,48 @@ async fn the_scheduler_runs_the_rollup_and_stops() {
     assert_eq!(rollup_dump(&client, &schema).await.len(), 4 * 2);
 }
 
+#[tokio::test]
+async fn the_scheduler_runs_retention_at_its_daily_slot_on_the_jobs_clock() {
+    let (db, schema, client) = setup().await;
+    // The retention job's clock reads 01:59:59.5 UTC of day 10 when the
+    // scheduler starts and then runs in real time, so the default 02:00 slot
+    // comes half a second later.
+    let started = std::time::Instant::now();
+    let base = t(NOW + 2 * HOUR) - Duration::from_millis(500);
+    let retention = retention(&db, &schema).clock(Clock::from_fn(move || base + started.elapsed()));
+    let rollup = RollupJob::new(pool(&db), &schema)
+        .unwrap()
+        .clock(Clock::fixed(t(NOW)));
+    let mut config = SchedulerConfig::default();
+    config.rollup_every = Duration::from_secs(3600);
+    let handle = Scheduler::spawn_jobs(rollup, retention, &config);
+    let mut reports = handle.reports();
+    let mut jobs = Vec::new();
+    let report = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            reports.changed().await.unwrap();
+            let report = reports.borrow_and_update().clone().unwrap();
+            jobs.push(report.job);
+            if report.job == "retention" {
+                return report;
+            }
+        }
+    })
+    .await
+    .expect("retention ran within a minute");
+    // The slot, not the start: the first rollup tick came first, and
+    // retention waited for 02:00 on its clock.
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(jobs, ["rollup", "retention"]);
+    assert_eq!(perf_dropped(&report), [pname(1), pname(2)], "{report:?}");
+    handle.stop().await;
+    assert!(!partitions(&client, &schema).await.contains(&pname(2)));
+}
+
 async fn first_and_count(client: &Client, sql: &str) -> (Option<i64>, i64) {
     let r = client.query_one(sql, &[]).await.unwrap();
     (r.get(0), r.get(1))

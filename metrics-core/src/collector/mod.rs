@@ -130,8 +130,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///   queued, retrying as usual, until the deadline. Whatever is still unwritten
 ///   at the deadline counts as `dropped_shutdown` and the call returns
 ///   [`ShutdownError::DeadlineExceeded`] with the final stats; otherwise it
-///   returns the final stats, with `pending == 0`. A second call returns
-///   [`ShutdownError::AlreadyShutdown`].
+///   returns the final stats, with `pending == 0`. A second call waits for
+///   the first and returns the same outcome.
 /// - **Dropping every handle** tells the worker (through its control
 ///   channel, which the handles own); it drains what is left (no deadline),
 ///   writes it and ends.
@@ -318,6 +318,7 @@ impl<S: MetricsSink> CollectorBuilder<S> {
                 control: control_tx,
                 shared: Arc::clone(&shared),
                 shutdown_requested: AtomicBool::new(false),
+                shutdown_result: tokio::sync::OnceCell::new(),
             }),
         };
         let config = Config {
@@ -411,6 +412,9 @@ struct HandleInner {
     control: mpsc::Sender<Control>,
     shared: Arc<Shared>,
     shutdown_requested: AtomicBool,
+    /// The outcome of the first `shutdown`, which later (and concurrent)
+    /// calls wait for and return: shutting down is idempotent.
+    shutdown_result: tokio::sync::OnceCell<Result<CollectorStats, ShutdownError>>,
 }
 
 impl fmt::Debug for CollectorHandle {
@@ -495,14 +499,28 @@ impl CollectorHandle {
     /// `dropped_shutdown` and the call returns
     /// [`ShutdownError::DeadlineExceeded`] carrying the final stats. Records
     /// passed to [`record`](Self::record) afterwards count as
-    /// `dropped_closed`. A second call returns
-    /// [`ShutdownError::AlreadyShutdown`]; if the worker is not running (never
-    /// spawned, or its runtime is gone) it returns
-    /// [`ShutdownError::WorkerGone`] shortly after the deadline.
+    /// `dropped_closed`. If the worker is not running (never spawned, or its
+    /// runtime is gone) it returns [`ShutdownError::WorkerGone`] shortly
+    /// after the deadline.
+    ///
+    /// Idempotent: a second call, from any handle, waits for the first one
+    /// to finish and returns the same outcome (its `deadline` is ignored),
+    /// so every part of an application may shut the collector down on its
+    /// way out and each learns the final stats.
     pub async fn shutdown(&self, deadline: Duration) -> Result<CollectorStats, ShutdownError> {
-        if self.inner.shutdown_requested.swap(true, Ordering::AcqRel) {
-            return Err(ShutdownError::AlreadyShutdown);
-        }
+        self.inner
+            .shutdown_result
+            .get_or_init(|| self.shutdown_once(deadline))
+            .await
+            .clone()
+    }
+
+    /// The first [`shutdown`](Self::shutdown): closes intake and asks the
+    /// worker for its final drain. (Only ever run again if the first call's
+    /// future was dropped before the worker answered; the worker has then
+    /// been asked already, and the second request finds it gone.)
+    async fn shutdown_once(&self, deadline: Duration) -> Result<CollectorStats, ShutdownError> {
+        self.inner.shutdown_requested.store(true, Ordering::Release);
         let until = Instant::now() + deadline;
         let give_up = until + SHUTDOWN_GRACE;
         let (reply, answer) = oneshot::channel();

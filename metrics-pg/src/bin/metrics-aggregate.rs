@@ -196,7 +196,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(msg) => {
-            eprintln!("metrics-aggregate: {msg}");
+            eprintln!(
+                "metrics-aggregate: error [run {run_id}]: {msg}\n  check: the command line (usage below)"
+            );
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
