@@ -468,6 +468,8 @@ async fn run_prints_a_progress_line_before_each_step_in_order() {
         [
             "migrate",
             "migrate",
+            "partitions",
+            "partitions",
             "rollup",
             "rollup",
             "retention",
@@ -475,7 +477,23 @@ async fn run_prints_a_progress_line_before_each_step_in_order() {
         ],
         "{stdout}"
     );
-    for step in ["migrate", "rollup", "retention"] {
+    // The row two hours back has no day partition in a fresh schema (the
+    // harness creates none): the partitions step moves it into one.
+    assert!(
+        stdout.contains("rows moved out of the default partitions")
+            && !stdout.contains(" 0 created"),
+        "{stdout}"
+    );
+    let in_default: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".performance_metrics_default"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_default, 0, "{stdout}");
+    for step in ["migrate", "partitions", "rollup", "retention"] {
         assert!(
             stdout.contains(&format!("{step}: starting (schema {schema})")),
             "{stdout}"

@@ -869,7 +869,7 @@ async fn store_timeouts_are_503_and_internal_errors_500() {
     for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
         let msg = slow.get(path, Some(ADMIN)).await.assert_error(503);
         assert_eq!(
-            msg, "the metrics query did not finish within 10 s; try a shorter time range",
+            msg, "The metrics query did not finish within 10 s; try a shorter time range",
             "{path}"
         );
     }

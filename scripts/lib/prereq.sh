@@ -50,6 +50,13 @@ ensure_postgres() {
         [ -n "$(pg_bin_dir)" ] || die "PostgreSQL installed, but initdb/pg_ctl still not found"
     fi
     pg_bin=$(pg_bin_dir)
+    # The migrations use UNIQUE NULLS NOT DISTINCT (PostgreSQL 15). An older server would only
+    # fail later, in the middle of the tests or the demo.
+    local major
+    major=$("$pg_bin/pg_ctl" --version | sed -n 's/.* \([0-9][0-9]*\)[.0-9]*.*$/\1/p' | head -n 1)
+    if [ -n "$major" ] && [ "$major" -lt 15 ]; then
+        die "PostgreSQL $major found in $pg_bin; app-metrics needs 15 or newer (set APP_METRICS_PG_BIN to a newer bin directory, or install the PostgreSQL 15+ packages)"
+    fi
     if [ "$(id -u)" -eq 0 ] && ! command -v runuser >/dev/null 2>&1 && ! command -v setpriv >/dev/null 2>&1; then
         apt_install util-linux # the harness runs the cluster as an unprivileged user through these
     fi

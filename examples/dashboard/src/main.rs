@@ -56,7 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let metrics = builder.start().await?;
 
-    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {bind}: {e} (set BIND to a free address, e.g. BIND=127.0.0.1:8081)"),
+        )
+    })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store, "example-dashboard listening");
     println!("example-dashboard listening on http://{addr}");

@@ -91,7 +91,7 @@ pub type SharedMetricsQuery = Arc<dyn MetricsQuery>;
 pub enum QueryError {
     /// The store cancelled the query at its statement timeout.
     #[error(
-        "the metrics query did not finish within {} s; try a shorter time range",
+        "The metrics query did not finish within {} s; try a shorter time range",
         .0.as_secs()
     )]
     Timeout(Duration),
@@ -555,7 +555,7 @@ mod tests {
         let e = QueryError::Timeout(Duration::from_secs(10));
         assert_eq!(
             e.to_string(),
-            "the metrics query did not finish within 10 s; try a shorter time range"
+            "The metrics query did not finish within 10 s; try a shorter time range"
         );
     }
 }

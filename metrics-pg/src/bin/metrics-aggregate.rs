@@ -20,10 +20,12 @@ use metrics_pg::{Error, Migrator, RetentionJob, RollupJob};
 const USAGE: &str = "usage: metrics-aggregate <migrate|rollup|retention|run> [--database-url URL] \
 [--schema NAME] [--grace-secs N] [--recheck-hours N] [--raw-days N] [--rollup-days N]
 
-  migrate     apply pending schema migrations
+  migrate     apply pending schema migrations, then create the raw tables' day partitions
+              (yesterday to 3 days ahead; rows of default partitions moved to theirs)
   rollup      roll every closed hour up into aggregated_metrics
   retention   drop raw partitions past --raw-days (7) once rolled up, delete rollups past --rollup-days (90)
-  run         migrate, rollup, retention, in that order
+  run         migrate (with partitions), rollup, retention, in that order: run it from cron at
+              least daily when the application does not run the facade's scheduler
 
   --database-url defaults to $DATABASE_URL; --schema to app_metrics.
 Exit codes: 0 success, 1 database not given, malformed URL or unreachable, 2 a job or the arguments failed.";
@@ -129,8 +131,12 @@ async fn run(args: &Args, url: &str) -> Result<(), Failure> {
         .await
         .map_err(|e| fail("connect")(Error::Pool(e)))?;
     let steps: &[&'static str] = match args.command.as_str() {
-        "run" => &["migrate", "rollup", "retention"],
-        "migrate" => &["migrate"],
+        // Partitions after the migration: without the facade's daily timer,
+        // cron running `run` (or `migrate`) is what creates the coming days'
+        // partitions (rows of a day without one land in the default
+        // partition, which retention never drops).
+        "run" => &["migrate", "partitions", "rollup", "retention"],
+        "migrate" => &["migrate", "partitions"],
         "rollup" => &["rollup"],
         _ => &["retention"],
     };
@@ -146,6 +152,17 @@ async fn run(args: &Args, url: &str) -> Result<(), Failure> {
                 format!(
                     "migrate: schema at version {}, applied {:?}",
                     r.current_version, r.applied
+                )
+            }
+            "partitions" => {
+                let today = time::OffsetDateTime::now_utc().date();
+                let r = metrics_pg::maintain_partitions(&mut client, &args.schema, today)
+                    .await
+                    .map_err(fail(step))?;
+                format!(
+                    "partitions: {} created, {} rows moved out of the default partitions",
+                    r.created.len(),
+                    r.rows_moved
                 )
             }
             "rollup" => RollupJob::new(pool.clone(), &args.schema)
