@@ -1,23 +1,30 @@
-//! A full queue drops and counts, and `record()` never waits.
+//! A full queue drops and counts, `record()` never waits, and the first drop
+//! logs one warning.
 
 mod support;
 
 use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
-use metrics_core::{Collector, ShutdownError};
-use support::{req, settle};
+use metrics_core::{Collector, CollectorHandle, ShutdownError};
+use support::{capture, req, settle};
 
-#[tokio::test(start_paused = true)]
-async fn records_beyond_the_queue_capacity_are_dropped_and_counted() {
-    let sink = GatedSink::with_mode(GateMode::Never);
-    let handle = Collector::builder(sink.clone())
+/// A queue of ten and batches of five, for a sink that may hang: nothing
+/// lingers or times out on its own.
+fn hung_collector(sink: &GatedSink) -> CollectorHandle {
+    Collector::builder(sink.clone())
         .queue_capacity(10)
         .max_batch(5)
         .linger(Duration::from_secs(3600))
         .export_timeout(Duration::from_secs(3600))
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_beyond_the_queue_capacity_are_dropped_and_counted() {
+    let sink = GatedSink::with_mode(GateMode::Never);
+    let handle = hung_collector(&sink);
     // One batch goes to the (hanging) sink...
     for i in 0..5 {
         assert!(handle.record(req(i)));
@@ -71,4 +78,23 @@ async fn queue_has_room_again_once_the_sink_catches_up() {
     handle.flush().await.unwrap();
     let s = handle.stats();
     assert_eq!((s.written, s.dropped_queue_full, s.pending), (8, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_full_drops_warn_once() {
+    let (captured, _guard) = capture();
+    let sink = GatedSink::with_mode(GateMode::Never);
+    let handle = hung_collector(&sink);
+    for i in 0..5 {
+        handle.record(req(i));
+    }
+    settle().await; // the first batch hangs in the sink
+    assert!(captured.all_warnings().is_empty(), "no drop yet");
+    for i in 0..30 {
+        handle.record(req(i));
+    }
+    let s = handle.stats();
+    assert_eq!(s.dropped_queue_full, 20, "{s:?}");
+    let w = captured.warnings("queue is full");
+    assert_eq!(w.len(), 1, "one warning for 20 drops: {w:?}");
 }

@@ -1,5 +1,6 @@
 //! Failed writes: backoff schedule, giving up, non-retryable errors, partial
-//! rejection, timeouts and panicking sinks.
+//! rejection, timeouts and panicking sinks; one warning for the first batch
+//! given up and for the first rejected records.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
 use metrics_core::{Collector, CollectorHandle, RetryPolicy};
-use support::{ms, req, test_policy};
+use support::{capture, ms, req, test_policy};
 use tokio::time::Instant;
 
 fn collector(sink: &GatedSink, retry: RetryPolicy) -> CollectorHandle {
@@ -159,4 +160,41 @@ async fn panicking_sink_does_not_kill_the_worker() {
     assert_eq!(handle.stats().written, 5);
     let stats = handle.shutdown(Duration::from_secs(1)).await.unwrap();
     assert_eq!((stats.received, stats.written, stats.dropped()), (10, 5, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_exhausted_drops_warn_once() {
+    let (captured, _guard) = capture();
+    let sink = GatedSink::with_mode(GateMode::Unavailable);
+    let handle = Collector::builder(sink.clone())
+        .max_batch(1)
+        .retry(RetryPolicy::none())
+        .spawn()
+        .unwrap();
+    for i in 0..4 {
+        handle.record(req(i));
+    }
+    handle.flush().await.unwrap();
+    let s = handle.stats();
+    assert_eq!(s.dropped_retries_exhausted, 4, "{s:?}");
+    let w = captured.warnings("kept failing");
+    assert_eq!(w.len(), 1, "one warning for four dropped batches: {w:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_records_warn_once() {
+    let (captured, _guard) = capture();
+    let sink = GatedSink::with_mode(GateMode::PartialReject(1));
+    let handle = Collector::builder(sink.clone())
+        .max_batch(2)
+        .spawn()
+        .unwrap();
+    for i in 0..6 {
+        handle.record(req(i));
+    }
+    handle.flush().await.unwrap();
+    let s = handle.stats();
+    assert_eq!((s.written, s.dropped_rejected), (3, 3), "{s:?}");
+    let w = captured.warnings("rejected records");
+    assert_eq!(w.len(), 1, "one warning for three rejections: {w:?}");
 }

@@ -1,14 +1,31 @@
 //! Shutdown: closes intake, drains within the deadline, answers with final
-//! stats; dropping every handle drains and stops the worker.
+//! stats; dropping every handle drains and stops the worker. Records dropped
+//! at the deadline, and records refused after it, log one warning each; a
+//! clean run logs none.
 
 mod support;
 
 use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
-use metrics_core::{Collector, ShutdownError};
-use support::{ms, req, settle};
+use metrics_core::{Collector, CollectorHandle, ShutdownError};
+use support::{capture, ms, req, settle};
 use tokio::time::Instant;
+
+/// Thirty records queued in batches of ten for a sink taking a second per
+/// write: a 1.5 s shutdown deadline catches the second batch in flight.
+fn thirty_records_for_a_slow_sink() -> (GatedSink, CollectorHandle) {
+    let sink = GatedSink::with_mode(GateMode::Slow(Duration::from_secs(1)));
+    let handle = Collector::builder(sink.clone())
+        .max_batch(10)
+        .linger(Duration::from_secs(3600))
+        .spawn()
+        .unwrap();
+    for i in 0..30 {
+        handle.record(req(i));
+    }
+    (sink, handle)
+}
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_everything_within_the_deadline() {
@@ -46,15 +63,7 @@ async fn shutdown_drains_everything_within_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_drops_and_reports_what_is_left() {
-    let sink = GatedSink::with_mode(GateMode::Slow(Duration::from_secs(1)));
-    let handle = Collector::builder(sink.clone())
-        .max_batch(10)
-        .linger(Duration::from_secs(3600))
-        .spawn()
-        .unwrap();
-    for i in 0..30 {
-        handle.record(req(i));
-    }
+    let (sink, handle) = thirty_records_for_a_slow_sink();
     let t0 = Instant::now();
     let err = handle.shutdown(ms(1_500)).await.unwrap_err();
     assert_eq!(Instant::now() - t0, ms(1_500));
@@ -192,4 +201,41 @@ async fn a_flush_in_progress_is_answered_by_shutdown() {
     let err = handle.shutdown(ms(500)).await.unwrap_err();
     assert!(matches!(err, ShutdownError::DeadlineExceeded(s) if s.dropped_shutdown == 1));
     flusher.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_dropped_means_no_warning() {
+    let (captured, _guard) = capture();
+    let sink = GatedSink::new();
+    let handle = Collector::builder(sink.clone()).spawn().unwrap();
+    for i in 0..50 {
+        assert!(handle.record(req(i)));
+    }
+    let stats = handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((stats.written, stats.dropped()), (50, 0));
+    assert!(
+        captured.all_warnings().is_empty(),
+        "{:?}",
+        captured.all_warnings()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_drops_warn_once_and_later_records_warn_once() {
+    let (captured, _guard) = capture();
+    let (_sink, handle) = thirty_records_for_a_slow_sink();
+    let stats = handle.shutdown(ms(1_500)).await.unwrap_err();
+    let stats = match stats {
+        metrics_core::ShutdownError::DeadlineExceeded(s) => s,
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    };
+    assert!(stats.dropped_shutdown > 0, "{stats:?}");
+    assert_eq!(captured.warnings("shutdown deadline").len(), 1);
+
+    // Records after shutdown are refused: also one warning, however many.
+    for i in 0..5 {
+        assert!(!handle.record(req(i)));
+    }
+    assert_eq!(handle.stats().dropped_closed, 5);
+    assert_eq!(captured.warnings("is shut down").len(), 1);
 }

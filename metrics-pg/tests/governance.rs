@@ -1,13 +1,15 @@
 //! Record-count governance: a WARN with the count in thousands separators at
 //! the warning threshold, an ERROR starting with `ALERT:` at the alert
-//! threshold, after rollup and retention runs.
+//! threshold, after rollup and retention runs; the defaults fire at the
+//! design's 800,000 and 1,000,000.
 
 mod job_support;
 
 use std::sync::{Arc, Mutex};
 
-use job_support::{DAY0, migrated_db, pool, t};
+use job_support::{DAY0, migrated_db, pool, rollup_job, t};
 use metrics_pg::{Clock, Governance, RetentionJob, RollupJob};
+use test_support::tokio_postgres::Client;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -126,4 +128,75 @@ async fn warning_and_alert_lines_at_their_thresholds() {
 fn default_thresholds_are_the_designs() {
     let g = Governance::default();
     assert_eq!((g.warn_at, g.alert_at), (800_000, 1_000_000));
+}
+
+/// Sets the catalog's row estimate of the default request partition, as
+/// `ANALYZE` would after that many rows (needs a superuser, which the test
+/// harness's throwaway cluster gives; inserting a million rows per case
+/// would cost seconds of a shared machine for the same check).
+async fn set_estimate(client: &Client, schema: &str, rows: u32) {
+    let updated = client
+        .execute(
+            "UPDATE pg_class SET reltuples = $1 \
+             WHERE oid = (quote_ident($2) || '.performance_metrics_default')::regclass",
+            &[&(rows as f32), &schema],
+        )
+        .await
+        .expect("updating pg_class needs a superuser role (the harness's cluster has one)");
+    assert_eq!(updated, 1);
+}
+
+#[tokio::test]
+async fn default_governance_warns_at_800000_and_alerts_at_1000000() {
+    let captured = Captured::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let (db, schema) = migrated_db().await;
+    let client = db.connect().await;
+    // No `.governance(..)`: the defaults a user gets.
+    let rollup = rollup_job(&db, &schema, DAY0);
+    let retention = RetentionJob::new(pool(&db), &schema)
+        .unwrap()
+        .clock(Clock::fixed(t(DAY0)));
+
+    set_estimate(&client, &schema, 799_999).await;
+    let r = rollup.run_once().await.unwrap();
+    assert_eq!(r.raw_rows_estimate, Some(799_999));
+    assert_eq!(governance_lines(&captured.take()), vec![]);
+
+    for (n, text) in [(800_000, "800,000"), (999_999, "999,999")] {
+        set_estimate(&client, &schema, n).await;
+        let r = rollup.run_once().await.unwrap();
+        assert_eq!(r.raw_rows_estimate, Some(u64::from(n)));
+        let lines = governance_lines(&captured.take());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].0, Level::WARN, "{lines:?}");
+        assert!(
+            lines[0].1.starts_with(&format!(
+                "{text} raw metric rows stored (warning threshold 800,000)"
+            )),
+            "{lines:?}"
+        );
+    }
+
+    for (n, text) in [(1_000_000, "1,000,000"), (1_234_567, "1,234,567")] {
+        set_estimate(&client, &schema, n).await;
+        for job in ["rollup", "retention"] {
+            let report = if job == "rollup" {
+                rollup.run_once().await.unwrap()
+            } else {
+                retention.run_once().await.unwrap()
+            };
+            assert_eq!(report.raw_rows_estimate, Some(u64::from(n)), "{report:?}");
+            let lines = governance_lines(&captured.take());
+            assert_eq!(lines.len(), 1, "{}: {lines:?}", report.job);
+            assert_eq!(lines[0].0, Level::ERROR, "{lines:?}");
+            assert!(
+                lines[0].1.starts_with(&format!(
+                    "ALERT: {text} raw metric rows stored (alert threshold 1,000,000)"
+                )),
+                "{lines:?}"
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod job_support;
 use std::time::Duration;
 
 use job_support::{
-    DAY, DAY0, HOUR, count, insert_requests, migrated_db, perf_row, pool, req, rollup_dump, t,
+    DAY, DAY0, HOUR, count, day, insert_requests, migrated_db, perf_row, pool, req, rollup_dump, t,
 };
 use metrics_pg::{Clock, RetentionJob, RollupJob, Scheduler, SchedulerConfig};
 use test_support::tokio_postgres::Client;
@@ -15,12 +15,6 @@ use test_support::tokio_postgres::Client;
 /// "Now" in these tests: midnight UTC of day 10, so the 7-day horizon falls
 /// exactly on the end of day 2 (days count from DAY0).
 const NOW: u64 = DAY0 + 10 * DAY;
-
-fn day(n: u64) -> time::Date {
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(DAY0 + n * DAY).unwrap())
-        .unwrap()
-        .date()
-}
 
 fn pname(n: u64) -> String {
     let d = day(n);

@@ -9,19 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use job_support::{
-    DAY, DAY0, HOUR, Req, count, insert_event, insert_requests, migrated_db, perf_row, pool, req,
-    rollup_dump, t,
+    DAY, DAY0, H10, HOUR, Req, count, insert_event, insert_requests, migrated_db, perf_row, req,
+    rollup_dump, rollup_job, t,
 };
 use metrics_core::aggregate::{DistinctUsers, LatencySketch};
-use metrics_pg::{Clock, RollupJob};
-
-const H10: u64 = DAY0 + 10 * HOUR;
-
-fn job(db: &test_support::TestDb, schema: &str, now_secs: u64) -> RollupJob {
-    RollupJob::new(pool(db), schema)
-        .unwrap()
-        .clock(Clock::fixed(t(now_secs)))
-}
 
 const KNOWN: [f64; 12] = [
     10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 800.0, 1000.0,
@@ -44,7 +35,7 @@ async fn known_small_data_gives_exactly_percentile_cont() {
     .collect();
     insert_requests(&client, &schema, &rows).await;
 
-    let report = job(&db, &schema, H10 + HOUR + 120)
+    let report = rollup_job(&db, &schema, H10 + HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -139,7 +130,7 @@ async fn per_endpoint_rows_and_the_all_endpoints_row() {
     rows.push(req(t(H10 + HOUR + 5), "/b", 404, 7.0)); // next hour
     insert_requests(&client, &schema, &rows).await;
 
-    let report = job(&db, &schema, H10 + 2 * HOUR + 120)
+    let report = rollup_job(&db, &schema, H10 + 2 * HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -192,7 +183,7 @@ async fn usage_rollup_per_type_and_all_types() {
     {
         insert_event(&client, &schema, t(H10 + i as u64), kind, user, page, ok).await;
     }
-    let report = job(&db, &schema, H10 + HOUR + 120)
+    let report = rollup_job(&db, &schema, H10 + HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -246,12 +237,12 @@ async fn running_twice_changes_nothing_and_late_rows_are_rolled_again() {
     insert_requests(&client, &schema, &rows).await;
     let now = H10 + HOUR + 120;
 
-    let first = job(&db, &schema, now).run_once().await.unwrap();
+    let first = rollup_job(&db, &schema, now).run_once().await.unwrap();
     assert_eq!(first.hours_rolled, 1);
     let after_first = rollup_dump(&client, &schema).await;
     assert_eq!(after_first.len(), 3);
 
-    let second = job(&db, &schema, now + 60).run_once().await.unwrap();
+    let second = rollup_job(&db, &schema, now + 60).run_once().await.unwrap();
     assert_eq!(second.hours_rolled, 0, "{second:?}");
     assert_eq!(rollup_dump(&client, &schema).await, after_first);
 
@@ -262,7 +253,10 @@ async fn running_twice_changes_nothing_and_late_rows_are_rolled_again() {
         &[req(t(H10 + 59 * 60), "/x", 503, 10_000.0)],
     )
     .await;
-    let third = job(&db, &schema, now + 120).run_once().await.unwrap();
+    let third = rollup_job(&db, &schema, now + 120)
+        .run_once()
+        .await
+        .unwrap();
     assert_eq!((third.hours_rolled, third.raw_rows_rolled), (1, 51));
     let (x, n, _) = perf_row(&client, &schema, t(H10), "/x", "GET")
         .await
@@ -288,7 +282,7 @@ async fn two_concurrent_runs_give_the_same_rows_as_one() {
         .collect();
     insert_requests(&client, &schema, &rows).await;
     let now = H10 + 7 * HOUR;
-    let (one, two) = (job(&db, &schema, now), job(&db, &schema, now));
+    let (one, two) = (rollup_job(&db, &schema, now), rollup_job(&db, &schema, now));
     let (a, b) = tokio::join!(one.run_once(), two.run_once());
     let (a, b) = (a.unwrap(), b.unwrap());
     // Either one ran and the other skipped, or they ran one after the other.
@@ -300,7 +294,7 @@ async fn two_concurrent_runs_give_the_same_rows_as_one() {
     let (db2, schema2) = migrated_db().await;
     let client2 = db2.connect().await;
     insert_requests(&client2, &schema2, &rows).await;
-    let _ = job(&db2, &schema2, now).run_once().await.unwrap();
+    let _ = rollup_job(&db2, &schema2, now).run_once().await.unwrap();
     assert_eq!(rollup_dump(&client2, &schema2).await, concurrent);
 }
 
@@ -310,20 +304,20 @@ async fn open_hours_and_the_grace_period_wait() {
     let client = db.connect().await;
     insert_requests(&client, &schema, &[req(t(H10 + 10), "/g", 200, 1.0)]).await;
     // 1 min 59 s after the hour ended: still within the 2 min grace.
-    let early = job(&db, &schema, H10 + HOUR + 119)
+    let early = rollup_job(&db, &schema, H10 + HOUR + 119)
         .run_once()
         .await
         .unwrap();
     assert_eq!(early.hours_rolled, 0);
     assert!(rollup_dump(&client, &schema).await.is_empty());
-    let on_time = job(&db, &schema, H10 + HOUR + 120)
+    let on_time = rollup_job(&db, &schema, H10 + HOUR + 120)
         .run_once()
         .await
         .unwrap();
     assert_eq!(on_time.hours_rolled, 1);
     // A custom grace.
     insert_requests(&client, &schema, &[req(t(H10 + HOUR + 10), "/g", 200, 1.0)]).await;
-    let custom = job(&db, &schema, H10 + 2 * HOUR + 1)
+    let custom = rollup_job(&db, &schema, H10 + 2 * HOUR + 1)
         .grace(Duration::ZERO)
         .run_once()
         .await
@@ -352,7 +346,7 @@ async fn an_interrupted_run_leaves_whole_hours_and_the_next_run_finishes() {
         .await
         .unwrap();
     let now = H10 + 3 * HOUR + 120;
-    let err = job(&db, &schema, now).run_once().await.unwrap_err();
+    let err = rollup_job(&db, &schema, now).run_once().await.unwrap_err();
     assert!(err.to_string().contains("no_boom"), "{err}");
     // Hour 10 is complete; hour 11 has nothing at all (not even its /ok or *
     // row). Hours are rolled two at a time, so hour 12 may or may not have
@@ -381,7 +375,7 @@ async fn an_interrupted_run_leaves_whole_hours_and_the_next_run_finishes() {
         ))
         .await
         .unwrap();
-    let next = job(&db, &schema, now).run_once().await.unwrap();
+    let next = rollup_job(&db, &schema, now).run_once().await.unwrap();
     assert_eq!(next.hours_rolled, 3 - rolled_before as u64, "{next:?}");
     assert_eq!(rollup_dump(&client, &schema).await.len(), 2 + 3 + 2);
 }
@@ -474,7 +468,7 @@ async fn five_minute_rows_add_up_to_the_hourly_all_endpoints_row() {
         let at = t(H10 + slot * 300 + i as u64);
         insert_event(&client, &schema, at, kind, user, Some("/home"), Some(true)).await;
     }
-    let _ = job(&db, &schema, H10 + HOUR + 120)
+    let _ = rollup_job(&db, &schema, H10 + HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -554,7 +548,7 @@ async fn a_late_row_rewrites_its_five_minute_slot() {
     let client = db.connect().await;
     insert_requests(&client, &schema, &slotted_requests()).await;
     let now = H10 + HOUR + 120;
-    let _ = job(&db, &schema, now).run_once().await.unwrap();
+    let _ = rollup_job(&db, &schema, now).run_once().await.unwrap();
     let before = slot_rows(&client, &schema, "performance").await;
     assert_eq!(before.len(), 4);
 
@@ -568,7 +562,7 @@ async fn a_late_row_rewrites_its_five_minute_slot() {
         ],
     )
     .await;
-    let report = job(&db, &schema, now + 60).run_once().await.unwrap();
+    let report = rollup_job(&db, &schema, now + 60).run_once().await.unwrap();
     assert_eq!(report.hours_rolled, 1);
     let after = slot_rows(&client, &schema, "performance").await;
     let counts: Vec<(u64, i64)> = after.iter().map(|s| (s.0, s.1)).collect();
@@ -708,7 +702,7 @@ async fn a_complete_day_gets_daily_rows_equal_to_the_merge_of_its_hours() {
     let client = db.connect().await;
     two_days(&client, &schema).await;
     // Day 1's first 3 hours are closed, the rest of it is not.
-    let report = job(&db, &schema, DAY0 + DAY + 3 * HOUR + 120)
+    let report = rollup_job(&db, &schema, DAY0 + DAY + 3 * HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -784,7 +778,7 @@ async fn a_complete_day_gets_daily_rows_equal_to_the_merge_of_its_hours() {
 
     // Running again changes nothing.
     let dump = daily_rows(&client, &schema, DAY0, "performance").await;
-    let _ = job(&db, &schema, DAY0 + DAY + 3 * HOUR + 180)
+    let _ = rollup_job(&db, &schema, DAY0 + DAY + 3 * HOUR + 180)
         .run_once()
         .await
         .unwrap();
@@ -800,7 +794,7 @@ async fn a_rerolled_hour_rebuilds_its_day() {
     let client = db.connect().await;
     two_days(&client, &schema).await;
     let now = DAY0 + DAY + 3 * HOUR + 120;
-    let _ = job(&db, &schema, now).run_once().await.unwrap();
+    let _ = rollup_job(&db, &schema, now).run_once().await.unwrap();
     let before = daily_rows(&client, &schema, DAY0, "performance").await;
     assert_eq!(before["*|*"].0, 24 * 60);
 
@@ -808,7 +802,7 @@ async fn a_rerolled_hour_rebuilds_its_day() {
     let mut late = req(t(DAY0 + 5 * HOUR + 1), "/late", 404, 12_345.0);
     late.user = Some("latecomer".into());
     insert_requests(&client, &schema, &[late]).await;
-    let report = job(&db, &schema, now + 60).run_once().await.unwrap();
+    let report = rollup_job(&db, &schema, now + 60).run_once().await.unwrap();
     assert_eq!(report.hours_rolled, 1);
     let after = daily_rows(&client, &schema, DAY0, "performance").await;
     assert_eq!(after["*|*"].0, 24 * 60 + 1);
@@ -834,7 +828,10 @@ async fn a_rerolled_hour_rebuilds_its_day() {
         ))
         .await
         .unwrap();
-    let err = job(&db, &schema, now + 120).run_once().await.unwrap_err();
+    let err = rollup_job(&db, &schema, now + 120)
+        .run_once()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no_boom"), "{err}");
     assert_eq!(
         built_days(&client, &schema).await,
@@ -852,7 +849,10 @@ async fn a_rerolled_hour_rebuilds_its_day() {
         ))
         .await
         .unwrap();
-    let report = job(&db, &schema, now + 180).run_once().await.unwrap();
+    let report = rollup_job(&db, &schema, now + 180)
+        .run_once()
+        .await
+        .unwrap();
     assert_eq!(report.hours_rolled, 0, "only the day is left to do");
     assert_eq!(built_days(&client, &schema).await.len(), 2);
     let fixed = daily_rows(&client, &schema, DAY0, "performance").await;
@@ -880,7 +880,7 @@ async fn keys_holding_the_separator_byte_are_rolled_under_the_right_key() {
         ],
     )
     .await;
-    let report = job(&db, &schema, H10 + 3 * HOUR + 120)
+    let report = rollup_job(&db, &schema, H10 + 3 * HOUR + 120)
         .run_once()
         .await
         .unwrap();
@@ -949,7 +949,7 @@ async fn a_first_run_after_a_long_gap_records_empty_hours_so_days_complete() {
         ],
     )
     .await;
-    let report = job(&db, &schema, DAY0 + 3 * DAY + 120)
+    let report = rollup_job(&db, &schema, DAY0 + 3 * DAY + 120)
         .run_once()
         .await
         .unwrap();
@@ -982,7 +982,7 @@ async fn a_first_run_after_a_long_gap_records_empty_hours_so_days_complete() {
             .is_empty()
     );
     // A later run visits nothing again.
-    let again = job(&db, &schema, DAY0 + 3 * DAY + 180)
+    let again = rollup_job(&db, &schema, DAY0 + 3 * DAY + 180)
         .run_once()
         .await
         .unwrap();

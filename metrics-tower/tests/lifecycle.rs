@@ -1,9 +1,13 @@
 //! When a request is recorded, and that it is recorded exactly once, on every
-//! path: complete body, exact Content-Length, early drops, errors, panics.
+//! path: complete body, exact Content-Length, early drops (timed to the drop),
+//! errors, panics; the correlation id echoed on responses made by layers
+//! inside (timeout, caught panic) and on excluded paths; every default
+//! exclusion applied through the layer.
 
 mod support;
 
 use std::convert::Infallible;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body::Body as _;
+use http_body::Body;
 use http_body_util::{BodyExt, Empty, Full};
 use metrics_core::ErrorType;
 use metrics_tower::MetricsLayer;
@@ -21,14 +25,60 @@ use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 type Req = Request<Empty<Bytes>>;
 
+/// The layer over a handler answering with a streamed body of `chunks`.
+fn streaming(
+    rec: &Recorded,
+    chunks: &'static [&'static str],
+) -> impl Service<
+    Req,
+    Response = Response<impl Body<Data = Bytes, Error: Debug> + Unpin>,
+    Error = Infallible,
+> {
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new(rec.collector.clone()))
+        .service_fn(move |_req: Req| async move {
+            Ok::<_, Infallible>(Response::new(Chunks::new(chunks.iter().copied())))
+        })
+}
+
+/// The layer over tower-http's timeout (one second, answering `status`) over
+/// a handler that takes five.
+fn timeout_response_inside(
+    rec: &Recorded,
+    status: StatusCode,
+) -> impl Service<Req, Response = Response<impl Body<Data = Bytes, Error: Debug>>, Error = Infallible>
+{
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new(rec.collector.clone()))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            status,
+            Duration::from_secs(1),
+        ))
+        .service_fn(|_req: Req| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        })
+}
+
+/// The layer over tower-http's `CatchPanicLayer` over a handler that panics.
+fn panic_caught_inside(
+    rec: &Recorded,
+) -> impl Service<Req, Response = Response<impl Body<Data = Bytes, Error: Debug>>, Error = Infallible>
+{
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new(rec.collector.clone()))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .service_fn(|_req: Req| async move {
+            panic!("handler bug");
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        })
+}
+
 #[tokio::test(start_paused = true)]
 async fn record_exists_only_after_the_body_ends_and_times_the_body() {
     let rec = Recorded::new();
-    let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::new(rec.collector.clone()))
-        .service_fn(|_req: Req| async {
-            Ok::<_, Infallible>(Response::new(Chunks::new(["a", "b", "c"])))
-        });
+    let svc = streaming(&rec, &["a", "b", "c"]);
 
     let res = svc.oneshot(get("/stream")).await.unwrap();
     assert!(
@@ -157,11 +207,7 @@ async fn dropped_future_is_recorded_once_as_client_closed() {
 #[tokio::test]
 async fn dropped_body_is_recorded_once_as_client_closed() {
     let rec = Recorded::new();
-    let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::new(rec.collector.clone()))
-        .service_fn(|_req: Req| async {
-            Ok::<_, Infallible>(Response::new(Chunks::new(["a", "b"])))
-        });
+    let svc = streaming(&rec, &["a", "b"]);
 
     let res = svc.oneshot(get("/download")).await.unwrap();
     let mut body = res.into_body();
@@ -218,16 +264,7 @@ async fn tower_timeout_inside_is_recorded_as_504_timeout() {
 #[tokio::test(start_paused = true)]
 async fn timeout_response_inside_is_recorded_as_504_timeout() {
     let rec = Recorded::new();
-    let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::new(rec.collector.clone()))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(1),
-        ))
-        .service_fn(|_req: Req| async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        });
+    let svc = timeout_response_inside(&rec, StatusCode::REQUEST_TIMEOUT);
 
     let res = svc.oneshot(get("/slow")).await.unwrap();
     assert_eq!(
@@ -322,14 +359,7 @@ async fn panic_in_handler_is_recorded_as_500_panic_and_resumed() {
 #[tokio::test]
 async fn catch_panic_layer_inside_turns_panics_into_recorded_500s() {
     let rec = Recorded::new();
-    let svc = ServiceBuilder::new()
-        .layer(MetricsLayer::new(rec.collector.clone()))
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .service_fn(|_req: Req| async move {
-            panic!("handler bug");
-            #[allow(unreachable_code)]
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-        });
+    let svc = panic_caught_inside(&rec);
     let res = svc.oneshot(get("/boom")).await.unwrap();
     assert_eq!(res.status(), 500);
     res.into_body().collect().await.unwrap();
@@ -404,4 +434,96 @@ async fn failing_hanging_or_panicking_sinks_never_affect_responses() {
         assert_eq!(stats.received, 20, "{mode:?}: every request was offered");
         assert!(sink.calls() >= 1, "{mode:?}: the sink was tried");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_early_is_timed_to_its_drop() {
+    let rec = Recorded::new();
+    let svc = streaming(&rec, &["a", "b", "c"]);
+    let res = svc.oneshot(get("/download")).await.unwrap();
+    let mut body = res.into_body();
+    tokio::time::advance(Duration::from_millis(10)).await;
+    body.frame().await.unwrap().unwrap();
+    tokio::time::advance(Duration::from_millis(30)).await;
+    drop(body);
+    let r = rec.single().await;
+    assert_eq!(
+        (r.status, r.error_type.clone()),
+        (499, Some(ErrorType::ClientClosed))
+    );
+    assert!(
+        (40.0..41.0).contains(&r.response_time_ms),
+        "timed to the drop: {}",
+        r.response_time_ms
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_correlation_id_is_echoed_on_a_timeout_response_made_inside() {
+    let rec = Recorded::new();
+    let svc = timeout_response_inside(&rec, StatusCode::GATEWAY_TIMEOUT);
+    let req = Request::get("/slow")
+        .header("x-correlation-id", "trace-504")
+        .body(Empty::new())
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.headers()["x-correlation-id"], "trace-504");
+    res.into_body().collect().await.unwrap();
+    let r = rec.single().await;
+    assert_eq!((r.status, r.error_type), (504, Some(ErrorType::Timeout)));
+    assert_eq!(r.correlation_id.unwrap().as_str(), "trace-504");
+}
+
+#[tokio::test]
+async fn the_correlation_id_is_echoed_on_a_caught_panic() {
+    let rec = Recorded::new();
+    let svc = panic_caught_inside(&rec);
+    let res = svc.oneshot(get("/boom")).await.unwrap();
+    assert_eq!(res.status(), 500);
+    let echoed = res.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
+    res.into_body().collect().await.unwrap();
+    let r = rec.single().await;
+    assert_eq!(r.correlation_id.unwrap().as_str(), echoed);
+}
+
+#[tokio::test]
+async fn every_default_exclusion_applies_and_excluded_responses_echo_the_id() {
+    let rec = Recorded::new();
+    let mut svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new(rec.collector.clone()))
+        .service_fn(|_req: Req| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+    for path in [
+        "/health",
+        "/ready",
+        "/ping",
+        "/internal/x",
+        "/admin/system/gc",
+        // Near misses are recorded.
+        "/healthz",
+        "/internal",
+        "/admin/systems",
+    ] {
+        let req = Request::get(path)
+            .header("x-correlation-id", "excluded-1")
+            .body(Empty::new())
+            .unwrap();
+        let res = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(res.headers()["x-correlation-id"], "excluded-1", "{path}");
+        res.into_body().collect().await.unwrap();
+    }
+    let mut recorded: Vec<String> = rec
+        .records()
+        .await
+        .into_iter()
+        .map(|r| r.route.to_string())
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, ["/admin/systems", "/healthz", "/internal"]);
 }

@@ -1,11 +1,15 @@
-//! Shared helpers of the rollup, retention, governance and CLI tests: raw
-//! rows inserted with plain SQL (exact control over timestamps), and a
-//! canonical dump of the rollup rows.
+//! Shared helpers of the rollup, retention, job lock, governance and CLI
+//! tests: raw rows inserted with plain SQL (exact control over timestamps), a
+//! canonical dump of the rollup rows, a rollup job on a fixed clock, and the
+//! `metrics-aggregate` binary run with its output.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "cli")]
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_pg::deadpool_postgres::Pool;
+use metrics_pg::{Clock, RollupJob};
 use test_support::TestDb;
 use test_support::tokio_postgres::Client;
 
@@ -13,6 +17,8 @@ use test_support::tokio_postgres::Client;
 pub const DAY0: u64 = 1_767_225_600;
 pub const HOUR: u64 = 3_600;
 pub const DAY: u64 = 86_400;
+/// 10:00 UTC of DAY0.
+pub const H10: u64 = DAY0 + 10 * HOUR;
 
 /// A fresh migrated database; the schema is the database's unique name.
 pub async fn migrated_db() -> (TestDb, String) {
@@ -32,6 +38,20 @@ pub fn pool(db: &TestDb) -> Pool {
 /// `secs` after the Unix epoch.
 pub fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The date of day `n` counted from DAY0.
+pub fn day(n: u64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(DAY0 + n * DAY).unwrap())
+        .unwrap()
+        .date()
+}
+
+/// The rollup job with its clock fixed at `now_secs`.
+pub fn rollup_job(db: &TestDb, schema: &str, now_secs: u64) -> RollupJob {
+    RollupJob::new(pool(db), schema)
+        .unwrap()
+        .clock(Clock::fixed(t(now_secs)))
 }
 
 /// One raw request row.
@@ -147,4 +167,20 @@ pub async fn perf_row(
 
 pub async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Runs `metrics-aggregate` with `args` (no DATABASE_URL from the
+/// environment, warnings and errors logged) and waits for it.
+#[cfg(feature = "cli")]
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metrics-aggregate"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run metrics-aggregate")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
