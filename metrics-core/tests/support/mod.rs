@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use metrics_core::{Method, RequestRecord, RetryPolicy, Route};
 use tracing::field::Field;
 use tracing::span::{Attributes, Id, Record};
-use tracing::subscriber::DefaultGuard;
 use tracing::{Event, Level, Metadata, Subscriber};
 
 /// A request record whose status carries `i` (to check order and identity).
@@ -45,15 +44,31 @@ pub async fn settle() {
     }
 }
 
-/// Every event's level and message.
+/// Every event's level and message, of the threads that asked for them.
 ///
 /// metrics-core has no tracing-subscriber dev-dependency, so the few methods a
-/// `Subscriber` needs are written out here. The tests run on a current-thread
-/// runtime, so the thread-local default sees the worker task's events too.
+/// `Subscriber` needs are written out here. One subscriber is installed as
+/// the process-wide default, interested in every callsite, and it keeps the
+/// events of a thread only while that thread holds a [`CaptureGuard`]: a
+/// thread-local default subscriber instead would race with the other tests'
+/// threads over tracing's per-callsite interest cache (a warning seen first on
+/// a thread without a subscriber could then be skipped on the capturing one).
+/// The tests run on a current-thread runtime, so the capturing thread also
+/// runs the worker task and sees its events.
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<(Level, String)>>>);
 
-impl Subscriber for Captured {
+std::thread_local! {
+    static CAPTURING: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The process-wide subscriber: hands each event to its thread's capture.
+struct PerThread;
+
+impl Subscriber for PerThread {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
@@ -63,13 +78,17 @@ impl Subscriber for Captured {
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
+        let Some(captured) = CAPTURING.with(|c| c.borrow().clone()) else {
+            return;
+        };
         let mut message = String::new();
         event.record(&mut |field: &Field, value: &dyn std::fmt::Debug| {
             if field.name() == "message" {
                 message = format!("{value:?}");
             }
         });
-        self.0
+        captured
+            .0
             .lock()
             .unwrap()
             .push((*event.metadata().level(), message));
@@ -95,9 +114,23 @@ impl Captured {
     }
 }
 
+/// Stops this thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURING.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 /// Captures this thread's events until the guard is dropped.
-pub fn capture() -> (Captured, DefaultGuard) {
+pub fn capture() -> (Captured, CaptureGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(PerThread)
+            .expect("no other global tracing subscriber in the collector tests");
+    });
     let c = Captured::default();
-    let guard = tracing::subscriber::set_default(c.clone());
-    (c, guard)
+    CAPTURING.with(|slot| *slot.borrow_mut() = Some(c.clone()));
+    (c, CaptureGuard(()))
 }
