@@ -123,6 +123,26 @@ impl Fixture {
         }
     }
 
+    /// The request total PostgreSQL answers for `q`.
+    async fn pg_total(&self, q: &PerformanceQuery) -> u64 {
+        self.query
+            .performance(q)
+            .await
+            .unwrap()
+            .metrics
+            .total_requests
+    }
+
+    /// The request total the memory store (the reference) answers for `q`.
+    async fn memory_total(&self, q: &PerformanceQuery) -> u64 {
+        self.memory
+            .performance(q)
+            .await
+            .unwrap()
+            .metrics
+            .total_requests
+    }
+
     /// Rolls every hour closed at `at` (2 minutes of grace).
     async fn roll(&self, at: u64) {
         let report = RollupJob::new(pool(&self.db, 4), &self.schema)
@@ -526,15 +546,7 @@ async fn cached_raw_slots_are_refreshed_when_late_rows_arrive() {
         Duration::from_millis(950),
     );
     f.write(vec![early], Vec::new()).await;
-    assert_eq!(
-        f.query
-            .performance(&q)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests,
-        after.metrics.total_requests
-    );
+    assert_eq!(f.pg_total(&q).await, after.metrics.total_requests);
     f.roll(DAY0 + 3 * HOUR + 180).await;
     let rerolled = f.query.performance(&q).await.unwrap();
     assert_eq!(
@@ -637,22 +649,8 @@ async fn daily_and_five_minute_rows_are_the_sources_of_rolled_time() {
     let now = t(NOW);
     let day0 = TimeRange::custom(t(DAY0), t(DAY0 + DAY), now).unwrap();
     let q = PerformanceQuery::new(day0, now);
-    let truth = f
-        .memory
-        .performance(&q)
-        .await
-        .unwrap()
-        .metrics
-        .total_requests;
-    assert_eq!(
-        f.query
-            .performance(&q)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests,
-        truth
-    );
+    let truth = f.memory_total(&q).await;
+    assert_eq!(f.pg_total(&q).await, truth);
 
     // Mark the daily all-endpoints row (and its version, as a rebuild of the
     // day does): a whole-day range reads it...
@@ -667,43 +665,14 @@ async fn daily_and_five_minute_rows_are_the_sources_of_rolled_time() {
     let _ = f
         .exec("UPDATE {s}.rollup_days SET built_at = built_at + interval '1 second'")
         .await;
-    assert_eq!(
-        f.query
-            .performance(&q)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests,
-        truth + 1000
-    );
+    assert_eq!(f.pg_total(&q).await, truth + 1000);
     // ...a range one hour shorter merges hourly rows instead...
     let short = TimeRange::custom(t(DAY0), t(DAY0 + DAY - HOUR), now).unwrap();
     let sq = PerformanceQuery::new(short, now);
-    assert_eq!(
-        f.query
-            .performance(&sq)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests,
-        f.memory
-            .performance(&sq)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests
-    );
+    assert_eq!(f.pg_total(&sq).await, f.memory_total(&sq).await);
     // ...and without its rollup_days row the day is not trusted.
     let _ = f.exec("DELETE FROM {s}.rollup_days").await;
-    assert_eq!(
-        f.query
-            .performance(&q)
-            .await
-            .unwrap()
-            .metrics
-            .total_requests,
-        truth
-    );
+    assert_eq!(f.pg_total(&q).await, truth);
 
     // The 5-minute series of a rolled hour reads the 5-minute rows.
     let hour = TimeRange::custom(t(DAY0 + 7 * HOUR), t(DAY0 + 8 * HOUR), now).unwrap();
@@ -758,13 +727,7 @@ async fn an_old_partial_edge_hour_without_raw_rows_reads_its_whole_hourly_row() 
         .await as u64;
     let approx = f.query.performance(&q).await.unwrap();
     let whole = PerformanceQuery::new(TimeRange::custom(t(DAY0), now, now).unwrap(), now);
-    let memory_whole = f
-        .memory
-        .performance(&whole)
-        .await
-        .unwrap()
-        .metrics
-        .total_requests;
+    let memory_whole = f.memory_total(&whole).await;
     assert_eq!(approx.metrics.total_requests, memory_whole);
     assert!(whole_hour > 0 && approx.metrics.total_requests > exact.metrics.total_requests);
 }
