@@ -1,0 +1,305 @@
+// The page's wiring: range selection, Refresh, and rendering each answer.
+// Only the first load and Refresh send data requests (three, in parallel);
+// nothing polls.
+
+import { apiBase, getJson } from "./api.js";
+import { clearCards, initCards, renderCards } from "./cards.js";
+import { barChart, fillTable, lineChart } from "./charts.js";
+import { count, dateTime, ms, percent } from "./format.js";
+import { customError, fromUrl, parseLocal, rangeQuery, toLocalInput, toUrl } from "./range.js";
+import { renderEndpoints } from "./table.js";
+import { hideToast, showToast } from "./toast.js";
+
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+const API = apiBase();
+const CALCULATING_AFTER_MS = 2000;
+const TEXTS = {
+  401: "Authentication required. Please log in.",
+  403: "Admin access required. Only workspace administrators can view metrics.",
+};
+const PARTS = [
+  ["performance", "performance metrics", (q) => `${API}/performance?${q}`],
+  ["usage", "usage metrics", (q) => `${API}/usage?${q}`],
+  ["series", "time-series metrics", (q) => `${API}/time-series?metric_type=both&${q}`],
+];
+
+const main = document.getElementById("main");
+const dashboard = document.getElementById("dashboard");
+const toolbar = document.getElementById("toolbar");
+const selector = $("time-range-selector");
+const refresh = $("refresh-button");
+const custom = $("custom-range");
+const start = $("custom-start");
+const end = $("custom-end");
+const apply = $("custom-apply");
+const customErr = $("custom-range-error");
+
+let range;
+let busy = false;
+
+/** Hands an event to tracker.js when it loaded (the page works without it). */
+function track(event) {
+  try {
+    if (window.AppMetrics) window.AppMetrics.track({ page_name: window.location.pathname, ...event });
+  } catch (_) {
+    // Tracking never breaks the dashboard.
+  }
+}
+
+// ===== range =====
+
+function pressed() {
+  for (const b of selector.querySelectorAll("button[data-range]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.range === range.kind));
+  }
+}
+
+function select(next) {
+  const previous = range.kind;
+  range = next;
+  pressed();
+  toUrl(range);
+  track({
+    event_type: "preference_changed",
+    element_id: "time-range-selector",
+    metadata: { previous_time_range: previous, new_time_range: range.kind },
+  });
+}
+
+function openCustom(open) {
+  custom.hidden = !open;
+  selector.querySelector('[data-range="custom"]').setAttribute("aria-expanded", String(open));
+}
+
+/** Checks the custom inputs; Apply is enabled only for a complete, valid range. */
+function checkCustom() {
+  const s = parseLocal(start.value);
+  const e = parseLocal(end.value);
+  const error = customError(s, e);
+  customErr.textContent = error;
+  apply.disabled = Boolean(error) || !s || !e;
+  return error || !s || !e ? null : { kind: "custom", start: s, end: e };
+}
+
+selector.addEventListener("click", (e) => {
+  const button = e.target.closest("button[data-range]");
+  if (!button) return;
+  const kind = button.dataset.range;
+  if (kind === "custom") {
+    openCustom(true);
+    start.focus();
+    return;
+  }
+  openCustom(false);
+  if (kind !== range.kind) select({ kind });
+});
+
+for (const input of [start, end]) {
+  input.addEventListener("input", checkCustom);
+  input.addEventListener("change", checkCustom);
+}
+
+apply.addEventListener("click", () => {
+  const next = checkCustom();
+  if (next) select(next);
+});
+
+// ===== loading =====
+
+function setBusy(on) {
+  busy = on;
+  refresh.disabled = on;
+  refresh.textContent = on ? "Refreshing\u2026" : "Refresh";
+  main.setAttribute("aria-busy", String(on));
+}
+
+function denied(status) {
+  redraw = () => {};
+  clearCards();
+  dashboard.hidden = true;
+  toolbar.hidden = true;
+  hideToast();
+  const note = $("access-message");
+  note.textContent = TEXTS[status];
+  note.hidden = false;
+}
+
+async function load() {
+  if (busy) return;
+  setBusy(true);
+  hideToast();
+  const query = rangeQuery(range);
+  const calculating = $("calculating");
+  const timer = setTimeout(() => (calculating.hidden = false), CALCULATING_AFTER_MS);
+  const results = await Promise.all(PARTS.map(([, , url]) => getJson(url(query))));
+  clearTimeout(timer);
+  calculating.hidden = true;
+  $("loading").hidden = true;
+  setBusy(false);
+
+  const refused = [401, 403].find((s) => results.some((r) => r.status === s));
+  if (refused) return denied(refused);
+
+  const answers = {};
+  const failures = [];
+  results.forEach((r, i) => {
+    const [key, name] = PARTS[i];
+    if (r.ok) answers[key] = r.data;
+    else failures.push(`Failed to load ${name}: ${r.message}`);
+  });
+  dashboard.hidden = false;
+  render(answers);
+  if (failures.length) showToast(failures);
+}
+
+refresh.addEventListener("click", () => {
+  if (busy) return;
+  track({
+    event_type: "button_click",
+    element_id: "refresh-button",
+    metadata: { time_range: range.kind, action: "manual_refresh" },
+  });
+  load();
+});
+
+// ===== rendering =====
+
+function section(testid) {
+  return $(testid).closest("section");
+}
+
+function empty(sec, text) {
+  const p = sec.querySelector("p.empty");
+  p.textContent = text || "";
+  p.hidden = !text;
+}
+
+const NO_SERIES = "No time-series data available for the selected range.";
+const NO_USAGE = "No usage data available";
+const UNAVAILABLE = "Data unavailable";
+
+// Charts are drawn at their box's width: draw them again when it changes.
+let redraw = () => {};
+let frame = 0;
+window.addEventListener("resize", () => {
+  cancelAnimationFrame(frame);
+  frame = requestAnimationFrame(() => redraw());
+});
+
+function render({ performance, usage, series }) {
+  renderCards({ performance, usage });
+  renderEndpoints(performance ? performance.endpoints || [] : null);
+
+  const noRequests = performance && performance.metrics.total_requests === 0;
+  const noEvents = usage && usage.metrics.total_events === 0;
+  $("empty-state").hidden = !(noRequests && noEvents);
+
+  const points = ((series && series.data_points) || []).map((p) => ({ t: new Date(p.timestamp), p }));
+  const types = byCount(usage && usage.event_distribution);
+  fillTables(points, types);
+  renderTopPages(usage);
+  redraw = () => drawCharts(series, points, usage, types);
+  redraw();
+}
+
+function fillTables(points, types) {
+  fillTable($("chart-performance-table"), points.map(({ t, p }) => [
+    [p.timestamp, dateTime(t)],
+    [p.total_requests, count(p.total_requests)],
+    [p.avg_response_time_ms, ms(p.avg_response_time_ms)],
+    [p.p50_response_time_ms, ms(p.p50_response_time_ms)],
+    [p.p95_response_time_ms, ms(p.p95_response_time_ms)],
+    [p.p99_response_time_ms, ms(p.p99_response_time_ms)],
+    [p.error_rate, percent(p.error_rate)],
+  ]));
+  fillTable($("chart-usage-table"), points.map(({ t, p }) => [
+    [p.timestamp, dateTime(t)],
+    [p.total_events, count(p.total_events)],
+    [p.unique_users, count(p.unique_users)],
+  ]));
+  fillTable($("chart-event-types-table"), types.map(([type, n]) => [[type, type], [n, count(n)]]));
+}
+
+function line(testid, points, series, axes, answered) {
+  const sec = section(testid);
+  const drew = lineChart($(testid), sec.querySelector(".tooltip"), sec.querySelector(".legend"), points, series, axes);
+  empty(sec, answered ? !drew && NO_SERIES : UNAVAILABLE);
+}
+
+function drawCharts(series, points, usage, types) {
+  const perf = points.some(({ p }) => p.total_requests > 0) ? points : [];
+  const use = points.some(({ p }) => p.total_events > 0) ? points : [];
+  // Latencies of a bucket without requests are no measurement: a gap, not 0 ms.
+  line("chart-performance", perf.map(({ t, p }) => {
+    const has = p.total_requests > 0 ? (v) => v : () => undefined;
+    return {
+      t,
+      v: {
+        avg: has(p.avg_response_time_ms),
+        p50: has(p.p50_response_time_ms),
+        p95: has(p.p95_response_time_ms),
+        p99: has(p.p99_response_time_ms),
+        err: has(p.error_rate),
+        req: p.total_requests,
+      },
+    };
+  }), [
+    { key: "avg", label: "Avg", cls: "s-avg", axis: "left", format: ms },
+    { key: "p50", label: "P50", cls: "s-p50", axis: "left", format: ms },
+    { key: "p95", label: "P95", cls: "s-p95", axis: "left", format: ms },
+    { key: "p99", label: "P99", cls: "s-p99", axis: "left", format: ms },
+    { key: "err", label: "Error Rate", cls: "s-err", axis: "right", format: percent },
+    { key: "req", label: "Requests", axis: "left", format: count, draw: false },
+  ], { left: (v) => `${Math.round(v)} ms`, right: (v) => `${Math.round(v * 100)}%` }, series);
+
+  line("chart-usage", use.map(({ t, p }) => ({ t, v: { events: p.total_events, users: p.unique_users } })), [
+    { key: "events", label: "Events", cls: "s-events", axis: "left", format: count },
+    { key: "users", label: "Unique Users", cls: "s-users", axis: "left", format: count },
+  ], { left: (v) => count(Math.round(v)) }, series);
+
+  const ts = section("chart-event-types");
+  barChart($("chart-event-types"), ts.querySelector(".tooltip"), types.map(([label, value]) => ({ label, value })), count);
+  empty(ts, usage ? !types.length && NO_USAGE : UNAVAILABLE);
+}
+
+function byCount(obj) {
+  return Object.entries(obj || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+}
+
+function renderTopPages(usage) {
+  const pages = byCount(usage && usage.page_views).slice(0, 5);
+  $("top-pages").replaceChildren(...pages.map(([name, n]) => {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.className = "page-name";
+    label.textContent = name;
+    const value = document.createElement("span");
+    value.className = "page-count";
+    value.dataset.value = String(n);
+    value.textContent = count(n);
+    li.append(label, value);
+    return li;
+  }));
+  empty(section("top-pages"), usage ? !pages.length && NO_USAGE : UNAVAILABLE);
+}
+
+// ===== start =====
+
+initCards(document.getElementById("cards"));
+const fromLink = fromUrl(window.location.search);
+range = fromLink.range;
+pressed();
+if (range.kind === "custom") {
+  start.value = toLocalInput(range.start);
+  end.value = toLocalInput(range.end);
+  openCustom(true);
+  checkCustom();
+} else if (fromLink.rejected) {
+  // A link with a range the rules refuse: show it and why, load the default.
+  if (fromLink.rejected.start) start.value = toLocalInput(fromLink.rejected.start);
+  if (fromLink.rejected.end) end.value = toLocalInput(fromLink.rejected.end);
+  openCustom(true);
+  checkCustom();
+  customErr.textContent = fromLink.rejected.error;
+}
+load();

@@ -1,0 +1,115 @@
+// The endpoint table: every endpoint, sortable by every column, each row
+// opening that endpoint's detail view.
+
+import { count, ms, percent, raw } from "./format.js";
+
+// [field, formatter, numeric]
+const COLUMNS = [
+  ["endpoint", String, false],
+  ["method", String, false],
+  ["avg_response_time_ms", ms, true],
+  ["p50_response_time_ms", ms, true],
+  ["p95_response_time_ms", ms, true],
+  ["p99_response_time_ms", ms, true],
+  ["request_count", count, true],
+  ["error_rate", percent, true],
+];
+const NUMERIC = new Map(COLUMNS.map(([k, , n]) => [k, n]));
+
+const table = document.querySelector('[data-testid="endpoint-table"]');
+const body = table.tBodies[0];
+const total = table.querySelector('[data-testid="endpoint-count"]');
+const sort = { key: "avg_response_time_ms", dir: "descending" };
+let rows = null;
+
+function missing(v) {
+  return v === undefined || v === null || (typeof v === "number" && Number.isNaN(v));
+}
+
+/**
+ * Orders endpoints by `key` in `dir`: numbers by value, strings by
+ * localeCompare, missing values last either way. The sort is stable, so
+ * ties keep the API's order.
+ */
+export function sortEndpoints(list, key, dir) {
+  const sign = dir === "ascending" ? 1 : -1;
+  const numeric = NUMERIC.get(key);
+  return [...list].sort((a, b) => {
+    const x = a[key];
+    const y = b[key];
+    if (missing(x) || missing(y)) return missing(x) - missing(y);
+    return sign * (numeric ? x - y : String(x).localeCompare(String(y)));
+  });
+}
+
+/**
+ * The drill-down hook: called with the row's endpoint when a row is opened
+ * (click, or Enter / Space on its button). The detail view replaces this;
+ * until then it does nothing visible and sends nothing.
+ */
+export function openEndpointDetail(row) {
+  table.dispatchEvent(new CustomEvent("endpoint-open", { detail: row }));
+}
+
+function headerState() {
+  for (const th of table.tHead.rows[0].cells) {
+    th.setAttribute("aria-sort", th.dataset.sortKey === sort.key ? sort.dir : "none");
+  }
+}
+
+function message(text) {
+  const tr = document.createElement("tr");
+  const td = document.createElement("td");
+  td.colSpan = COLUMNS.length;
+  td.className = "empty";
+  td.textContent = text;
+  tr.append(td);
+  body.replaceChildren(tr);
+}
+
+function draw() {
+  headerState();
+  if (!rows) return message("Endpoint data unavailable");
+  total.textContent = `Total endpoints: ${rows.length}`;
+  if (!rows.length) return message("No endpoint data available");
+  body.replaceChildren(...sortEndpoints(rows, sort.key, sort.dir).map((ep) => {
+    const tr = document.createElement("tr");
+    tr.dataset.testid = "endpoint-row";
+    tr.className = "clickable";
+    tr.onclick = () => openEndpointDetail(ep);
+    for (const [key, format] of COLUMNS) {
+      const td = document.createElement("td");
+      td.dataset.value = raw(ep[key]);
+      if (key === "endpoint") {
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "link";
+        open.textContent = ep.endpoint;
+        open.setAttribute("aria-label", `Details for ${ep.method} ${ep.endpoint}`);
+        td.append(open);
+      } else {
+        td.textContent = missing(ep[key]) ? "\u2014" : format(ep[key]);
+        if (key === "error_rate" && ep[key] > 0) td.className = "error-text";
+      }
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+/** Shows `endpoints` (null when /performance failed). */
+export function renderEndpoints(endpoints) {
+  rows = endpoints;
+  if (!rows) total.textContent = "Total endpoints: \u2014";
+  draw();
+}
+
+for (const th of table.tHead.rows[0].cells) {
+  th.querySelector("button").addEventListener("click", () => {
+    const key = th.dataset.sortKey;
+    sort.dir = sort.key === key && sort.dir === "descending" ? "ascending" : "descending";
+    sort.key = key;
+    draw();
+  });
+}
+headerState();
