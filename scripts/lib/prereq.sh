@@ -61,3 +61,34 @@ ensure_postgres() {
         apt_install util-linux # the harness runs the cluster as an unprivileged user through these
     fi
 }
+
+# The browser the browser tests drive (test-support's browser.rs looks in the same places):
+# APP_METRICS_CHROMIUM, else /usr/bin/chromium, else `chromium` on PATH. Prints its path.
+chromium_path() {
+    if [ -n "${APP_METRICS_CHROMIUM:-}" ]; then
+        [ -x "$APP_METRICS_CHROMIUM" ] && echo "$APP_METRICS_CHROMIUM"
+        return 0
+    fi
+    if [ -x /usr/bin/chromium ]; then
+        echo /usr/bin/chromium
+    elif command -v chromium >/dev/null 2>&1; then
+        command -v chromium
+    fi
+    return 0
+}
+
+# Makes sure a Chromium for the browser tests exists (Debian's `chromium` package); sets
+# chromium_bin. A browser test without one fails rather than skips, so this fails early with
+# the same advice.
+ensure_chromium() {
+    if [ -n "${APP_METRICS_CHROMIUM:-}" ] && [ -z "$(chromium_path)" ]; then
+        die "APP_METRICS_CHROMIUM=$APP_METRICS_CHROMIUM is not an executable; unset it to use Debian's chromium"
+    fi
+    if [ -z "$(chromium_path)" ]; then
+        [ "${install:-1}" -eq 1 ] ||
+            die "chromium not found: the browser tests need it (apt-get install chromium, or set APP_METRICS_CHROMIUM); run without --no-install to install it"
+        apt_install chromium
+        [ -n "$(chromium_path)" ] || die "chromium installed, but /usr/bin/chromium is still missing"
+    fi
+    chromium_bin=$(chromium_path)
+}

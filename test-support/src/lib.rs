@@ -60,8 +60,22 @@
 //! PGDATA=/tmp/app-metrics-pg-41230-0/data
 //! ```
 //!
+//! # A real browser
+//!
+//! [`browser`] drives a headless Debian `chromium` over the DevTools protocol: one
+//! [`Browser`](browser::Browser) process per test (or [`Browser::shared`](browser::Browser::shared)
+//! per test process), pages with `goto`, `eval`, `wait_for`, real mouse clicks and key presses,
+//! the requests they sent, injected failures, console lines, screenshots and a manual clock for
+//! timers. A missing browser panics with a message naming what to install (`scripts/test`
+//! installs it); nothing is skipped.
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `APP_METRICS_CHROMIUM` | the browser executable (else `/usr/bin/chromium`, then `chromium` on `PATH`) |
+//!
 //! See `docs/testing.md` in the repository for the whole picture.
 
+pub mod browser;
 mod cluster;
 mod db;
 mod error;
