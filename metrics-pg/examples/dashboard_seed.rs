@@ -46,17 +46,18 @@ const PRESETS: [Preset; 4] = [
     Preset::Last30Days,
     Preset::Last90Days,
 ];
+/// The API's default vocabulary (CONTRACT.md §1).
 const EVENT_TYPES: [&str; 10] = [
     "page_view",
     "button_click",
     "form_submit",
-    "search",
-    "filter_change",
-    "export",
-    "login",
-    "logout",
-    "error",
-    "feature_use",
+    "query_executed",
+    "model_invoked",
+    "preference_changed",
+    "data_source_selected",
+    "schema_detected",
+    "file_uploaded",
+    "export_triggered",
 ];
 
 #[derive(Debug)]

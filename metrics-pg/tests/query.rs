@@ -273,8 +273,8 @@ fn assert_point_eq(a: &DataPoint, b: &DataPoint, what: &str) {
         (None, None) => {}
         (Some(p), Some(m)) => {
             assert_eq!(
-                (p.request_count, p.error_count, p.error_rate),
-                (m.request_count, m.error_count, m.error_rate),
+                (p.total_requests, p.error_count, p.error_rate),
+                (m.total_requests, m.error_count, m.error_rate),
                 "{what} at {:?}",
                 a.timestamp
             );
@@ -691,7 +691,7 @@ async fn daily_and_five_minute_rows_are_the_sources_of_rolled_time() {
     let counts = |s: &TimeSeries| -> Vec<u64> {
         s.data_points
             .iter()
-            .map(|p| p.performance.as_ref().unwrap().request_count)
+            .map(|p| p.performance.as_ref().unwrap().total_requests)
             .collect()
     };
     let expected: Vec<u64> = counts(&before)

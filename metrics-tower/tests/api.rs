@@ -16,7 +16,19 @@ use metrics_core::{Method, RequestRecord, Route, SharedAdminCheck, UsageEvent, U
 use metrics_tower::axum::DEFAULT_EVENT_TYPES;
 use serde_json::{Value, json};
 
-const ADMIN_PATHS: [&str; 3] = ["/performance", "/usage", "/time-series"];
+/// The admin reads, each with its required parameters.
+const ADMIN_PATHS: [&str; 3] = [
+    "/performance",
+    "/usage",
+    "/time-series?metric_type=performance",
+];
+/// Every read, each with its required parameters.
+const READ_PATHS: [&str; 4] = [
+    "/performance",
+    "/usage",
+    "/time-series?metric_type=both",
+    "/usage/count",
+];
 
 // ===== access =====
 
@@ -50,7 +62,7 @@ async fn admin_endpoints_answer_401_403_503_with_the_guard_bodies() {
         );
         assert_eq!(h.get(path, Some(ADMIN)).await.status, 200, "{path}");
         // The guard comes before the parameters.
-        let a = h.get(&format!("{path}?time_range=1y"), Some(USER)).await;
+        let a = h.get(&with_query(path, "time_range=1y"), Some(USER)).await;
         assert_eq!(a.status, 403, "{path}");
     }
 }
@@ -158,7 +170,7 @@ async fn accepted_batch_is_202_and_stored_as_the_caller() {
 #[tokio::test]
 async fn content_types_json_text_plain_or_none_and_415_otherwise() {
     let h = Harness::new();
-    let body = batch(&[event("scroll", secs(5))]);
+    let body = batch(&[event("form_submit", secs(5))]);
     for ct in [
         Some("application/json"),
         Some("application/json; charset=utf-8"),
@@ -189,7 +201,7 @@ async fn batch_size_limits() {
     let a = h.post_events(Some(USER), batch(&[])).await;
     a.assert_error(422);
 
-    let events: Vec<Value> = (0..1001).map(|_| event("resize", secs(1))).collect();
+    let events: Vec<Value> = (0..1001).map(|_| event("file_uploaded", secs(1))).collect();
     let a = h.post_events(Some(USER), batch(&events)).await;
     assert_eq!(a.status, 413);
     assert_eq!(
@@ -229,13 +241,16 @@ async fn bodies_over_the_byte_limit_are_413() {
 
     // A smaller configured limit applies.
     let small = Harness::with(|api| api.max_body_bytes(100));
-    let events = batch(&[event("search", secs(1)), event("search", secs(2))]);
+    let events = batch(&[
+        event("query_executed", secs(1)),
+        event("query_executed", secs(2)),
+    ]);
     assert!(events.len() > 100);
     small
         .post_events(Some(USER), events)
         .await
         .assert_error(413);
-    let one = batch(&[event("search", secs(1))]);
+    let one = batch(&[event("query_executed", secs(1))]);
     assert!(one.len() <= 100);
     assert_eq!(small.post_events(Some(USER), one).await.status, 202);
 }
@@ -243,7 +258,11 @@ async fn bodies_over_the_byte_limit_are_413() {
 #[tokio::test]
 async fn malformed_json_is_400_and_wrong_shapes_422() {
     let h = Harness::new();
-    for body in ["{not json", r#"{"events":[{"event_type":"scroll"}"#, ""] {
+    for body in [
+        "{not json",
+        r#"{"events":[{"event_type":"form_submit"}"#,
+        "",
+    ] {
         let msg = h.post_events(Some(USER), body).await.assert_error(400);
         assert!(msg.contains("not valid JSON"), "{msg}");
     }
@@ -312,7 +331,7 @@ async fn every_field_limit_is_a_422_for_the_whole_batch() {
         (
             "event_type",
             with("event_type", json!("teleport")),
-            "is not accepted",
+            "Invalid event_type: 'teleport'",
         ),
         (
             "event_type",
@@ -353,7 +372,7 @@ async fn every_field_limit_is_a_422_for_the_whole_batch() {
             .post_events(Some(USER), batch(&[base(), bad_event.clone(), base()]))
             .await;
         a.assert_error(422);
-        let details = a.json()["details"].clone();
+        let details = a.json()["details"]["errors"].clone();
         assert_eq!(
             details.as_array().unwrap().len(),
             1,
@@ -375,7 +394,7 @@ async fn every_field_limit_is_a_422_for_the_whole_batch() {
         with("element_id", json!("é".repeat(255))),
         with("metadata", sized(16 * 1024)),
         with("metadata", deep(10)),
-        with("event_type", json!("error")),
+        with("event_type", json!("export_triggered")),
         with("timestamp", json!(ts(now() - DAY))),
         with("timestamp", json!(ts(now() + secs(300)))),
         with("success", json!(false)),
@@ -396,7 +415,7 @@ async fn every_problem_of_every_event_is_listed() {
     ];
     let a = h.post_events(Some(USER), batch(&events)).await;
     a.assert_error(422);
-    let found: Vec<(u64, String)> = a.json()["details"]
+    let found: Vec<(u64, String)> = a.json()["details"]["errors"]
         .as_array()
         .unwrap()
         .iter()
@@ -461,7 +480,10 @@ async fn a_full_queue_is_503_and_the_refusals_are_counted() {
     let a = h
         .post_events(
             Some(USER),
-            batch(&[event("search", secs(1)), event("search", secs(2))]),
+            batch(&[
+                event("query_executed", secs(1)),
+                event("query_executed", secs(2)),
+            ]),
         )
         .await;
     assert_eq!(a.status, 503);
@@ -481,7 +503,7 @@ async fn a_shut_down_collector_is_503() {
     ingest.shutdown(Duration::from_secs(1)).await.unwrap();
     let h = Harness::custom(None, None, Some(ingest.clone()), |api| api);
     let msg = h
-        .post_events(Some(USER), batch(&[event("search", secs(1))]))
+        .post_events(Some(USER), batch(&[event("query_executed", secs(1))]))
         .await
         .assert_error(503);
     assert_eq!(msg, "The metrics queue is full; retry later");
@@ -516,9 +538,12 @@ async fn custom_range_rules_are_400_with_their_messages() {
             "start_date must not be more than 90 days ago (data is kept for 90 days)",
         ),
     ];
-    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+    for path in READ_PATHS {
         for (start, end, expected) in &cases {
-            let q = format!("{path}?start_date={}&end_date={}", ts(*start), ts(*end));
+            let q = with_query(
+                path,
+                &format!("start_date={}&end_date={}", ts(*start), ts(*end)),
+            );
             let msg = h.get(&q, Some(ADMIN)).await.assert_error(400);
             assert_eq!(msg, *expected, "{q}");
         }
@@ -537,7 +562,7 @@ async fn exactly_ninety_days_and_a_slightly_fast_end_are_accepted() {
     assert_eq!(a.status, 200, "{}", a.text);
     let body = a.json();
     assert_eq!(body["time_range"], "custom");
-    assert_eq!(body["start_date"], ts(now() - 90 * DAY));
+    assert_eq!(body["start_time"], ts(now() - 90 * DAY));
     let q = format!(
         "/performance?start_date={}&end_date={}",
         ts(now() - 90 * DAY - secs(1)),
@@ -552,7 +577,7 @@ async fn exactly_ninety_days_and_a_slightly_fast_end_are_accepted() {
     );
     let a = h.get(&q, Some(ADMIN)).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json()["end_date"], ts(now()));
+    assert_eq!(a.json()["end_time"], ts(now()));
 }
 
 #[tokio::test]
@@ -574,8 +599,12 @@ async fn unreadable_parameters_are_422() {
             "start_date must be an RFC 3339 timestamp",
         ),
         (
-            "/time-series?interval=daily".to_owned(),
+            "/time-series?metric_type=both&interval=daily".to_owned(),
             "interval must be one of",
+        ),
+        (
+            "/time-series?time_range=7d".to_owned(),
+            "metric_type is required: one of performance, usage, both",
         ),
         (
             "/time-series?metric_type=latency".to_owned(),
@@ -612,8 +641,8 @@ async fn empty_store_answers_zeros_and_empty_lists() {
         a.json(),
         json!({
             "time_range": "24h",
-            "start_date": ts(now() - DAY),
-            "end_date": ts(now()),
+            "start_time": ts(now() - DAY),
+            "end_time": ts(now()),
             "metrics": {
                 "total_requests": 0, "avg_response_time_ms": 0.0, "p50_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate": 0.0,
@@ -627,22 +656,27 @@ async fn empty_store_answers_zeros_and_empty_lists() {
         a.json(),
         json!({
             "time_range": "90d",
-            "start_date": ts(now() - 90 * DAY),
-            "end_date": ts(now()),
+            "start_time": ts(now() - 90 * DAY),
+            "end_time": ts(now()),
             "metrics": {"total_events": 0, "unique_users": 0, "active_users": 0, "active_users_current_hour": 0},
             "event_distribution": {},
             "page_views": {}
         })
     );
-    let a = h.get("/time-series?time_range=7d", Some(ADMIN)).await;
+    let a = h
+        .get(
+            "/time-series?metric_type=performance&time_range=7d",
+            Some(ADMIN),
+        )
+        .await;
     assert_eq!(
         a.json(),
         json!({
             "metric_type": "performance",
             "interval": "hourly",
             "time_range": "7d",
-            "start_date": ts(now() - 7 * DAY),
-            "end_date": ts(now()),
+            "start_time": ts(now() - 7 * DAY),
+            "end_time": ts(now()),
             "data_points": []
         })
     );
@@ -650,11 +684,11 @@ async fn empty_store_answers_zeros_and_empty_lists() {
     assert_eq!(
         a.json(),
         json!({
+            "count": 0,
             "user_id": USER,
-            "event_count": 0,
             "time_range": "30d",
-            "start_date": ts(now() - 30 * DAY),
-            "end_date": ts(now())
+            "start_time": ts(now() - 30 * DAY),
+            "end_time": ts(now())
         })
     );
 }
@@ -712,7 +746,7 @@ fn seed(h: &Harness) {
         Some("/cart"),
         "carol@example.com",
     ));
-    s.insert(usage_event(3 * DAY, "search", None, USER));
+    s.insert(usage_event(3 * DAY, "query_executed", None, USER));
 }
 
 #[tokio::test]
@@ -763,21 +797,28 @@ async fn usage_report_for_known_data() {
         body["event_distribution"],
         json!({"page_view": 2, "button_click": 1})
     );
-    assert_eq!(body["page_views"], json!({"/home": 2, "/cart": 1}));
+    // Page views only: the click on /cart is not one.
+    assert_eq!(body["page_views"], json!({"/home": 2}));
 
     let body = h
-        .get("/usage?time_range=7d&event_type=search", Some(ADMIN))
+        .get(
+            "/usage?time_range=7d&event_type=query_executed",
+            Some(ADMIN),
+        )
         .await
         .json();
     assert_eq!(body["metrics"]["total_events"], 1);
-    assert_eq!(body["event_distribution"], json!({"search": 1}));
+    assert_eq!(body["event_distribution"], json!({"query_executed": 1}));
 }
 
 #[tokio::test]
 async fn time_series_for_known_data() {
     let h = Harness::new();
     seed(&h);
-    let body = h.get("/time-series", Some(ADMIN)).await.json();
+    let body = h
+        .get("/time-series?metric_type=performance", Some(ADMIN))
+        .await
+        .json();
     assert_eq!(body["metric_type"], "performance");
     assert_eq!(body["interval"], "5min");
     let points = body["data_points"].as_array().unwrap();
@@ -785,11 +826,11 @@ async fn time_series_for_known_data() {
     assert_eq!(points.len(), 24 * 12);
     let with_requests: Vec<(&str, u64)> = points
         .iter()
-        .filter(|p| p["request_count"].as_u64().unwrap() > 0)
+        .filter(|p| p["total_requests"].as_u64().unwrap() > 0)
         .map(|p| {
             (
                 p["timestamp"].as_str().unwrap(),
-                p["request_count"].as_u64().unwrap(),
+                p["total_requests"].as_u64().unwrap(),
             )
         })
         .collect();
@@ -797,7 +838,7 @@ async fn time_series_for_known_data() {
         with_requests,
         [("2024-06-01T12:20:00Z", 3), ("2024-06-01T12:25:00Z", 1)]
     );
-    assert!(points[0].get("event_count").is_none());
+    assert!(points[0].get("total_events").is_none());
 
     let body = h
         .get("/time-series?metric_type=both&time_range=7d", Some(ADMIN))
@@ -808,7 +849,10 @@ async fn time_series_for_known_data() {
     let last = points.last().unwrap();
     assert_eq!(last["timestamp"], "2024-06-01T12:00:00Z");
     assert_eq!(
-        (last["request_count"].as_u64(), last["event_count"].as_u64()),
+        (
+            last["total_requests"].as_u64(),
+            last["total_events"].as_u64()
+        ),
         (Some(4), Some(2))
     );
     assert_eq!(last["unique_users"], 2);
@@ -822,10 +866,10 @@ async fn time_series_for_known_data() {
         .json();
     assert_eq!(body["interval"], "hourly");
     let points = body["data_points"].as_array().unwrap();
-    assert!(points.iter().all(|p| p.get("request_count").is_none()));
+    assert!(points.iter().all(|p| p.get("total_requests").is_none()));
     let events: u64 = points
         .iter()
-        .map(|p| p["event_count"].as_u64().unwrap())
+        .map(|p| p["total_events"].as_u64().unwrap())
         .sum();
     assert_eq!(events, 3);
 }
@@ -842,23 +886,26 @@ async fn usage_count_is_the_callers_own() {
     seed(&h);
     let bob = count(&h, USER, "").await;
     assert_eq!(
-        (bob["user_id"].as_str(), bob["event_count"].as_u64()),
+        (bob["user_id"].as_str(), bob["count"].as_u64()),
         (Some(USER), Some(2))
     );
-    assert_eq!(count(&h, USER, "?time_range=7d").await["event_count"], 3);
-    assert_eq!(count(&h, "carol@example.com", "").await["event_count"], 1);
-    assert_eq!(count(&h, ADMIN, "").await["event_count"], 0);
+    assert_eq!(count(&h, USER, "?time_range=7d").await["count"], 3);
+    assert_eq!(count(&h, "carol@example.com", "").await["count"], 1);
+    assert_eq!(count(&h, ADMIN, "").await["count"], 0);
 
     // Events sent through the API count for their sender.
     let a = h
         .post_events(
             Some(ADMIN),
-            batch(&[event("search", secs(5)), event("search", secs(6))]),
+            batch(&[
+                event("query_executed", secs(5)),
+                event("query_executed", secs(6)),
+            ]),
         )
         .await;
     assert_eq!(a.status, 202);
     h.collector.flush().await.unwrap();
-    assert_eq!(count(&h, ADMIN, "").await["event_count"], 2);
+    assert_eq!(count(&h, ADMIN, "").await["count"], 2);
 }
 
 // ===== store failures =====
@@ -866,7 +913,7 @@ async fn usage_count_is_the_callers_own() {
 #[tokio::test]
 async fn store_timeouts_are_503_and_internal_errors_500() {
     let slow = Harness::custom(Some(Arc::new(FailingQuery(timeout))), None, None, |api| api);
-    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+    for path in READ_PATHS {
         let msg = slow.get(path, Some(ADMIN)).await.assert_error(503);
         assert_eq!(
             msg, "The metrics query did not finish within 10 s; try a shorter time range",
@@ -876,7 +923,7 @@ async fn store_timeouts_are_503_and_internal_errors_500() {
     let broken = Harness::custom(Some(Arc::new(FailingQuery(internal))), None, None, |api| {
         api
     });
-    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+    for path in READ_PATHS {
         let a = broken.get(path, Some(ADMIN)).await;
         a.assert_error(500);
         assert!(

@@ -100,11 +100,16 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         )
     };
     let mut table = Vec::new();
-    for path in ["/performance", "/usage", "/time-series"] {
+    // Each path with its required parameters, ready for more after `&`.
+    for (path, base) in [
+        ("/performance", "/performance?"),
+        ("/usage", "/usage?"),
+        ("/time-series", "/time-series?metric_type=performance&"),
+    ] {
         let mut ok = vec![
-            (App::Seeded, admin_get(path)),
-            (App::Empty, admin_get(path)),
-            (App::Seeded, admin_get(&format!("{path}?time_range=90d"))),
+            (App::Seeded, admin_get(base)),
+            (App::Empty, admin_get(base)),
+            (App::Seeded, admin_get(&format!("{base}time_range=90d"))),
         ];
         if path == "/time-series" {
             for q in ["?metric_type=usage", "?metric_type=both&interval=hourly"] {
@@ -114,26 +119,31 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         table.push(((path, "get", 200), ok));
         table.push((
             (path, "get", 400),
-            vec![(App::Empty, admin_get(&format!("{path}{}", bad_range())))],
+            vec![(
+                App::Empty,
+                admin_get(&format!("{base}{}", &bad_range()[1..])),
+            )],
         ));
-        table.push(((path, "get", 401), vec![(App::Empty, get(path, None))]));
+        table.push(((path, "get", 401), vec![(App::Empty, get(base, None))]));
         table.push((
             (path, "get", 403),
-            vec![(App::Empty, get(path, Some(USER)))],
+            vec![(App::Empty, get(base, Some(USER)))],
         ));
-        table.push((
-            (path, "get", 422),
-            vec![(App::Empty, admin_get(&format!("{path}?time_range=2w")))],
-        ));
+        let mut unreadable = vec![(App::Empty, admin_get(&format!("{base}time_range=2w")))];
+        if path == "/time-series" {
+            // `metric_type` is required.
+            unreadable.push((App::Empty, admin_get(path)));
+        }
+        table.push(((path, "get", 422), unreadable));
         table.push((
             (path, "get", 500),
-            vec![(App::InternalStore, admin_get(path))],
+            vec![(App::InternalStore, admin_get(base))],
         ));
         table.push((
             (path, "get", 503),
             vec![
-                (App::TimeoutStore, admin_get(path)),
-                (App::BrokenAdmins, admin_get(path)),
+                (App::TimeoutStore, admin_get(base)),
+                (App::BrokenAdmins, admin_get(base)),
             ],
         ));
     }
@@ -185,7 +195,7 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         (events, "post", 401),
         vec![(App::Empty, post(None, json_ct, one()))],
     ));
-    let too_many: Vec<Value> = (0..1001).map(|_| event("scroll", secs(1))).collect();
+    let too_many: Vec<Value> = (0..1001).map(|_| event("form_submit", secs(1))).collect();
     table.push((
         (events, "post", 413),
         vec![
@@ -217,7 +227,7 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
             post(
                 Some(USER),
                 json_ct,
-                batch(&[event("scroll", secs(1)), event("scroll", secs(2))]),
+                batch(&[event("form_submit", secs(1)), event("form_submit", secs(2))]),
             ),
         )],
     ));

@@ -164,12 +164,13 @@ pub const USAGE_EVENTS_PATH: &str = "/api/v1/metrics/usage-events"; // API_PREFI
 /// A small batch of usage events, as the browser tracker sends them.
 fn demo_events(n: u64, now: SystemTime) -> String {
     const PAGES: [&str; 4] = ["/home", "/items", "/items/detail", "/settings"];
+    // From the API's default vocabulary (the original API's ten types).
     const KINDS: [&str; 5] = [
         "page_view",
         "button_click",
-        "search",
+        "query_executed",
         "form_submit",
-        "navigation",
+        "export_triggered",
     ];
     let ts = app_metrics::core::query::format_rfc3339(now);
     let events: Vec<serde_json::Value> = (0..1 + n % 3)

@@ -33,7 +33,12 @@ const BOB: &str = "bob@example.com";
 const CY: &str = "cy@example.com";
 const BASE: &str = "/api/v1/metrics";
 const ITEMS: &str = "/api/demo/items/{id}";
-const ADMIN_PATHS: [&str; 3] = ["/performance", "/usage", "/time-series"];
+/// The admin reads, each with its required parameters.
+const ADMIN_PATHS: [&str; 3] = [
+    "/performance",
+    "/usage",
+    "/time-series?metric_type=performance",
+];
 const DAY: u64 = 86_400;
 const HOUR: u64 = 3_600;
 
@@ -434,7 +439,7 @@ async fn usage_events_flow_to_usage_and_each_callers_count() {
     let ada = [
         spoofed,
         event("button_click", "/home"),
-        event("search", "/items"),
+        event("query_executed", "/items"),
     ];
     let a = app
         .post_events(Some(ADA), Some("application/json"), batch(&ada))
@@ -468,11 +473,12 @@ async fn usage_events_flow_to_usage_and_each_callers_count() {
     );
     assert_eq!(
         body["event_distribution"],
-        json!({"page_view": 2, "button_click": 1, "search": 1, "form_submit": 1})
+        json!({"page_view": 2, "button_click": 1, "query_executed": 1, "form_submit": 1})
     );
     assert_eq!(
         body["page_views"],
-        json!({"/home": 3, "/items": 1, "/settings": 1})
+        // Page views only (the click, query and form are other types).
+        json!({"/home": 2})
     );
     let filtered = app
         .api("/usage?event_type=page_view", Some(ADMIN))
@@ -483,7 +489,7 @@ async fn usage_events_flow_to_usage_and_each_callers_count() {
     for (user, expected) in [(ADA, 3), (BOB, 2), (CY, 0)] {
         let c = app.api("/usage/count", Some(user)).await.ok();
         assert_eq!(c["user_id"], user, "{c}");
-        assert_eq!(u(&c["event_count"]), expected, "{user}: {c}");
+        assert_eq!(u(&c["count"]), expected, "{user}: {c}");
         assert_eq!(c["time_range"], "24h");
     }
 
@@ -513,7 +519,7 @@ async fn active_users_are_deduplicated_across_requests_and_events() {
         .post_events(
             Some(ADA),
             Some("application/json"),
-            batch(&[event("page_view", "/home"), event("scroll", "/home")]),
+            batch(&[event("page_view", "/home"), event("form_submit", "/home")]),
         )
         .await;
     assert_eq!(a.status, 202, "{}", a.text);
@@ -521,7 +527,7 @@ async fn active_users_are_deduplicated_across_requests_and_events() {
     assert_eq!(app.get("/api/demo/items/2", Some(CY)).await.status, 200);
     assert_eq!(app.get("/api/demo/items/3", Some(CY)).await.status, 200);
     // Bob: events only, recorded server-side through the collector.
-    for kind in ["page_view", "navigation"] {
+    for kind in ["page_view", "export_triggered"] {
         let e = UsageEvent::new(kind, UserId::new(BOB), SystemTime::now())
             .with_page_name(Some("/items".to_owned()));
         assert!(app.metrics.collector().record(e));
@@ -560,7 +566,7 @@ async fn active_users_are_deduplicated_across_requests_and_events() {
 #[tokio::test]
 async fn ingest_limits_and_custom_range_rules_over_the_pg_store() {
     let app = App::start().await;
-    let events: Vec<Value> = (0..1001).map(|_| event("resize", "/home")).collect();
+    let events: Vec<Value> = (0..1001).map(|_| event("file_uploaded", "/home")).collect();
     let a = app
         .post_events(Some(ADA), Some("application/json"), batch(&events))
         .await;
@@ -604,31 +610,36 @@ async fn ingest_limits_and_custom_range_rules_over_the_pg_store() {
             "start_date must not be more than 90 days ago (data is kept for 90 days)",
         ),
     ];
-    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+    for path in [
+        "/performance?",
+        "/usage?",
+        "/time-series?metric_type=both&",
+        "/usage/count?",
+    ] {
         for (q, expected) in &cases {
             let msg = app
-                .api(&format!("{path}?{q}"), Some(ADMIN))
+                .api(&format!("{path}{q}"), Some(ADMIN))
                 .await
                 .assert_error(400);
-            assert_eq!(msg, *expected, "{path}?{q}");
+            assert_eq!(msg, *expected, "{path}{q}");
         }
         // Exactly 90 days up to "now": the end is sent a little ahead (a
         // real clock moves between here and the server), which the API
         // clamps to its now, so the start is within 90 days of it.
         let end = now_s() + 30;
         let q = range(end - 90 * DAY, end);
-        let body = app.api(&format!("{path}?{q}"), Some(ADMIN)).await.ok();
+        let body = app.api(&format!("{path}{q}"), Some(ADMIN)).await.ok();
         assert_eq!(body["time_range"], "custom", "{path}: {body}");
-        assert_eq!(body["start_date"], ts(at(end - 90 * DAY)), "{path}");
+        assert_eq!(body["start_time"], ts(at(end - 90 * DAY)), "{path}");
         // Unreadable values are 422.
         let msg = app
-            .api(&format!("{path}?time_range=1y"), Some(ADMIN))
+            .api(&format!("{path}time_range=1y"), Some(ADMIN))
             .await
             .assert_error(422);
         assert!(msg.contains("time_range must be one of"), "{msg}");
         let msg = app
             .api(
-                &format!("{path}?start_date=yesterday&end_date={}", ts(at(now))),
+                &format!("{path}start_date=yesterday&end_date={}", ts(at(now))),
                 Some(ADMIN),
             )
             .await
@@ -677,14 +688,17 @@ async fn a_fresh_schema_answers_zeros_and_empty_lists() {
         assert_eq!(body["metric_type"], "both");
         assert_eq!(body["data_points"], json!([]), "{range}");
     }
-    let body = app.api("/time-series", Some(ADMIN)).await.ok();
+    let body = app
+        .api("/time-series?metric_type=performance", Some(ADMIN))
+        .await
+        .ok();
     assert_eq!(
         (&body["metric_type"], &body["interval"]),
         (&json!("performance"), &json!("5min"))
     );
     assert_eq!(body["data_points"], json!([]));
     let body = app.api("/usage/count", Some(ADA)).await.ok();
-    assert_eq!(u(&body["event_count"]), 0);
+    assert_eq!(u(&body["count"]), 0);
     assert_eq!(
         app.count("SELECT count(*) FROM {s}.performance_metrics")
             .await,
@@ -733,7 +747,7 @@ async fn rolled_count(app: &App, metric_type: &str, hour: u64) -> Option<i64> {
         .map(|r| r.get(0))
 }
 
-/// `request_count` per data point timestamp of an hourly performance series.
+/// `total_requests` per data point timestamp of an hourly performance series.
 fn hourly_counts(series: &Value) -> BTreeMap<String, u64> {
     series["data_points"]
         .as_array()
@@ -742,7 +756,7 @@ fn hourly_counts(series: &Value) -> BTreeMap<String, u64> {
         .map(|p| {
             (
                 p["timestamp"].as_str().unwrap().to_owned(),
-                u(&p["request_count"]),
+                u(&p["total_requests"]),
             )
         })
         .collect()
@@ -757,7 +771,7 @@ async fn rolled_hours_and_raw_rows_are_counted_exactly_once() {
     insert_requests(&app, b, &[200; 7]).await;
     app.execute(&format!(
         "INSERT INTO {{s}}.usage_events (id, \"timestamp\", received_at, event_type, user_id, page_name) \
-         VALUES (gen_random_uuid(), to_timestamp({t}), to_timestamp({t}), 'search', '{CY}', '/items'), \
+         VALUES (gen_random_uuid(), to_timestamp({t}), to_timestamp({t}), 'query_executed', '{CY}', '/items'), \
                 (gen_random_uuid(), to_timestamp({t}), to_timestamp({t}), 'page_view', '{BOB}', '/home')",
         t = a + 600
     ))
@@ -786,7 +800,7 @@ async fn rolled_hours_and_raw_rows_are_counted_exactly_once() {
         .post_events(
             Some(ADA),
             Some("application/json"),
-            batch(&[event("search", "/items")]),
+            batch(&[event("query_executed", "/items")]),
         )
         .await;
     assert_eq!(ev.status, 202);
@@ -819,12 +833,15 @@ async fn rolled_hours_and_raw_rows_are_counted_exactly_once() {
     assert_eq!(u(&usage["metrics"]["total_events"]), 3, "{usage}");
     assert_eq!(
         usage["event_distribution"],
-        json!({"search": 2, "page_view": 1})
+        json!({"query_executed": 2, "page_view": 1})
     );
 
     app.flush().await;
     let series = app
-        .api("/time-series?time_range=24h&interval=hourly", Some(ADMIN))
+        .api(
+            "/time-series?metric_type=performance&time_range=24h&interval=hourly",
+            Some(ADMIN),
+        )
         .await
         .ok();
     assert_eq!(series["interval"], "hourly");
@@ -870,7 +887,10 @@ async fn rolled_hours_and_raw_rows_are_counted_exactly_once() {
     );
     app.flush().await;
     let series = app
-        .api("/time-series?time_range=24h&interval=hourly", Some(ADMIN))
+        .api(
+            "/time-series?metric_type=performance&time_range=24h&interval=hourly",
+            Some(ADMIN),
+        )
         .await
         .ok();
     let counts = hourly_counts(&series);

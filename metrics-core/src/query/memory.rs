@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::{
-    DataPoint, EndpointMetrics, MetricsQuery, PerformanceMetrics, PerformancePoint,
+    DataPoint, EndpointMetrics, MetricsQuery, PAGE_VIEW, PerformanceMetrics, PerformancePoint,
     PerformanceQuery, PerformanceReport, QueryError, TimeSeries, TimeSeriesQuery, UsageMetrics,
     UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
 };
@@ -61,6 +61,7 @@ impl MetricsQuery for MemorySink {
         .ok();
         Ok(self.with_records(|records| {
             let mut summary = UsageSummary::new();
+            let mut page_views = BTreeMap::new();
             let mut active = DistinctUsers::new();
             let mut current_hour = DistinctUsers::new();
             for rec in records {
@@ -74,6 +75,11 @@ impl MetricsQuery for MemorySink {
                             && event_type.is_none_or(|t| t == e.event_type)
                         {
                             summary.add(e);
+                            if let (PAGE_VIEW, Some(page)) =
+                                (e.event_type.as_str(), e.page_name.as_deref())
+                            {
+                                *page_views.entry(page.to_owned()).or_default() += 1;
+                            }
                         }
                         (e.timestamp, e.user_id.as_str())
                     }
@@ -94,7 +100,7 @@ impl MetricsQuery for MemorySink {
                     active_users_current_hour: current_hour.estimate().value,
                 },
                 event_distribution: summary.event_count_by_type().clone(),
-                page_views: values.event_count_by_page,
+                page_views,
             }
         }))
     }
@@ -147,7 +153,7 @@ impl MetricsQuery for MemorySink {
                         .includes_performance()
                         .then(|| PerformancePoint::from_summary(p)),
                     usage: kind.includes_usage().then(|| UsagePoint {
-                        event_count: *n,
+                        total_events: *n,
                         unique_users: users.estimate().value,
                     }),
                 })
@@ -286,7 +292,8 @@ mod tests {
         // The current hour (10:00..10:30) holds ada and cy.
         assert_eq!(u.metrics.active_users_current_hour, 2);
         assert_eq!(u.event_distribution["page_view"], 2);
-        assert_eq!(u.page_views["/home"], 2);
+        // Only page views count by page: the click on /about is not one.
+        assert_eq!(u.page_views, BTreeMap::from([("/home".to_owned(), 2)]));
         let clicks = store
             .usage(&UsageQuery::new(range, now).event_type("button_click"))
             .await
@@ -312,12 +319,16 @@ mod tests {
         assert_eq!(s.data_points.len(), 12);
         assert_eq!(s.data_points[0].timestamp, at(T0));
         let p0 = s.data_points[0].performance.as_ref().unwrap();
-        assert_eq!((p0.request_count, p0.error_count), (2, 1));
+        assert_eq!((p0.total_requests, p0.error_count), (2, 1));
         let b2 = &s.data_points[2];
-        assert_eq!(b2.performance.as_ref().unwrap().request_count, 1);
-        assert_eq!(b2.usage.as_ref().unwrap().event_count, 1);
+        assert_eq!(b2.performance.as_ref().unwrap().total_requests, 1);
+        assert_eq!(b2.usage.as_ref().unwrap().total_events, 1);
         assert_eq!(
-            s.data_points[5].performance.as_ref().unwrap().request_count,
+            s.data_points[5]
+                .performance
+                .as_ref()
+                .unwrap()
+                .total_requests,
             0
         );
         let hourly = store
@@ -333,7 +344,7 @@ mod tests {
                 .performance
                 .as_ref()
                 .unwrap()
-                .request_count,
+                .total_requests,
             3
         );
         assert!(hourly.data_points[0].usage.is_none());

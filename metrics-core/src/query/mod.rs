@@ -66,7 +66,8 @@ use crate::error::BoxError;
 #[async_trait]
 pub trait MetricsQuery: Send + Sync + 'static {
     /// Summary over every request in the range plus the per-(endpoint,
-    /// method) table, slowest (highest p95, then average) first.
+    /// method) table in [`sort_slowest_first`] order (highest average
+    /// first).
     async fn performance(&self, query: &PerformanceQuery) -> Result<PerformanceReport, QueryError>;
 
     /// Usage summary: totals, distinct users, events by type and by page.
@@ -193,12 +194,12 @@ impl TimeSeriesQuery {
     }
 }
 
-/// The `metric_type` parameter of the time series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// The `metric_type` parameter of the time series (required: the original
+/// API has no default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SeriesKind {
-    /// Request volume, latency and errors (the default).
-    #[default]
+    /// Request volume, latency and errors.
     Performance,
     /// Usage events and their users.
     Usage,
@@ -253,12 +254,15 @@ impl fmt::Display for SeriesKind {
 
 // ===== reports =====
 
+/// The event type that [`UsageReport::page_views`] counts.
+pub const PAGE_VIEW: &str = "page_view";
+
 /// Answer of [`MetricsQuery::performance`]: `{"metrics": {..}, "endpoints": [..]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PerformanceReport {
     /// Summary over every request in the range.
     pub metrics: PerformanceMetrics,
-    /// One row per (endpoint, method), slowest first.
+    /// One row per (endpoint, method), in [`sort_slowest_first`] order.
     pub endpoints: Vec<EndpointMetrics>,
 }
 
@@ -343,14 +347,15 @@ impl EndpointMetrics {
     }
 }
 
-/// Sorts an endpoint table slowest first: highest p95, then highest
-/// average, then by endpoint and method (a stable, total order, so every
-/// store lists ties the same way).
+/// Sorts an endpoint table slowest first, the original API's order: highest
+/// `avg_response_time_ms`, ties by highest `request_count`, then by endpoint
+/// and method ascending (a total order, so every store lists ties the same
+/// way).
 pub fn sort_slowest_first(endpoints: &mut [EndpointMetrics]) {
     endpoints.sort_by(|a, b| {
-        b.p95_response_time_ms
-            .total_cmp(&a.p95_response_time_ms)
-            .then(b.avg_response_time_ms.total_cmp(&a.avg_response_time_ms))
+        b.avg_response_time_ms
+            .total_cmp(&a.avg_response_time_ms)
+            .then(b.request_count.cmp(&a.request_count))
             .then_with(|| a.endpoint.cmp(&b.endpoint))
             .then_with(|| a.method.cmp(&b.method))
     });
@@ -363,7 +368,8 @@ pub struct UsageReport {
     pub metrics: UsageMetrics,
     /// Events per event type.
     pub event_distribution: BTreeMap<String, u64>,
-    /// Events per page name (events without a page are not listed).
+    /// `page_view` events per page name (other event types, and page views
+    /// without a page name, are not counted here).
     pub page_views: BTreeMap<String, u64>,
 }
 
@@ -414,7 +420,7 @@ pub struct DataPoint {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PerformancePoint {
     /// Requests in the bucket.
-    pub request_count: u64,
+    pub total_requests: u64,
     /// Mean response time.
     pub avg_response_time_ms: f64,
     /// Median response time.
@@ -425,7 +431,7 @@ pub struct PerformancePoint {
     pub p99_response_time_ms: f64,
     /// Requests with status ≥ 400.
     pub error_count: u64,
-    /// `error_count / request_count`.
+    /// `error_count / total_requests`.
     pub error_rate: f64,
 }
 
@@ -434,7 +440,7 @@ impl PerformancePoint {
     pub fn from_summary(summary: &PerformanceSummary) -> Self {
         let v = summary.values();
         Self {
-            request_count: v.count,
+            total_requests: v.count,
             avg_response_time_ms: v.avg,
             p50_response_time_ms: v.p50,
             p95_response_time_ms: v.p95,
@@ -449,7 +455,7 @@ impl PerformancePoint {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsagePoint {
     /// Usage events in the bucket.
-    pub event_count: u64,
+    pub total_events: u64,
     /// Distinct users who sent them.
     pub unique_users: u64,
 }
@@ -493,25 +499,28 @@ mod tests {
         let p = DataPoint {
             timestamp: t,
             performance: Some(PerformancePoint {
-                request_count: 2,
+                total_requests: 2,
                 ..PerformancePoint::default()
             }),
             usage: None,
         };
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["timestamp"], "2024-06-01T10:05:00Z");
-        assert_eq!(json["request_count"], 2);
-        assert!(json.get("event_count").is_none());
+        assert_eq!(json["total_requests"], 2);
+        assert!(json.get("total_events").is_none());
         let both = DataPoint {
             usage: Some(UsagePoint {
-                event_count: 3,
+                total_events: 3,
                 unique_users: 1,
             }),
             ..p
         };
         let json = serde_json::to_value(&both).unwrap();
         assert_eq!(
-            (json["request_count"].as_u64(), json["event_count"].as_u64()),
+            (
+                json["total_requests"].as_u64(),
+                json["total_events"].as_u64()
+            ),
             (Some(2), Some(3))
         );
         let back: DataPoint = serde_json::from_value(json).unwrap();
@@ -531,23 +540,29 @@ mod tests {
     }
 
     #[test]
-    fn slowest_first_orders_by_p95_then_avg_then_name() {
-        let row = |e: &str, p95: f64, avg: f64| EndpointMetrics {
+    fn slowest_first_orders_by_avg_then_count_then_name() {
+        let row = |e: &str, m: &str, avg: f64, n: u64| EndpointMetrics {
             endpoint: e.into(),
-            method: "GET".into(),
-            p95_response_time_ms: p95,
+            method: m.into(),
             avg_response_time_ms: avg,
+            // A high p95 must not move a row: the order is the average's.
+            p95_response_time_ms: 1_000.0 / avg,
+            request_count: n,
             ..EndpointMetrics::default()
         };
         let mut rows = vec![
-            row("/a", 10.0, 1.0),
-            row("/b", 30.0, 1.0),
-            row("/c", 10.0, 5.0),
-            row("/d", 10.0, 5.0),
+            row("/a", "GET", 10.0, 1),
+            row("/b", "GET", 30.0, 1),
+            row("/c", "POST", 10.0, 5),
+            row("/c", "GET", 10.0, 5),
+            row("/d", "GET", 10.0, 7),
         ];
         sort_slowest_first(&mut rows);
-        let order: Vec<_> = rows.iter().map(|r| r.endpoint.as_str()).collect();
-        assert_eq!(order, ["/b", "/c", "/d", "/a"]);
+        let order: Vec<_> = rows
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.endpoint))
+            .collect();
+        assert_eq!(order, ["GET /b", "GET /d", "GET /c", "POST /c", "GET /a"]);
     }
 
     #[test]

@@ -131,7 +131,7 @@ use metrics_core::aggregate::{
     DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
 };
 use metrics_core::query::{
-    DataPoint, EndpointMetrics, MetricsQuery, PerformanceMetrics, PerformancePoint,
+    DataPoint, EndpointMetrics, MetricsQuery, PAGE_VIEW, PerformanceMetrics, PerformancePoint,
     PerformanceQuery, PerformanceReport, QueryError, TimeSeries, TimeSeriesQuery, UsageMetrics,
     UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
 };
@@ -1128,7 +1128,7 @@ async fn usage(
             for ((t, page), &n) in &part.counts {
                 total += n;
                 add_to(&mut report.event_distribution, t, n);
-                if let Some(page) = page {
+                if let (PAGE_VIEW, Some(page)) = (t.as_str(), page) {
                     add_to(&mut report.page_views, page, n);
                 }
             }
@@ -1241,7 +1241,7 @@ async fn time_series(
             points.push((
                 bucket,
                 PerformancePoint {
-                    request_count: acc.count,
+                    total_requests: acc.count,
                     avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
                     p50_response_time_ms: acc.quantile(0.5),
                     p95_response_time_ms: acc.quantile(0.95),
@@ -1283,7 +1283,7 @@ async fn time_series(
             points.push((
                 row.get(0),
                 UsagePoint {
-                    event_count: to_u64(row.get(1)),
+                    total_events: to_u64(row.get(1)),
                     unique_users: to_u64(row.get(2)),
                 },
             ));
@@ -1323,10 +1323,10 @@ async fn time_series(
 /// Whether any bucket holds data (a rollup row or a raw group).
 fn any_data(perf: &[Option<PerformancePoint>], usage: &[Option<UsagePoint>]) -> bool {
     perf.iter()
-        .any(|p| p.as_ref().is_some_and(|p| p.request_count > 0))
+        .any(|p| p.as_ref().is_some_and(|p| p.total_requests > 0))
         || usage
             .iter()
-            .any(|u| u.as_ref().is_some_and(|u| u.event_count > 0))
+            .any(|u| u.as_ref().is_some_and(|u| u.total_events > 0))
 }
 
 /// A stored `*` row's point: `(bucket start, point)`.
@@ -1337,7 +1337,7 @@ fn perf_point(r: &tokio_postgres::Row) -> (i64, PerformancePoint) {
     (
         r.get(0),
         PerformancePoint {
-            request_count: count,
+            total_requests: count,
             avg_response_time_ms: f(3),
             p50_response_time_ms: f(4),
             p95_response_time_ms: f(5),
@@ -1352,7 +1352,7 @@ fn usage_point(r: &tokio_postgres::Row) -> (i64, UsagePoint) {
     (
         r.get(0),
         UsagePoint {
-            event_count: to_u64(r.get(1)),
+            total_events: to_u64(r.get(1)),
             unique_users: to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0)),
         },
     )
@@ -1603,10 +1603,13 @@ impl Sql {
                 "SELECT p.key, sum(p.value::int8)::int8 FROM ({}) r \
                  CROSS JOIN LATERAL jsonb_each_text(r.aggregated_values->'event_count_by_page') p \
                  GROUP BY p.key",
+                // `page_views` counts page views only: the pages of the
+                // `page_view` row, and none when another type is asked for.
                 rolled_rows(
                     "aggregated_values",
                     "usage",
-                    "endpoint_path IS NULL AND method IS NULL AND event_type = coalesce($3::text, '*')"
+                    "endpoint_path IS NULL AND method IS NULL AND event_type = 'page_view' \
+                     AND coalesce($3::text, 'page_view') = 'page_view'"
                 )
             ),
             star_users: format!(

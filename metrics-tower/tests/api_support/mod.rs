@@ -172,6 +172,12 @@ impl Answer {
     }
 }
 
+/// `path` with `query` appended after `?` or `&`, whichever it needs.
+pub fn with_query(path: &str, query: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{query}")
+}
+
 /// `{"events": [..]}` as a string.
 pub fn batch(events: &[Value]) -> String {
     serde_json::json!({ "events": events }).to_string()

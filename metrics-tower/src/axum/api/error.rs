@@ -34,6 +34,9 @@ pub(super) enum ApiError {
     Rejection(AdminRejection),
     /// More than [`MAX_BATCH_SIZE`] events: the original API's fixed body.
     BatchTooLarge { received: usize },
+    /// `/time-series` without `metric_type` (required, as in the original
+    /// API): 422 naming the allowed values.
+    MissingMetricType,
 }
 
 impl ApiError {
@@ -45,11 +48,16 @@ impl ApiError {
         }
     }
 
+    /// The 422 of a batch with invalid events: the message leads with the
+    /// first problem (so it names an unknown type, as the original API's
+    /// did), `details.errors` lists them all.
     pub(super) fn invalid_events(details: Vec<FieldError>) -> Self {
+        let first = details.first().map_or("invalid events", |d| &d.message);
         let message = match details.len() {
-            1 => Cow::Borrowed("1 problem in the events; nothing was queued"),
-            n => Cow::Owned(format!("{n} problems in the events; nothing was queued")),
+            0 | 1 => format!("{first}; nothing was queued"),
+            n => format!("{first} (and {} more); nothing was queued", n - 1),
         };
+        let message = Cow::Owned(message);
         Self::Status {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message,
@@ -63,6 +71,7 @@ impl ApiError {
             Self::Status { status, .. } => *status,
             Self::Rejection(r) => r.status(),
             Self::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MissingMetricType => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }
@@ -72,8 +81,15 @@ struct Envelope<'a> {
     error: &'a str,
     message: &'a str,
     status_code: u16,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    details: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+}
+
+/// The envelope's `details`: an object (the original API's shape), today
+/// only the invalid events' problems.
+#[derive(Serialize)]
+struct Details<'a> {
+    errors: &'a [FieldError],
 }
 
 #[derive(Serialize)]
@@ -97,9 +113,14 @@ impl IntoResponse for ApiError {
                     error: status.canonical_reason().unwrap_or("Error"),
                     message: &message,
                     status_code: status.as_u16(),
-                    details: &details,
+                    details: (!details.is_empty()).then_some(Details { errors: &details }),
                 },
             ),
+            Self::MissingMetricType => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "metric_type is required: one of performance, usage, both",
+            )
+            .into_response(),
             Self::BatchTooLarge { received } => json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &BatchTooLargeBody {

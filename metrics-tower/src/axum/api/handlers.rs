@@ -37,20 +37,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The range an answer is for, as every read endpoint reports it.
+/// The window an answer is for, as every read endpoint reports it (the
+/// original API's names: `start_date` / `end_date` are only the custom
+/// range's query parameters).
 #[derive(Serialize)]
 struct RangeFields {
     time_range: &'static str,
-    start_date: String,
-    end_date: String,
+    start_time: String,
+    end_time: String,
 }
 
 impl RangeFields {
     fn new(range: &TimeRange) -> Self {
         Self {
             time_range: range_name(range),
-            start_date: format_rfc3339(range.start()),
-            end_date: format_rfc3339(range.end()),
+            start_time: format_rfc3339(range.start()),
+            end_time: format_rfc3339(range.end()),
         }
     }
 }
@@ -75,8 +77,8 @@ struct TimeSeriesBody {
 
 #[derive(Serialize)]
 struct CountBody<'a> {
+    count: u64,
     user_id: &'a str,
-    event_count: u64,
     #[serde(flatten)]
     range: RangeFields,
 }
@@ -136,9 +138,8 @@ pub(super) async fn time_series(
     // with two problems reports the unreadable value (422) first.
     let metric_type: SeriesKind = params
         .metric_type()
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or_default();
+        .ok_or(ApiError::MissingMetricType)?
+        .parse()?;
     let interval: Option<Resolution> = params.interval().map(str::parse).transpose()?;
     let range = params.range(now)?;
     let resolution = interval.unwrap_or_else(|| range.default_resolution());
@@ -164,12 +165,12 @@ pub(super) async fn usage_count(
     let now = state.now();
     let range = Params::from_uri(&uri)?.range(now)?;
     let user = caller.user_id();
-    let event_count = state.query.user_event_count(user.as_str(), &range).await?;
+    let count = state.query.user_event_count(user.as_str(), &range).await?;
     Ok(json(
         StatusCode::OK,
         &CountBody {
+            count,
             user_id: user.as_str(),
-            event_count,
             range: RangeFields::new(&range),
         },
     ))

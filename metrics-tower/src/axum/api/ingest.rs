@@ -383,7 +383,7 @@ impl Check<'_> {
             self.problem(
                 "event_type",
                 format!(
-                    "event_type {event_type:?} is not accepted; use one of: {}",
+                    "Invalid event_type: '{event_type}'; use one of: {}",
                     state.event_types_list
                 ),
             );

@@ -32,13 +32,14 @@
 //! # Errors
 //!
 //! Every error has the envelope `{"error": "<reason phrase>", "message":
-//! "...", "status_code": n}` (`details` added for invalid events), except
+//! "...", "status_code": n}` (`details`, an object, added for invalid
+//! events), except
 //! the over-sized batch's 413, whose body the original API fixed as
 //! `{"detail":"Batch size exceeds maximum of 1000 events","max_batch_size":1000,"received":n}`.
 //!
 //! - Malformed parameters (unknown `time_range`, `interval` or
-//!   `metric_type`, an unparseable date, only one of `start_date` /
-//!   `end_date`): **422**. The custom-range rules (start before end, end not
+//!   `metric_type`, a missing `metric_type` on `/time-series`, an
+//!   unparseable date, only one of `start_date` / `end_date`): **422**. The custom-range rules (start before end, end not
 //!   in the future, span ≤ 90 days, start not older than 90 days; exactly 90
 //!   days is accepted): **400**. The message is the
 //!   [`TimeRangeError`](metrics_core::aggregate::TimeRangeError) text.
@@ -65,8 +66,8 @@
 //! `events` array) a 422; zero events a 422; more than [`MAX_BATCH_SIZE`] a
 //! 413 with the fixed body above (the events past the limit are counted,
 //! not kept); then every event is checked, and any invalid one rejects the
-//! whole batch with a 422 listing `details: [{"index", "field", "message"}]`
-//! for every problem found; nothing is queued then.
+//! whole batch with a 422 listing `details: {"errors": [{"index", "field",
+//! "message"}]}` for every problem found; nothing is queued then.
 //!
 //! | field | rule |
 //! |---|---|
@@ -92,14 +93,14 @@
 //!
 //! ## Default vocabulary
 //!
-//! The original plan allowed ten event types but our copy of it does not
-//! list them, so the defaults ([`DEFAULT_EVENT_TYPES`]) are the ten that its
-//! tracker and dashboard use or imply: `page_view`, `button_click`,
-//! `link_click`, `form_submit`, `input_change`, `search`, `navigation`,
-//! `scroll`, `resize`, `error`. Replace them with
+//! The defaults ([`DEFAULT_EVENT_TYPES`]) are exactly the original API's
+//! ten: `page_view`, `button_click`, `form_submit`, `query_executed`,
+//! `model_invoked`, `preference_changed`, `data_source_selected`,
+//! `schema_detected`, `file_uploaded`, `export_triggered`. Replace them with
 //! [`MetricsApi::event_types`] or extend them with
 //! [`MetricsApi::allow_event_types`]. Types longer than 100 characters can
-//! never be accepted.
+//! never be accepted. An unknown type rejects its batch with a 422 whose
+//! message starts `Invalid event_type: '<type>'`.
 //!
 //! # Time
 //!
@@ -124,19 +125,19 @@ use metrics_core::{CollectorHandle, SharedAdminCheck};
 
 use super::RequireAdminLayer;
 
-/// The event types accepted by default (see the [module docs](self#default-vocabulary)
-/// for where they come from).
+/// The event types accepted by default: the original API's ten (see the
+/// [module docs](self#default-vocabulary)).
 pub const DEFAULT_EVENT_TYPES: [&str; 10] = [
     "page_view",
     "button_click",
-    "link_click",
     "form_submit",
-    "input_change",
-    "search",
-    "navigation",
-    "scroll",
-    "resize",
-    "error",
+    "query_executed",
+    "model_invoked",
+    "preference_changed",
+    "data_source_selected",
+    "schema_detected",
+    "file_uploaded",
+    "export_triggered",
 ];
 
 /// Most events in one `POST /usage-events` batch; more is a 413.
