@@ -54,8 +54,9 @@
 //!   the users sketches of both. The `endpoint` filter restricts all of it
 //!   to that route's rows.
 //! * **usage**: per-type rows give `event_distribution`; the `*` rows (or the
-//!   type's rows, with the `event_type` filter) the totals, unique users and
-//!   page views; `active_users` merges the users sketches of the performance
+//!   type's rows, with the `event_type` filter) the totals and unique users;
+//!   the `page_view` rows the page views (raw events count by page only when
+//!   they are page views); `active_users` merges the users sketches of the performance
 //!   and usage `*` rows (cached by rollup version) plus the raw pieces'
 //!   users and the raw events' users; `active_users_current_hour` reads
 //!   `[floor_hour(now), now]` from the same raw pieces and events. Raw
