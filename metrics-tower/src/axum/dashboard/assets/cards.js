@@ -1,6 +1,7 @@
 // The nine summary cards: each shows one API number, formatted, with the raw
 // value in data-value.
 
+import { h } from "./dom.js";
 import { count, ms, percent, raw } from "./format.js";
 
 // [test id key, label, which answer, field, formatter]
@@ -21,17 +22,9 @@ const values = new Map();
 /** Builds the cards once, empty. */
 export function initCards(container) {
   for (const [key, label] of CARDS) {
-    const card = document.createElement("div");
-    card.className = key === "error-rate" ? "card card-error" : "card";
-    card.dataset.testid = `card-${key}`;
-    const title = document.createElement("h3");
-    title.textContent = label;
-    const value = document.createElement("p");
-    value.className = "card-value";
-    value.dataset.testid = `card-${key}-value`;
-    value.textContent = "\u2014";
-    card.append(title, value);
-    container.append(card);
+    const value = h("p", { className: "card-value", dataset: { testid: `card-${key}-value` } }, "\u2014");
+    const className = key === "error-rate" ? "card card-error" : "card";
+    container.append(h("div", { className, dataset: { testid: `card-${key}` } }, h("h3", {}, label), value));
     values.set(key, value);
   }
 }

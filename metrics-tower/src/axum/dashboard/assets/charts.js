@@ -6,6 +6,7 @@
 // The drawing is as wide as its box (one SVG unit per CSS pixel), so text
 // keeps its size; the caller redraws when the window is resized.
 
+import { h } from "./dom.js";
 import { dateTime, raw, tick } from "./format.js";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -38,8 +39,11 @@ function num(v) {
   return typeof v === "number" && Number.isFinite(v);
 }
 
-/** Shared keyboard and pointer handling: a cursor over `count` items. */
-function interact(container, tooltip, count, show, nearest) {
+/**
+ * Shared keyboard and pointer handling: a cursor over `count` items, which
+ * starts at `first` when the chart takes the focus.
+ */
+function interact(container, tooltip, count, show, nearest, first = count - 1) {
   let at = -1;
   const move = (i) => {
     at = Math.max(0, Math.min(count - 1, i));
@@ -51,7 +55,7 @@ function interact(container, tooltip, count, show, nearest) {
     tooltip.hidden = true;
   };
   container.tabIndex = count ? 0 : -1;
-  container.onfocus = () => count && move(at < 0 ? count - 1 : at);
+  container.onfocus = () => count && move(at < 0 ? first : at);
   container.onblur = hide;
   container.onkeydown = (e) => {
     if (!count) return;
@@ -72,13 +76,7 @@ function interact(container, tooltip, count, show, nearest) {
 }
 
 function fillTooltip(tooltip, title, lines) {
-  const head = document.createElement("strong");
-  head.textContent = title;
-  tooltip.replaceChildren(head, ...lines.map((l) => {
-    const div = document.createElement("div");
-    div.textContent = l;
-    return div;
-  }));
+  tooltip.replaceChildren(h("strong", {}, title), ...lines.map((l) => h("div", {}, l)));
 }
 
 /** The width to draw at: the box's own, within reason. */
@@ -97,20 +95,17 @@ function place(tooltip, fx, fy = 0) {
 /**
  * Draws a time-series line chart into `container`.
  * `points`: [{ t: Date, v: { key: number } }], ascending.
- * `series`: [{ key, label, cls, axis: "left" | "right", format, draw = true }].
+ * `series`: [{ key, label, format, axis = "left" | "right", draw = true }];
+ * each is drawn in the colour of the CSS class `s-<key>`.
  * `axes`: { left: formatter, right: formatter }. Returns false when there
  * is nothing to draw.
  */
 export function lineChart(container, tooltip, legend, points, series, axes) {
-  const drawn = series.filter((s) => s.draw !== false && points.some((p) => num(p.v[s.key])));
+  const drawn = series
+    .map((s) => ({ axis: "left", ...s }))
+    .filter((s) => s.draw !== false && points.some((p) => num(p.v[s.key])));
   container.replaceChildren();
-  legend.replaceChildren(...drawn.map((s) => {
-    const li = document.createElement("li");
-    const sw = document.createElement("span");
-    sw.className = `swatch ${s.cls}`;
-    li.append(sw, s.label);
-    return li;
-  }));
+  legend.replaceChildren(...drawn.map((s) => h("li", {}, h("span", { className: `swatch s-${s.key}` }), s.label)));
   const n = points.length;
   if (!n) {
     interact(container, tooltip, 0, () => {}, () => 0);
@@ -158,14 +153,14 @@ export function lineChart(container, tooltip, legend, points, series, axes) {
     let d = "";
     for (const run of runs) {
       run.forEach(([px, py], i) => (d += `${i ? "L" : "M"}${px.toFixed(1)} ${py.toFixed(1)}`));
-      if (run.length === 1) svg("circle", { cx: run[0][0], cy: run[0][1], r: 2.5, class: `point ${s.cls}` }, root);
+      if (run.length === 1) svg("circle", { cx: run[0][0], cy: run[0][1], r: 2.5, class: `point s-${s.key}` }, root);
     }
-    svg("path", { d, class: `line ${s.cls}` }, root);
+    svg("path", { d, class: `line s-${s.key}` }, root);
   }
 
   const cursor = svg("g", { class: "cursor", visibility: "hidden" }, root);
   const rule = svg("line", { y1: M.top, y2: M.top + ih, class: "rule" }, cursor);
-  const dots = drawn.map((s) => svg("circle", { r: 4, class: `dot ${s.cls}` }, cursor));
+  const dots = drawn.map((s) => svg("circle", { r: 4, class: `dot s-${s.key}` }, cursor));
 
   const show = (i) => {
     if (i < 0) return cursor.setAttribute("visibility", "hidden");
@@ -236,7 +231,7 @@ export function barChart(container, tooltip, bars, format) {
     const r = root.getBoundingClientRect();
     return Math.floor((((e.clientY - r.top) / r.height) * h - 4) / BAR_ROW);
   };
-  interact(container, tooltip, n, show, nearest);
+  interact(container, tooltip, n, show, nearest, 0);
   return true;
 }
 
@@ -245,16 +240,6 @@ export function barChart(container, tooltip, bars, format) {
  * `[raw value, text]`, with the raw value in data-value.
  */
 export function fillTable(table, rows) {
-  const body = table.tBodies[0];
-  body.replaceChildren(...rows.map((cells) => {
-    const tr = document.createElement("tr");
-    cells.forEach(([value, label], i) => {
-      const td = document.createElement(i === 0 ? "th" : "td");
-      if (i === 0) td.scope = "row";
-      td.dataset.value = raw(value);
-      td.textContent = label;
-      tr.append(td);
-    });
-    return tr;
-  }));
+  table.tBodies[0].replaceChildren(...rows.map((cells) => h("tr", {}, ...cells.map(([value, label], i) =>
+    h(i ? "td" : "th", i ? { dataset: { value: raw(value) } } : { scope: "row", dataset: { value: raw(value) } }, label)))));
 }

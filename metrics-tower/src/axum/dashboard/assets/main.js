@@ -5,6 +5,7 @@
 import { apiBase, getJson } from "./api.js";
 import { clearCards, initCards, renderCards } from "./cards.js";
 import { barChart, fillTable, lineChart } from "./charts.js";
+import { h } from "./dom.js";
 import { count, dateTime, ms, percent } from "./format.js";
 import { customError, fromUrl, parseLocal, rangeQuery, toLocalInput, toUrl } from "./range.js";
 import { renderEndpoints } from "./table.js";
@@ -189,36 +190,38 @@ window.addEventListener("resize", () => {
 function render({ performance, usage, series }) {
   renderCards({ performance, usage });
   renderEndpoints(performance ? performance.endpoints || [] : null);
-
   const noRequests = performance && performance.metrics.total_requests === 0;
   const noEvents = usage && usage.metrics.total_events === 0;
   $("empty-state").hidden = !(noRequests && noEvents);
 
   const points = ((series && series.data_points) || []).map((p) => ({ t: new Date(p.timestamp), p }));
   const types = byCount(usage && usage.event_distribution);
-  fillTables(points, types);
-  renderTopPages(usage);
+  const table = (testid, cols) =>
+    fillTable($(testid), points.map(({ t, p }) => [[p.timestamp, dateTime(t)], ...cols.map(([k, f]) => [p[k], f(p[k])])]));
+  table("chart-performance-table", [["total_requests", count], ...PERF.map(([, k, f]) => [k, f])]);
+  table("chart-usage-table", USAGE.map(([, k, , f]) => [k, f]));
+  fillTable($("chart-event-types-table"), types.map(([type, n]) => [[type, type], [n, count(n)]]));
+
+  const pages = byCount(usage && usage.page_views).slice(0, 5);
+  $("top-pages").replaceChildren(...pages.map(([name, n]) =>
+    h("li", {}, h("span", { className: "page-name" }, name),
+      h("span", { className: "page-count", dataset: { value: n } }, count(n)))));
+  empty(section("top-pages"), usage ? !pages.length && NO_USAGE : UNAVAILABLE);
+
   redraw = () => drawCharts(series, points, usage, types);
   redraw();
 }
 
-function fillTables(points, types) {
-  fillTable($("chart-performance-table"), points.map(({ t, p }) => [
-    [p.timestamp, dateTime(t)],
-    [p.total_requests, count(p.total_requests)],
-    [p.avg_response_time_ms, ms(p.avg_response_time_ms)],
-    [p.p50_response_time_ms, ms(p.p50_response_time_ms)],
-    [p.p95_response_time_ms, ms(p.p95_response_time_ms)],
-    [p.p99_response_time_ms, ms(p.p99_response_time_ms)],
-    [p.error_rate, percent(p.error_rate)],
-  ]));
-  fillTable($("chart-usage-table"), points.map(({ t, p }) => [
-    [p.timestamp, dateTime(t)],
-    [p.total_events, count(p.total_events)],
-    [p.unique_users, count(p.unique_users)],
-  ]));
-  fillTable($("chart-event-types-table"), types.map(([type, n]) => [[type, type], [n, count(n)]]));
-}
+// [series key, point field, formatter, label, axis]
+const PERF = [
+  ["avg", "avg_response_time_ms", ms, "Avg"],
+  ["p50", "p50_response_time_ms", ms, "P50"],
+  ["p95", "p95_response_time_ms", ms, "P95"],
+  ["p99", "p99_response_time_ms", ms, "P99"],
+  ["err", "error_rate", percent, "Error Rate", "right"],
+];
+// [series key, point field, label, formatter]
+const USAGE = [["events", "total_events", "Events", count], ["users", "unique_users", "Unique Users", count]];
 
 function line(testid, points, series, axes, answered) {
   const sec = section(testid);
@@ -227,35 +230,22 @@ function line(testid, points, series, axes, answered) {
 }
 
 function drawCharts(series, points, usage, types) {
-  const perf = points.some(({ p }) => p.total_requests > 0) ? points : [];
-  const use = points.some(({ p }) => p.total_events > 0) ? points : [];
   // Latencies of a bucket without requests are no measurement: a gap, not 0 ms.
-  line("chart-performance", perf.map(({ t, p }) => {
-    const has = p.total_requests > 0 ? (v) => v : () => undefined;
-    return {
-      t,
-      v: {
-        avg: has(p.avg_response_time_ms),
-        p50: has(p.p50_response_time_ms),
-        p95: has(p.p95_response_time_ms),
-        p99: has(p.p99_response_time_ms),
-        err: has(p.error_rate),
-        req: p.total_requests,
-      },
-    };
-  }), [
-    { key: "avg", label: "Avg", cls: "s-avg", axis: "left", format: ms },
-    { key: "p50", label: "P50", cls: "s-p50", axis: "left", format: ms },
-    { key: "p95", label: "P95", cls: "s-p95", axis: "left", format: ms },
-    { key: "p99", label: "P99", cls: "s-p99", axis: "left", format: ms },
-    { key: "err", label: "Error Rate", cls: "s-err", axis: "right", format: percent },
-    { key: "req", label: "Requests", axis: "left", format: count, draw: false },
+  const perf = points.some(({ p }) => p.total_requests > 0) ? points : [];
+  line("chart-performance", perf.map(({ t, p }) => ({
+    t,
+    v: Object.fromEntries([
+      ["req", p.total_requests],
+      ...PERF.map(([key, field]) => [key, p.total_requests > 0 ? p[field] : undefined]),
+    ]),
+  })), [
+    ...PERF.map(([key, , format, label, axis]) => ({ key, label, format, axis })),
+    { key: "req", label: "Requests", format: count, draw: false },
   ], { left: (v) => `${Math.round(v)} ms`, right: (v) => `${Math.round(v * 100)}%` }, series);
 
-  line("chart-usage", use.map(({ t, p }) => ({ t, v: { events: p.total_events, users: p.unique_users } })), [
-    { key: "events", label: "Events", cls: "s-events", axis: "left", format: count },
-    { key: "users", label: "Unique Users", cls: "s-users", axis: "left", format: count },
-  ], { left: (v) => count(Math.round(v)) }, series);
+  const use = points.some(({ p }) => p.total_events > 0) ? points : [];
+  line("chart-usage", use.map(({ t, p }) => ({ t, v: Object.fromEntries(USAGE.map(([key, field]) => [key, p[field]])) })),
+    USAGE.map(([key, , label, format]) => ({ key, label, format })), { left: (v) => count(Math.round(v)) }, series);
 
   const ts = section("chart-event-types");
   barChart($("chart-event-types"), ts.querySelector(".tooltip"), types.map(([label, value]) => ({ label, value })), count);
@@ -264,23 +254,6 @@ function drawCharts(series, points, usage, types) {
 
 function byCount(obj) {
   return Object.entries(obj || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-}
-
-function renderTopPages(usage) {
-  const pages = byCount(usage && usage.page_views).slice(0, 5);
-  $("top-pages").replaceChildren(...pages.map(([name, n]) => {
-    const li = document.createElement("li");
-    const label = document.createElement("span");
-    label.className = "page-name";
-    label.textContent = name;
-    const value = document.createElement("span");
-    value.className = "page-count";
-    value.dataset.value = String(n);
-    value.textContent = count(n);
-    li.append(label, value);
-    return li;
-  }));
-  empty(section("top-pages"), usage ? !pages.length && NO_USAGE : UNAVAILABLE);
 }
 
 // ===== start =====

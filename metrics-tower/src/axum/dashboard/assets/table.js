@@ -1,6 +1,7 @@
 // The endpoint table: every endpoint, sortable by every column, each row
 // opening that endpoint's detail view.
 
+import { h } from "./dom.js";
 import { count, ms, percent, raw } from "./format.js";
 
 // [field, formatter, numeric]
@@ -58,13 +59,7 @@ function headerState() {
 }
 
 function message(text) {
-  const tr = document.createElement("tr");
-  const td = document.createElement("td");
-  td.colSpan = COLUMNS.length;
-  td.className = "empty";
-  td.textContent = text;
-  tr.append(td);
-  body.replaceChildren(tr);
+  body.replaceChildren(h("tr", {}, h("td", { colSpan: COLUMNS.length, className: "empty" }, text)));
 }
 
 function draw() {
@@ -73,27 +68,16 @@ function draw() {
   total.textContent = `Total endpoints: ${rows.length}`;
   if (!rows.length) return message("No endpoint data available");
   body.replaceChildren(...sortEndpoints(rows, sort.key, sort.dir).map((ep) => {
-    const tr = document.createElement("tr");
-    tr.dataset.testid = "endpoint-row";
-    tr.className = "clickable";
-    tr.onclick = () => openEndpointDetail(ep);
-    for (const [key, format] of COLUMNS) {
-      const td = document.createElement("td");
-      td.dataset.value = raw(ep[key]);
+    const cells = COLUMNS.map(([key, format]) => {
+      const dataset = { value: raw(ep[key]) };
       if (key === "endpoint") {
-        const open = document.createElement("button");
-        open.type = "button";
-        open.className = "link";
-        open.textContent = ep.endpoint;
-        open.setAttribute("aria-label", `Details for ${ep.method} ${ep.endpoint}`);
-        td.append(open);
-      } else {
-        td.textContent = missing(ep[key]) ? "\u2014" : format(ep[key]);
-        if (key === "error_rate" && ep[key] > 0) td.className = "error-text";
+        const label = `Details for ${ep.method} ${ep.endpoint}`;
+        return h("td", { dataset }, h("button", { type: "button", className: "link", ariaLabel: label }, ep.endpoint));
       }
-      tr.append(td);
-    }
-    return tr;
+      const className = key === "error_rate" && ep[key] > 0 ? "error-text" : "";
+      return h("td", { dataset, className }, missing(ep[key]) ? "\u2014" : format(ep[key]));
+    });
+    return h("tr", { className: "clickable", dataset: { testid: "endpoint-row" }, onclick: () => openEndpointDetail(ep) }, ...cells);
   }));
 }
 

@@ -1,5 +1,7 @@
 // The failure toast: one title, one line per part that failed.
 
+import { h } from "./dom.js";
+
 const toast = document.querySelector('[data-testid="toast"]');
 const lines = toast.querySelector(".toast-lines");
 
@@ -7,13 +9,7 @@ toast.querySelector(".toast-close").addEventListener("click", hideToast);
 
 /** Shows the toast with `messages`, one line each. */
 export function showToast(messages) {
-  lines.replaceChildren(
-    ...messages.map((m) => {
-      const li = document.createElement("li");
-      li.textContent = m;
-      return li;
-    }),
-  );
+  lines.replaceChildren(...messages.map((m) => h("li", {}, m)));
   toast.hidden = false;
 }
 
