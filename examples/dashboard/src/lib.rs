@@ -4,6 +4,8 @@
 //! tests can drive it with `oneshot`; `main.rs` serves it, optionally with
 //! self-generated demo traffic ([`demo_traffic`]).
 
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +29,22 @@ pub const API_PREFIX: &str = "/api/v1/metrics";
 /// layer outermost (it records every request, the API's included, and
 /// gives the API the caller's identity).
 pub fn app(metrics: &AppMetrics) -> Router {
+    app_with(metrics, None)
+}
+
+/// [`app`], with the development-only [`demo::AutoLogin`] outermost when
+/// `auto_login` is given.
+pub fn app_with(metrics: &AppMetrics, auto_login: Option<demo::AutoLogin>) -> Router {
+    let router = routes(metrics);
+    match auto_login {
+        Some(login) => router.layer(axum::middleware::from_fn(move |req, next| {
+            login.clone().apply(req, next)
+        })),
+        None => router,
+    }
+}
+
+fn routes(metrics: &AppMetrics) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/demo/items/{id}", get(item))
@@ -34,6 +52,7 @@ pub fn app(metrics: &AppMetrics) -> Router {
         .route("/api/demo/status/{code}", get(status))
         .route("/api/demo/recorded", get(recorded))
         .nest(API_PREFIX, metrics.api_router())
+        .merge(demo::pages())
         .with_state(metrics.clone())
         .layer(metrics.layer())
 }

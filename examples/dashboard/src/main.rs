@@ -5,7 +5,9 @@
 //! user ids allowed to read the dashboard API), `DATABRICKS_HOST` (when set,
 //! admins are the workspace's admin groups instead, checked with the caller's
 //! `X-Forwarded-Access-Token`; `ADMIN_GROUPS` overrides the group names),
-//! `RUST_LOG`.
+//! `RUST_LOG`, `DEMO_AUTO_LOGIN` (development only: requests without identity
+//! headers act as this user, so a plain browser can open the dashboard;
+//! `scripts/demo` sets it to the demo admin).
 //! Flags: `--demo-traffic` makes the app send itself a steady mix of requests
 //! and usage events.
 
@@ -13,7 +15,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use app_metrics::{AppMetrics, CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
-use example_dashboard::{app, demo_traffic};
+use example_dashboard::demo::AutoLogin;
+use example_dashboard::{app_with, demo_traffic};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,6 +59,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let metrics = builder.start().await?;
 
+    let auto_login = match std::env::var("DEMO_AUTO_LOGIN") {
+        Ok(user) if !user.trim().is_empty() => {
+            let login = AutoLogin::new(&user)
+                .ok_or("DEMO_AUTO_LOGIN must be a user id that fits in an HTTP header")?;
+            tracing::warn!(
+                user = %user.trim(),
+                "DEMO_AUTO_LOGIN is set: every request without identity headers acts as this user; \
+                 development only, never expose this app"
+            );
+            Some(login)
+        }
+        _ => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -65,6 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store, "example-dashboard listening");
     println!("example-dashboard listening on http://{addr}");
+    println!("  dashboard page:     http://{addr}/metrics/  (as an admin)");
+    println!("  demo pages:         http://{addr}/demo/  (usage events through tracker.js)");
     println!("  what was recorded:  curl http://{addr}/api/demo/recorded");
     println!(
         "  dashboard API:      curl -H 'X-Forwarded-Email: <an ADMIN_USERS entry>' 'http://{addr}/api/v1/metrics/performance?time_range=24h'"
@@ -77,7 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Stop the demo traffic as soon as shutdown starts, so it does not knock on a closed listener.
     let stop_traffic = traffic.as_ref().map(|t| t.abort_handle());
 
-    axum::serve(listener, app(&metrics))
+    axum::serve(listener, app_with(&metrics, auto_login))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             if let Some(t) = stop_traffic {

@@ -97,3 +97,80 @@ async fn recorded_view_reports_collector_counters() {
     assert_eq!(v["stored_requests"], 1);
     assert_eq!(v["recent"][0]["endpoint"], "/api/demo/items/{id}");
 }
+
+#[tokio::test]
+async fn demo_pages_load_the_tracker_and_their_script() {
+    let metrics = AppMetrics::builder().memory().start().await.unwrap();
+    let app = example_dashboard::app(&metrics);
+    for page in ["/demo/", "/demo/reports.html"] {
+        let (s, h, body) = get(&app, page, None).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert!(
+            body.contains(
+                r#"<script src="/metrics/tracker.js" data-endpoint="/api/v1/metrics/usage-events">"#
+            ),
+            "{page}: {body}"
+        );
+        assert!(body.contains(r#"src="/demo/demo.js""#), "{page}");
+    }
+    let (s, h, body) = get(&app, "/demo/demo.js", None).await;
+    assert_eq!(
+        (s, h["content-type"].to_str().unwrap()),
+        (200, "text/javascript")
+    );
+    // Only event types of the default vocabulary.
+    for kind in [
+        "form_submit",
+        "query_executed",
+        "data_source_selected",
+        "export_triggered",
+    ] {
+        assert!(body.contains(&format!("'{kind}'")), "{kind}");
+        assert!(app_metrics::DEFAULT_EVENT_TYPES.contains(&kind));
+    }
+    let (s, h, _) = get(&app, "/demo", None).await;
+    assert_eq!((s, h["location"].to_str().unwrap()), (308, "/demo/"));
+}
+
+#[tokio::test]
+async fn auto_login_signs_in_only_requests_without_identity_headers() {
+    const ADMIN: &str = "admin@example.com";
+    let metrics = AppMetrics::builder()
+        .memory()
+        .trusted_proxy_headers()
+        .admins(app_metrics::StaticAdmins::new([ADMIN]))
+        .start()
+        .await
+        .unwrap();
+    let path = "/api/v1/metrics/performance";
+    // Off by default: no identity, no numbers.
+    let plain = example_dashboard::app(&metrics);
+    assert_eq!(get(&plain, path, None).await.0, 401);
+
+    let login = example_dashboard::demo::AutoLogin::new(ADMIN).unwrap();
+    let app = example_dashboard::app_with(&metrics, Some(login));
+    let (s, _, body) = get(&app, path, None).await;
+    assert_eq!(s, 200, "{body}");
+    // A request that names its user keeps it.
+    assert_eq!(get(&app, path, Some("ada@example.com")).await.0, 403);
+    let req = http::Request::get(path)
+        .header("x-forwarded-user", "grace")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 403);
+
+    metrics.flush().await.unwrap();
+    let snap = metrics.memory_sink().unwrap().snapshot();
+    let users: Vec<Option<&str>> = snap
+        .requests()
+        .iter()
+        .map(|r| r.user_id.as_ref().map(|u| u.as_str()))
+        .collect();
+    assert_eq!(
+        users,
+        [None, Some(ADMIN), Some("ada@example.com"), Some("grace")]
+    );
+    assert!(example_dashboard::demo::AutoLogin::new(" ").is_none());
+    assert!(example_dashboard::demo::AutoLogin::new("a\nb").is_none());
+}
