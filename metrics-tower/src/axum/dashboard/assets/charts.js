@@ -102,7 +102,7 @@ function place(tooltip, fx, fy = 0) {
  */
 export function lineChart(container, tooltip, legend, points, series, axes) {
   const drawn = series
-    .map((s) => ({ axis: "left", ...s }))
+    .map((s) => ({ ...s, axis: s.axis || "left" }))
     .filter((s) => s.draw !== false && points.some((p) => num(p.v[s.key])));
   container.replaceChildren();
   legend.replaceChildren(...drawn.map((s) => h("li", {}, h("span", { className: `swatch s-${s.key}` }), s.label)));

@@ -34,6 +34,11 @@ export function tick(d, spanMs) {
     : d.toLocaleDateString([], { month: "short", day: "numeric" });
 }
 
+/** An axis label: three significant digits at most, locale digits. */
+export function tickNumber(v) {
+  return Number(v.toPrecision(3)).toLocaleString();
+}
+
 /** The raw API value for a data-value attribute ("" when absent). */
 export function raw(v) {
   return v === undefined || v === null ? "" : String(v);

@@ -6,7 +6,7 @@ import { apiBase, getJson } from "./api.js";
 import { clearCards, initCards, renderCards } from "./cards.js";
 import { barChart, fillTable, lineChart } from "./charts.js";
 import { h } from "./dom.js";
-import { count, dateTime, ms, percent } from "./format.js";
+import { count, dateTime, ms, percent, tickNumber } from "./format.js";
 import { customError, fromUrl, parseLocal, rangeQuery, toLocalInput, toUrl } from "./range.js";
 import { renderEndpoints } from "./table.js";
 import { hideToast, showToast } from "./toast.js";
@@ -241,11 +241,11 @@ function drawCharts(series, points, usage, types) {
   })), [
     ...PERF.map(([key, , format, label, axis]) => ({ key, label, format, axis })),
     { key: "req", label: "Requests", format: count, draw: false },
-  ], { left: (v) => `${Math.round(v)} ms`, right: (v) => `${Math.round(v * 100)}%` }, series);
+  ], { left: (v) => `${tickNumber(v)} ms`, right: (v) => `${tickNumber(v * 100)}%` }, series);
 
   const use = points.some(({ p }) => p.total_events > 0) ? points : [];
   line("chart-usage", use.map(({ t, p }) => ({ t, v: Object.fromEntries(USAGE.map(([key, field]) => [key, p[field]])) })),
-    USAGE.map(([key, , label, format]) => ({ key, label, format })), { left: (v) => count(Math.round(v)) }, series);
+    USAGE.map(([key, , label, format]) => ({ key, label, format })), { left: tickNumber }, series);
 
   const ts = section("chart-event-types");
   barChart($("chart-event-types"), ts.querySelector(".tooltip"), types.map(([label, value]) => ({ label, value })), count);
