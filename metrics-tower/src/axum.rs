@@ -2,7 +2,8 @@
 //!
 //! The admin guard lives here: [`RequireAdmin`] (extractor) and
 //! [`RequireAdminLayer`] (layer); see [`admin`]. So does the dashboard API
-//! router, [`MetricsApi`]; see [`api`].
+//! router, [`MetricsApi`]; see [`api`], and the dashboard page,
+//! [`MetricsDashboard`]; see [`dashboard`].
 //!
 //! [`DefaultRoute`](crate::DefaultRoute) already prefers axum's `MatchedPath`
 //! with this feature on. [`MatchedPathRoute`] is the strict variant for apps
@@ -20,9 +21,11 @@
 
 pub mod admin;
 pub mod api;
+pub mod dashboard;
 
 pub use admin::{AdminRejection, RequireAdmin, RequireAdminLayer};
 pub use api::{DEFAULT_EVENT_TYPES, MetricsApi};
+pub use dashboard::MetricsDashboard;
 
 use axum::extract::MatchedPath;
 use http::Request;
