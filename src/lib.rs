@@ -29,7 +29,8 @@ pub use metrics_core::DatabricksAdminCheck;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use metrics_tower::axum::{
-    AdminRejection, DEFAULT_EVENT_TYPES, MetricsApi, RequireAdmin, RequireAdminLayer,
+    AdminRejection, DEFAULT_EVENT_TYPES, MetricsApi, MetricsDashboard, RequireAdmin,
+    RequireAdminLayer,
 };
 
 #[cfg(feature = "postgres")]
@@ -494,6 +495,50 @@ impl AppMetrics {
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn api_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         self.api().router()
+    }
+
+    /// The dashboard page of DESIGN §7 ("Application Metrics", its assets
+    /// and `tracker.js`), shown to the same administrators as the API
+    /// ([`admins`](Self::admins)). It reads the API at `/api/v1/metrics`;
+    /// if [`api_router`](Self::api_router) is nested elsewhere, say where:
+    /// `metrics.dashboard().api_path("/internal/metrics").router_at("/metrics")`.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn dashboard(&self) -> MetricsDashboard {
+        MetricsDashboard::new(self.inner.admins.clone())
+    }
+
+    /// The dashboard at `mount`, to merge into the router that has
+    /// [`layer`](Self::layer): `.merge(metrics.dashboard_router_at("/metrics"))`
+    /// serves the page at `/metrics/` (`/metrics` redirects there),
+    /// `/metrics/tracker.js` and `/metrics/assets/*`. Default settings; see
+    /// [`dashboard`](Self::dashboard) to change the API path. Works with any
+    /// router state.
+    ///
+    /// # Panics
+    ///
+    /// If `mount` does not start with `/`.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    #[track_caller]
+    pub fn dashboard_router_at<S: Clone + Send + Sync + 'static>(
+        &self,
+        mount: &str,
+    ) -> axum::Router<S> {
+        self.dashboard().router_at(mount)
+    }
+
+    /// The dashboard's routes relative to its mount (`/`, `/tracker.js`,
+    /// `/assets/*`), beside [`api_router`](Self::api_router). axum's
+    /// `.nest("/metrics", metrics.dashboard_router())` routes `/metrics`
+    /// only, not `/metrics/` (see
+    /// [`metrics_tower::axum::dashboard`](metrics_tower::axum::dashboard#mounting));
+    /// prefer [`dashboard_router_at`](Self::dashboard_router_at), which serves
+    /// both.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn dashboard_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        self.dashboard().router()
     }
 
     /// The collector's counters right now.
