@@ -52,6 +52,7 @@ fn routes(metrics: &AppMetrics) -> Router {
         .route("/api/demo/status/{code}", get(status))
         .route("/api/demo/recorded", get(recorded))
         .nest(API_PREFIX, metrics.api_router())
+        .merge(metrics.dashboard_router_at("/metrics"))
         .merge(demo::pages())
         .with_state(metrics.clone())
         .layer(metrics.layer())
