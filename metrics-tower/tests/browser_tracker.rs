@@ -1067,6 +1067,11 @@ async fn a_second_load_keeps_the_first_app_metrics_and_adds_no_other_global() {
     page.advance_clock(ms(10_000)).await;
     assert_eq!(fake.wait_posted(1).await[0].events().len(), 2);
     assert_eq!(fetches(&page).await.len(), 1);
+    let log = page.console_messages();
+    assert!(
+        log.iter().all(|m| !m.starts_with("exception")),
+        "the second copy stops quietly: {log:?}"
+    );
 }
 
 #[tokio::test]
