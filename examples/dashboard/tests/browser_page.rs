@@ -345,6 +345,65 @@ async fn routes_page_redirect_tracker_and_assets() {
     assert_eq!(page_type, "text/html; charset=utf-8");
 }
 
+/// What the page's own files cost a first visit, as Chromium measured it:
+/// every file (the page, tracker.js, the stylesheet and every module)
+/// gzipped on the wire, ≤ 60 KB transferred (headers included); the
+/// uncompressed total is printed beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_files_fit_the_budget_as_transferred() {
+    let site = Site::start().await;
+    site.seed_requests();
+    let page = page_as(Some(ADMIN)).await; // a new browser context: nothing cached
+    open(&site, &page, "").await;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct File {
+        name: String,
+        transfer: u64,
+        encoded: u64,
+        decoded: u64,
+    }
+    let files: Vec<File> = page
+        .eval(
+            "[performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')]\
+               .filter(e => !['fetch', 'xmlhttprequest', 'beacon'].includes(e.initiatorType) && new URL(e.name).pathname.startsWith('/metrics/'))\
+               .map(e => ({ name: new URL(e.name).pathname, transfer: e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize }))",
+        )
+        .await;
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    for want in [
+        "/metrics/",
+        "/metrics/tracker.js",
+        "/metrics/assets/app.css",
+        "/metrics/assets/main.js",
+        "/metrics/assets/dom.js",
+    ] {
+        assert!(names.contains(&want), "{want} not loaded: {names:?}");
+    }
+    assert!(
+        files.len() >= 12,
+        "page, tracker, css and modules: {names:?}"
+    );
+    for f in &files {
+        assert!(
+            f.transfer > f.encoded,
+            "{}: sent, not cached: {f:?}",
+            f.name
+        );
+        assert!(f.encoded < f.decoded, "{}: sent gzipped: {f:?}", f.name);
+    }
+    let transferred: u64 = files.iter().map(|f| f.transfer).sum();
+    let uncompressed: u64 = files.iter().map(|f| f.decoded).sum();
+    println!(
+        "dashboard page files: {} files, {transferred} bytes transferred, {uncompressed} bytes uncompressed",
+        files.len()
+    );
+    assert!(
+        transferred <= 60_000,
+        "page + assets + tracker transferred {transferred} bytes: {files:#?}"
+    );
+}
+
 // ===== first load, texts and test ids =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

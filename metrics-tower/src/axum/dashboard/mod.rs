@@ -14,8 +14,12 @@
 //! | GET `/tracker.js` | anyone | 200 `text/javascript` |
 //! | GET `/assets/{file}` | anyone | 200 `text/javascript` or `text/css; charset=utf-8`; 404 for any other name |
 //!
-//! Every file carries a strong `ETag` (hashed once, when the router is
-//! built), answers `If-None-Match` with 304, and is sent with
+//! Every file (the page included, with its API path filled in) is gzipped
+//! once, when the router is built, and sent gzipped (`Content-Encoding:
+//! gzip`) to clients whose `Accept-Encoding` allows it (q-values read:
+//! `gzip;q=0` means no), as it is to everyone else, always with `Vary:
+//! Accept-Encoding`. Each variant carries its own strong `ETag` (hashed
+//! once too), answers `If-None-Match` with 304, and is sent with
 //! `Cache-Control: no-cache` and `X-Content-Type-Options: nosniff`. HTML
 //! answers add a `Content-Security-Policy` that allows scripts, styles and
 //! requests to this origin only, no inline code and no framing.
@@ -179,9 +183,11 @@ impl MetricsDashboard {
             assets: Assets::embedded(),
             relative: mount.is_empty(),
         });
+        let (page_bytes, page_gzip_bytes) = state.page.sizes();
         tracing::debug!(
             mount,
-            page_bytes = state.page.len(),
+            page_bytes,
+            page_gzip_bytes,
             api_path = %self.api_path,
             "dashboard routes built"
         );

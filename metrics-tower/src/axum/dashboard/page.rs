@@ -37,9 +37,10 @@ const CHECK_FAILED_TEXT: &str =
     "Unable to verify administrator privileges. Please try again later.";
 const NOT_CONFIGURED_TEXT: &str = "The metrics dashboard is not configured correctly.";
 
-/// The rendered page: the usual variant, made when the router is built, and
-/// the one with a `<base>` for a router nested without a trailing slash,
-/// made on first use.
+/// The rendered page (each as it is and gzipped): the usual one, made when
+/// the router is built, and the one with a `<base>` for a router nested
+/// without a trailing slash, made on first use (the nest path is only known
+/// then).
 #[derive(Debug)]
 pub(super) struct Page {
     api_path: String,
@@ -57,9 +58,9 @@ impl Page {
         }
     }
 
-    /// The page's size in bytes.
-    pub(super) fn len(&self) -> usize {
-        self.plain.len()
+    /// The page's size in bytes, uncompressed and as sent gzipped.
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (self.plain.len(), self.plain.wire_len())
     }
 
     /// The variant for a page whose relative links resolve against `base`
