@@ -433,7 +433,7 @@ fn original_sql(s: &str, endpoint: &str, preset: Preset) -> Vec<String> {
             format!("SELECT event_type, count(*) FROM {ue} WHERE {range} GROUP BY event_type"),
             format!(
                 "SELECT page_name, count(*) FROM {ue} WHERE {range} AND page_name IS NOT NULL \
-                 GROUP BY page_name"
+                 AND event_type = 'page_view' GROUP BY page_name"
             ),
             format!(
                 "SELECT count(DISTINCT u) FROM (SELECT user_id FROM {pm} WHERE {range} \

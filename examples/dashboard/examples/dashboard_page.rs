@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! dashboard_page timing     --base http://127.0.0.1:8080 --admin admin@example.com [--ranges "24h 90d"] [--runs 7]
-//! dashboard_page screenshot --base http://127.0.0.1:8080 --admin admin@example.com --out docs/dashboard.png
+//! dashboard_page screenshot --base http://127.0.0.1:8080 --admin admin@example.com [--range 7d] --out docs/dashboard.png
 //! ```
 //!
 //! `timing` loads `<base>/metrics/?range=<r>` `--runs` times per range in a
@@ -21,9 +21,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use test_support::browser::{Browser, Page};
 use serde::Deserialize;
 use serde_json::json;
+use test_support::browser::{Browser, Page};
 
 /// Every widget rendered: recorded once, as milliseconds since the
 /// navigation started, in `window.__renderedAt`.
@@ -111,7 +111,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: dashboard_page timing|screenshot --base URL --admin USER [--ranges R] [--runs N] [--out PNG]";
+    let usage = "usage: dashboard_page timing|screenshot --base URL --admin USER [--ranges R] [--runs N] [--range R --out PNG]";
     let mode = args.get(1).cloned().unwrap_or_default();
     let base = arg(&args, "--base").unwrap_or_else(|| panic!("{usage}"));
     let admin = arg(&args, "--admin").unwrap_or_else(|| "admin@example.com".to_owned());
@@ -151,7 +151,8 @@ async fn main() {
                 json!({ "source": OBSERVER }),
             )
             .await;
-            page.goto(&format!("{base}/metrics/?range=24h")).await;
+            let range = arg(&args, "--range").unwrap_or_else(|| "24h".to_owned());
+            page.goto(&format!("{base}/metrics/?range={range}")).await;
             page.wait_for("window.__renderedAt !== undefined", Duration::from_secs(30))
                 .await;
             page.screenshot_png(&out).await;
