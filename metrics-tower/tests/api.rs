@@ -614,6 +614,11 @@ async fn unreadable_parameters_are_422() {
             "/usage?time_range=7d&time_range=30d".to_owned(),
             "invalid query string",
         ),
+        // CONTRACT §1: at most 500 characters, checked before the range.
+        (
+            format!("/performance?endpoint=/{}&start_date=x", "a".repeat(500)),
+            "endpoint must be at most 500 characters (got 501)",
+        ),
     ];
     for (q, expected) in cases {
         let msg = h.get(&q, Some(ADMIN)).await.assert_error(422);
@@ -782,6 +787,12 @@ async fn performance_report_for_known_data() {
         .json();
     assert_eq!(body["metrics"]["total_requests"], 3);
     assert_eq!(body["endpoints"].as_array().unwrap().len(), 1);
+
+    // An endpoint filter of exactly 500 characters is served (and matches nothing).
+    let longest = format!("/performance?endpoint=/{}", "a".repeat(499));
+    let a = h.get(&longest, Some(ADMIN)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["metrics"]["total_requests"], 0);
 }
 
 #[tokio::test]

@@ -2,7 +2,10 @@
 //! it lists is driven out of the router by a table of requests, and each
 //! body is validated against the documented schema (JSON Schema 2020-12,
 //! component `$ref`s resolved); the table has no case the document lacks;
-//! paths and methods the document does not list answer 404 / 405.
+//! paths and methods the document does not list answer 404 / 405. The
+//! served document carries the API's configured vocabulary and limits, and
+//! every refusal of a request its schemas allow is one its prose states,
+//! with the exact message.
 
 #![cfg(feature = "axum")]
 
@@ -15,7 +18,8 @@ use api_support::*;
 use axum::body::Body;
 use http::{Method, Request};
 use metrics_core::{RequestRecord, Route, SharedAdminCheck, UsageEvent, UserId};
-use metrics_tower::axum::api::OPENAPI_JSON;
+use metrics_tower::axum::MetricsApi;
+use metrics_tower::axum::api::{DEFAULT_EVENT_TYPES, OPENAPI_JSON};
 use serde_json::{Value, json};
 
 /// Which app a request goes to.
@@ -130,6 +134,11 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
             vec![(App::Empty, get(base, Some(USER)))],
         ));
         let mut unreadable = vec![(App::Empty, admin_get(&format!("{base}time_range=2w")))];
+        if path == "/performance" {
+            // At most 500 characters.
+            let long = format!("{base}endpoint=/{}", "a".repeat(500));
+            unreadable.push((App::Empty, admin_get(&long)));
+        }
         if path == "/time-series" {
             // `metric_type` is required.
             unreadable.push((App::Empty, admin_get(path)));
@@ -454,4 +463,267 @@ async fn nothing_is_served_that_the_document_lacks() {
 async fn the_served_document_is_the_file() {
     let a = Harness::new().get("/openapi.json", None).await;
     assert_eq!(a.text, OPENAPI_JSON);
+}
+
+const EVENT_TYPE_ENUM: &str = "/components/schemas/UsageEvent/properties/event_type/enum";
+const MAX_BODY: &str = "/paths/~1usage-events/post/requestBody/x-max-body-bytes";
+const WINDOW: &str = "/components/schemas/UsageEvent/properties/timestamp/x-accepted-window";
+
+/// The document the API of `h` serves.
+async fn served(h: &Harness) -> Value {
+    let a = h.get("/openapi.json", None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-type"], "application/json");
+    a.json()
+}
+
+fn schema_of(doc: &Value, name: &str) -> jsonschema::Validator {
+    validator(
+        doc,
+        &json!({ "$ref": format!("#/components/schemas/{name}") }),
+    )
+}
+
+#[tokio::test]
+async fn the_served_document_lists_the_configured_event_types() {
+    let h = Harness::with(|api| api.allow_event_types(["checkout"]));
+    let doc = served(&h).await;
+    let mut expected: Vec<&str> = DEFAULT_EVENT_TYPES.to_vec();
+    expected.push("checkout");
+    expected.sort_unstable();
+    assert_eq!(doc.pointer(EVENT_TYPE_ENUM).unwrap(), &json!(expected));
+
+    // A real batch of the new type: valid for the served document, accepted
+    // by the server (JSON and beacon), and the answer matches the document.
+    let body = batch(&[event("checkout", secs(1))]);
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    assert!(schema_of(&doc, "UsageEventBatch").is_valid(&sent));
+    let op = &doc["paths"]["/usage-events"]["post"];
+    for ct in ["application/json", "text/plain"] {
+        let request = validator(&doc, &op["requestBody"]["content"][ct]["schema"]);
+        assert!(request.is_valid(&sent), "{ct}");
+        let a = h.send(post(Some(USER), Some(ct), body.clone())).await;
+        assert_eq!(a.status, 202, "{ct}: {}", a.text);
+        let accepted = validator(
+            &doc,
+            &op["responses"]["202"]["content"]["application/json"]["schema"],
+        );
+        assert!(accepted.is_valid(&a.json()), "{ct}: {}", a.text);
+    }
+    assert_eq!(h.stored_events().await.len(), 2);
+
+    // The committed document (the defaults) refuses that batch, as a server
+    // with the default vocabulary does; the served one refuses what this
+    // server refuses.
+    assert!(!schema_of(&document(), "UsageEventBatch").is_valid(&sent));
+    let a = Harness::new().post_events(Some(USER), body).await;
+    assert!(
+        a.assert_error(422)
+            .starts_with("Invalid event_type: 'checkout'")
+    );
+    let nope: Value = serde_json::from_str(&batch(&[event("nope", secs(1))])).unwrap();
+    assert!(!schema_of(&doc, "UsageEventBatch").is_valid(&nope));
+    h.post_events(Some(USER), nope.to_string())
+        .await
+        .assert_error(422);
+}
+
+#[tokio::test]
+async fn the_served_document_carries_the_configured_limits() {
+    let too_long = "t".repeat(101);
+    let configure = |api: MetricsApi| {
+        api.event_types(["only", too_long.as_str()])
+            .max_body_bytes(4096)
+            .clock_skew(secs(60), secs(3_600))
+    };
+    let h = Harness::with(configure);
+    let mut doc = served(&h).await;
+    // A type over 100 characters can never be accepted, so it is not offered.
+    assert_eq!(doc.pointer(EVENT_TYPE_ENUM).unwrap(), &json!(["only"]));
+    assert_eq!(doc.pointer(MAX_BODY).unwrap(), &json!(4096));
+    assert_eq!(
+        doc.pointer(WINDOW).unwrap(),
+        &json!({"before_seconds": 3600, "after_seconds": 60})
+    );
+    // The server keeps them.
+    let body = format!(r#"{{"events":[],"pad":"{}"}}"#, "x".repeat(4096));
+    let message = h.post_events(Some(USER), body).await.assert_error(413);
+    assert_eq!(message, "The request body exceeds the limit of 4096 bytes");
+    let late = batch(&[event("only", secs(3_601))]);
+    let message = h.post_events(Some(USER), late).await.assert_error(422);
+    assert!(
+        message.starts_with("timestamp must not be more than 1 h before"),
+        "{message}"
+    );
+    // Everything else is the committed document; `openapi_json` is what is served.
+    let api = configure(MetricsApi::new(
+        Arc::new(metrics_core::MemorySink::new()),
+        h.collector.clone(),
+        SharedAdminCheck::new(metrics_core::StaticAdmins::new([ADMIN])),
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(&api.openapi_json()).unwrap(),
+        doc
+    );
+    let committed = document();
+    for pointer in [EVENT_TYPE_ENUM, MAX_BODY, WINDOW] {
+        *doc.pointer_mut(pointer).unwrap() = committed.pointer(pointer).unwrap().clone();
+    }
+    assert_eq!(doc, committed);
+}
+
+/// Every description in the document, for the prose checks.
+fn prose(doc: &Value) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) if k == "description" => {
+                            out.push_str(s);
+                            out.push('\n');
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(doc, &mut out);
+    out
+}
+
+/// Whether the query of `uri` keeps the documented parameters of `path`'s
+/// GET operation: each value valid for its parameter's schema (an empty
+/// value where `allowEmptyValue` says so), the required ones present.
+fn query_is_valid(doc: &Value, path: &str, uri: &str) -> bool {
+    let op = &doc["paths"][path]["get"];
+    let params: Vec<&Value> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| resolve(doc, p))
+        .collect();
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.replace("%2B", "+").replace("%3A", ":"))
+        })
+        .collect();
+    let required_present = params
+        .iter()
+        .filter(|p| p["required"] == true)
+        .all(|p| pairs.iter().any(|(k, _)| p["name"] == k.as_str()));
+    required_present
+        && pairs.iter().all(|(k, v)| {
+            let Some(p) = params.iter().find(|p| p["name"] == k.as_str()) else {
+                return true; // unknown parameters are ignored
+            };
+            (v.is_empty() && p["allowEmptyValue"] == true)
+                || validator(doc, &p["schema"]).is_valid(&json!(v))
+        })
+}
+
+#[tokio::test]
+async fn every_refusal_of_a_schema_valid_request_is_explained_in_the_document() {
+    let doc = served(&Harness::new()).await;
+    let text = prose(&doc);
+    let explained = |message: &str, what: &str| {
+        assert!(
+            text.contains(message),
+            "{what}: the document does not state {message:?}"
+        );
+    };
+    let range = |start: std::time::SystemTime, end: std::time::SystemTime| {
+        format!("start_date={}&end_date={}", ts(start), ts(end))
+    };
+    // Reads: each rule JSON Schema cannot express, on every read endpoint.
+    let reads = [
+        (format!("end_date={}", ts(now())), 422),
+        (format!("start_date={}", ts(now() - DAY)), 422),
+        (range(now() - DAY, now() - DAY), 400),
+        (range(now() - DAY, now() + secs(120)), 400),
+        (range(now() - 91 * DAY, now() - secs(600)), 400),
+        (range(now() - 90 * DAY - secs(120), now() - 89 * DAY), 400),
+    ];
+    let mut rules = BTreeSet::new();
+    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+        for (query, status) in &reads {
+            let mut uri = format!("{path}?{query}");
+            if path == "/time-series" {
+                uri.push_str("&metric_type=both");
+            }
+            assert!(query_is_valid(&doc, path, &uri), "{uri} breaks the schemas");
+            let message = Harness::new()
+                .get(&uri, Some(ADMIN))
+                .await
+                .assert_error(*status);
+            explained(&message, &uri);
+            rules.insert(message);
+        }
+    }
+    assert_eq!(rules.len(), 6, "each case breaks another rule: {rules:?}");
+    // Schema-invalid reads are refused too (here the schema says it all).
+    let long = format!("/performance?endpoint=/{}", "a".repeat(500));
+    assert!(!query_is_valid(&doc, "/performance", &long));
+    let message = Harness::new()
+        .get(&long, Some(ADMIN))
+        .await
+        .assert_error(422);
+    explained(message.split(" (got ").next().unwrap(), "endpoint");
+
+    // Events: the timestamp window and the metadata limits.
+    let nested = (1..11).fold(json!({}), |v, _| json!({ "a": v })); // 11 levels
+    let with = |field: &str, value: Value| {
+        let mut e = event("page_view", secs(1));
+        e[field] = value;
+        e
+    };
+    let events = [
+        with("timestamp", json!(ts(now() - DAY - secs(60)))),
+        with("timestamp", json!(ts(now() + secs(360)))),
+        with("metadata", nested),
+        with("metadata", json!({ "k": "x".repeat(16 * 1024) })),
+    ];
+    let request = schema_of(&doc, "UsageEventBatch");
+    for e in events {
+        let body = batch(std::slice::from_ref(&e));
+        let sent: Value = serde_json::from_str(&body).unwrap();
+        assert!(request.is_valid(&sent), "{e} breaks the schemas");
+        let a = Harness::new().post_events(Some(USER), body).await;
+        a.assert_error(422);
+        let problem = &a.json()["details"]["errors"][0]["message"];
+        explained(problem.as_str().unwrap(), &e.to_string());
+    }
+    // A schema-valid batch over the body limit.
+    let big = "p".repeat(255);
+    let full: Vec<Value> = (0..1000)
+        .map(|_| with("page_name", json!(big)))
+        .map(|mut e| {
+            e["element_id"] = json!(big);
+            e["metadata"] = json!({ "note": "m".repeat(600) });
+            e
+        })
+        .collect();
+    let body = batch(&full);
+    assert!(body.len() > 1024 * 1024);
+    assert!(request.is_valid(&serde_json::from_str::<Value>(&body).unwrap()));
+    let message = Harness::new()
+        .post_events(Some(USER), body)
+        .await
+        .assert_error(413);
+    assert_eq!(
+        message,
+        "The request body exceeds the limit of 1048576 bytes"
+    );
+    explained(
+        "The request body exceeds the limit of N bytes",
+        "body limit",
+    );
 }

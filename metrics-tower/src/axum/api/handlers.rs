@@ -14,9 +14,9 @@ use metrics_core::query::{
 };
 use serde::Serialize;
 
+use super::ApiState;
 use super::error::{ApiError, json};
 use super::params::{Params, range_name};
-use super::{ApiState, OPENAPI_JSON};
 use crate::axum::AdminRejection;
 
 /// The caller's identity, for the endpoints open to every authenticated
@@ -90,9 +90,11 @@ pub(super) async fn performance(
 ) -> Result<Response, ApiError> {
     let now = state.now();
     let params = Params::from_uri(&uri)?;
+    // An unreadable value (422) before a range rule (400), as on /time-series.
+    let endpoint = params.endpoint()?;
     let range = params.range(now)?;
     let mut query = PerformanceQuery::new(range, now);
-    if let Some(endpoint) = params.endpoint() {
+    if let Some(endpoint) = endpoint {
         query = query.endpoint(endpoint);
     }
     let report: PerformanceReport = state.query.performance(&query).await?;
@@ -176,14 +178,15 @@ pub(super) async fn usage_count(
     ))
 }
 
-/// GET /openapi.json (public: it describes the API, not its data).
-pub(super) async fn openapi() -> Response {
+/// GET /openapi.json (public: it describes the API, not its data): the
+/// document built with the router.
+pub(super) async fn openapi(State(state): State<Arc<ApiState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        OPENAPI_JSON,
+        state.openapi.clone(),
     )
         .into_response()
 }

@@ -22,7 +22,7 @@ use super::params::parse_rfc3339;
 use super::{ApiState, MAX_BATCH_SIZE};
 
 /// Longest `event_type`, in characters.
-const MAX_EVENT_TYPE_CHARS: usize = 100;
+pub(super) const MAX_EVENT_TYPE_CHARS: usize = 100;
 /// Longest `page_name` / `element_id`, in characters.
 const MAX_NAME_CHARS: usize = 255;
 /// Largest `metadata`, serialised as compact JSON.

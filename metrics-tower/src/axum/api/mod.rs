@@ -14,11 +14,34 @@
 //! | GET `/time-series?metric_type=&time_range=&start_date=&end_date=&interval=` | admin | 200 buckets |
 //! | POST `/usage-events` | any authenticated user | 202 queued |
 //! | GET `/usage/count?time_range=&start_date=&end_date=` | any authenticated user | 200 the caller's own count |
-//! | GET `/openapi.json` | anyone | 200 the OpenAPI 3.1 document ([`OPENAPI_JSON`]) |
+//! | GET `/openapi.json` | anyone | 200 the OpenAPI 3.1 document ([`MetricsApi::openapi_json`]) |
 //!
-//! The OpenAPI document is the precise contract (every parameter, status
-//! and body schema); a test drives the router into every status it lists
-//! and validates each body against its schema.
+//! # The OpenAPI document
+//!
+//! The document is the precise contract. Its schemas state every
+//! constraint JSON Schema can express: the `event_type` enum of the
+//! configured vocabulary, string lengths (`page_name` / `element_id` ≤ 255,
+//! `event_type` ≤ 100, the `endpoint=` filter ≤ 500), 1 to 1000 `events`,
+//! `date-time` formats, `allowEmptyValue` where an empty parameter counts as
+//! absent, and for each operation every error status it can give, with the
+//! error envelope pinned to that status. Its descriptions state, with their
+//! exact messages, the rules JSON Schema cannot express: a custom range
+//! needs both `start_date` and `end_date`, the four custom-range rules (the
+//! 90-day window) and the 60 s clamp, the event timestamp window, the body
+//! limit, the metadata size and depth.
+//!
+//! The committed file ([`OPENAPI_JSON`]) holds the defaults. The router
+//! builds the served document once, from that file with this API's
+//! settings filled in ([`MetricsApi::openapi_json`]): the enum lists the
+//! configured event types, `x-max-body-bytes` the body limit and
+//! `x-accepted-window` the timestamp skew, so a client or a fuzzer reading
+//! the document sees the rules this server applies.
+//!
+//! A test drives the router into every status the document lists and
+//! validates each body against its schema, and checks that every refusal
+//! of a request the schemas allow is one the descriptions state.
+//! `scripts/fuzz-api` fuzzes the example app through the served document
+//! with schemathesis.
 //!
 //! # Access
 //!
@@ -39,10 +62,14 @@
 //!
 //! - Malformed parameters (unknown `time_range`, `interval` or
 //!   `metric_type`, a missing `metric_type` on `/time-series`, an
-//!   unparseable date, only one of `start_date` / `end_date`): **422**. The custom-range rules (start before end, end not
-//!   in the future, span ≤ 90 days, start not older than 90 days; exactly 90
-//!   days is accepted): **400**. The message is the
-//!   [`TimeRangeError`](metrics_core::aggregate::TimeRangeError) text.
+//!   `endpoint=` filter over 500 characters on `/performance`, an
+//!   unparseable date, only one of `start_date` / `end_date`, a repeated
+//!   parameter): **422** (a value that cannot be read is reported before a
+//!   range rule is checked). The custom-range rules
+//!   (start before end, end not in the future, span ≤ 90 days, start not
+//!   older than 90 days; exactly 90 days is accepted): **400**. The message
+//!   is the [`TimeRangeError`](metrics_core::aggregate::TimeRangeError)
+//!   text.
 //!   Unknown parameters are ignored, and so are empty ones (`?start_date=`
 //!   is no start date), as HTML forms send them.
 //! - An `end_date` up to [`END_DATE_SLACK`] (60 s) ahead of the server clock
@@ -108,6 +135,7 @@
 //! given to [`MetricsApi::clock`], the system clock by default, so tests can
 //! fix it.
 
+mod document;
 mod error;
 mod handlers;
 mod ingest;
@@ -151,7 +179,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// served (clamped); see the [module docs](self#errors).
 pub const END_DATE_SLACK: Duration = Duration::from_secs(60);
 
-/// The OpenAPI 3.1 document of the API, as served at `/openapi.json`.
+/// The committed OpenAPI 3.1 document of the API: what an API with the
+/// default settings serves at `/openapi.json`. An API with other settings
+/// serves [`MetricsApi::openapi_json`], this document with its own values
+/// filled in.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Where the API's "now" comes from.
@@ -289,6 +320,23 @@ impl MetricsApi {
         self
     }
 
+    /// The OpenAPI document this API serves at `/openapi.json`:
+    /// [`OPENAPI_JSON`] with this API's settings filled in, so a client or
+    /// fuzzer reading it sees the rules this server applies. The
+    /// `event_type` enum of `UsageEvent` lists the accepted types ([`event_types`](Self::event_types),
+    /// [`allow_event_types`](Self::allow_event_types); types over 100
+    /// characters, which are never accepted, are left out), `x-max-body-bytes`
+    /// of the `POST /usage-events` request body holds
+    /// [`max_body_bytes`](Self::max_body_bytes), and `x-accepted-window` of
+    /// the event `timestamp` the [`clock_skew`](Self::clock_skew) in seconds.
+    /// With the default settings it is [`OPENAPI_JSON`], byte for byte.
+    ///
+    /// [`router`](Self::router) builds it once; calling this is only for
+    /// apps that publish the document elsewhere.
+    pub fn openapi_json(&self) -> String {
+        document::served(self)
+    }
+
     /// The router, for `.nest("/api/v1/metrics", api.router())`. Works with
     /// any router state. Unknown paths under it answer 404 and known paths
     /// with another method 405 (with `Allow`), both with the error envelope.
@@ -337,6 +385,8 @@ struct ApiState {
     skew_future: Duration,
     skew_past: Duration,
     clock: Clock,
+    /// The served OpenAPI document, built once.
+    openapi: bytes::Bytes,
 }
 
 impl ApiState {
@@ -356,6 +406,7 @@ impl ApiState {
             skew_future: api.skew_future,
             skew_past: api.skew_past,
             clock: Arc::clone(&api.clock),
+            openapi: api.openapi_json().into(),
         }
     }
 

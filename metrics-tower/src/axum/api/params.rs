@@ -13,6 +13,10 @@ use time::format_description::well_known::Rfc3339;
 use super::END_DATE_SLACK;
 use super::error::ApiError;
 
+/// Longest `endpoint=` filter, in characters (the original contract's
+/// limit; no route template is that long).
+pub(super) const MAX_ENDPOINT_CHARS: usize = 500;
+
 /// Every parameter of every read endpoint. Each endpoint reads the ones it
 /// documents; the rest, and unknown ones, are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -42,8 +46,18 @@ impl Params {
         present(&self.time_range)
     }
 
-    pub(super) fn endpoint(&self) -> Option<&str> {
-        present(&self.endpoint)
+    /// The `endpoint=` filter: 422 over [`MAX_ENDPOINT_CHARS`] characters.
+    pub(super) fn endpoint(&self) -> Result<Option<&str>, ApiError> {
+        match present(&self.endpoint) {
+            Some(e) if e.chars().count() > MAX_ENDPOINT_CHARS => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "endpoint must be at most {MAX_ENDPOINT_CHARS} characters (got {})",
+                    e.chars().count()
+                ),
+            )),
+            other => Ok(other),
+        }
     }
 
     pub(super) fn event_type(&self) -> Option<&str> {
@@ -192,6 +206,31 @@ mod tests {
             custom(now() - 91 * day, now()),
             Err(TimeRangeError::SpanTooLong)
         );
+    }
+
+    #[test]
+    fn endpoint_filter_is_at_most_500_characters() {
+        let at = |n: usize| {
+            let uri: Uri = format!("/x?endpoint=/{}", "%C3%A9".repeat(n - 1))
+                .parse()
+                .unwrap();
+            Params::from_uri(&uri).unwrap()
+        };
+        // Characters, not bytes: `é` (`%C3%A9`) is two bytes.
+        assert_eq!(
+            at(500).endpoint().unwrap().map(|e| e.chars().count()),
+            Some(500)
+        );
+        let Err(ApiError::Status {
+            status, message, ..
+        }) = at(501).endpoint()
+        else {
+            panic!("501 characters accepted");
+        };
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(message, "endpoint must be at most 500 characters (got 501)");
+        let empty: Uri = "/x?endpoint=".parse().unwrap();
+        assert_eq!(Params::from_uri(&empty).unwrap().endpoint().unwrap(), None);
     }
 
     #[test]
