@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by scripts/test and scripts/demo: find or install what a fresh Debian machine lacks.
+# Shared by scripts/test, scripts/demo and scripts/fuzz-api: find or install what a fresh Debian
+# machine lacks.
 # Source it after setting `install` (1: may install with apt-get, 0: only check).
 
 die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
@@ -91,4 +92,30 @@ ensure_chromium() {
         [ -n "$(chromium_path)" ] || die "chromium installed, but /usr/bin/chromium is still missing"
     fi
     chromium_bin=$(chromium_path)
+}
+
+# The schemathesis that scripts/fuzz-api runs (PyPI's package at a pinned version), in a virtual
+# environment of its own at $1 (under the cargo target directory, so `cargo clean` drops it);
+# sets schemathesis_bin. Needs Python >= 3.11 with venv (Debian: python3, python3-venv).
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv=$1 python
+    schemathesis_bin="$venv/bin/schemathesis"
+    if [ -x "$schemathesis_bin" ] &&
+        [ "$("$schemathesis_bin" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+        return 0
+    fi
+    [ "${install:-1}" -eq 1 ] ||
+        die "schemathesis $SCHEMATHESIS_VERSION not found in $venv: the API fuzz (scripts/fuzz-api) needs it; run without --no-install to install it there (python3 -m venv, pip install schemathesis==$SCHEMATHESIS_VERSION)"
+    python=$(command -v python3 || true)
+    if [ -z "$python" ] || ! "$python" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        apt_install python3 python3-venv
+        python=$(command -v python3 || true)
+        [ -n "$python" ] && "$python" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))' ||
+            die "schemathesis $SCHEMATHESIS_VERSION needs Python >= 3.11 with venv; python3 is $("$python" --version 2>&1)"
+    fi
+    run "$python" -m venv --clear "$venv"
+    run "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    [ "$("$schemathesis_bin" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ] ||
+        die "schemathesis $SCHEMATHESIS_VERSION did not install into $venv"
 }
