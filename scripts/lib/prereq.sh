@@ -94,19 +94,21 @@ ensure_chromium() {
     chromium_bin=$(chromium_path)
 }
 
-# The schemathesis that scripts/fuzz-api runs (PyPI's package at a pinned version), in a virtual
-# environment of its own at $1 (under the cargo target directory, so `cargo clean` drops it);
-# sets schemathesis_bin. Needs Python >= 3.11 with venv (Debian: python3, python3-venv).
+# The schemathesis that scripts/fuzz-api runs, with everything it needs pinned in
+# scripts/fuzz/requirements.txt (PyPI's packages), in a virtual environment of its own at $1
+# (under the cargo target directory, so `cargo clean` drops it); sets schemathesis_bin. A venv
+# installed from another requirements file is installed again. Needs Python >= 3.11 with venv
+# (Debian: python3, python3-venv).
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
-    local venv=$1 python
+    local venv=$1 python requirements=scripts/fuzz/requirements.txt
     schemathesis_bin="$venv/bin/schemathesis"
-    if [ -x "$schemathesis_bin" ] &&
+    if [ -x "$schemathesis_bin" ] && cmp -s "$requirements" "$venv/requirements.txt" &&
         [ "$("$schemathesis_bin" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
         return 0
     fi
     [ "${install:-1}" -eq 1 ] ||
-        die "schemathesis $SCHEMATHESIS_VERSION not found in $venv: the API fuzz (scripts/fuzz-api) needs it; run without --no-install to install it there (python3 -m venv, pip install schemathesis==$SCHEMATHESIS_VERSION)"
+        die "schemathesis $SCHEMATHESIS_VERSION (as pinned in $requirements) not found in $venv: the API fuzz (scripts/fuzz-api) needs it; run without --no-install to install it there (python3 -m venv, pip install -r $requirements)"
     python=$(command -v python3 || true)
     if [ -z "$python" ] || ! "$python" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
         apt_install python3 python3-venv
@@ -115,7 +117,8 @@ ensure_schemathesis() {
             die "schemathesis $SCHEMATHESIS_VERSION needs Python >= 3.11 with venv; python3 is $("$python" --version 2>&1)"
     fi
     run "$python" -m venv --clear "$venv"
-    run "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    run "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     [ "$("$schemathesis_bin" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ] ||
-        die "schemathesis $SCHEMATHESIS_VERSION did not install into $venv"
+        die "schemathesis $SCHEMATHESIS_VERSION did not install into $venv (is $requirements pinned to it?)"
+    cp "$requirements" "$venv/requirements.txt"
 }
