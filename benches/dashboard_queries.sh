@@ -13,6 +13,17 @@
 #                ORIGINAL_RUNS runs after 1 warm-up, through the driver.
 #   Target: ms <= 50 for all 12 lines.
 #
+# and the drill-down into one busy endpoint (DRILL_ENDPOINT, 1/50 of the traffic, one method):
+#
+#   RESULT dashboard_queries endpoint=requests range=7d ms=<median> limit=20
+#   RESULT dashboard_queries endpoint=time-series-endpoint range=<24h|7d|30d|90d> ms=<median>
+#
+#   requests              GET /requests?endpoint=..&time_range=7d: its 20 slowest raw requests of
+#                         the last 7 days and its status codes (target: ms <= 50).
+#   time-series-endpoint  GET /time-series?metric_type=performance&endpoint=..&time_range=<r> at
+#                         the range's default interval (5-minute buckets for 24h, from raw rows;
+#                         hourly beyond, from the per-endpoint hourly rollups).
+#   Timed like `ms` above (over HTTP, or directly with via=direct).
 # Data (seeded by metrics-pg/examples/dashboard_seed.rs): raw rows from the UTC midnight 7 days
 # ago up to now at PER_DAY requests/day (50 endpoints, log-normal latencies, ~2 % errors, 3,000
 # users) and EVENTS_PER_DAY usage events/day, rolled up with RollupJob (hourly, 5-minute, daily),
@@ -35,6 +46,7 @@ ORIGINAL_RUNS=${ORIGINAL_RUNS:-5}
 SCHEMA=app_metrics
 ADMIN=bench@example.com
 ranges="24h 7d 30d 90d"
+DRILL_ENDPOINT=/api/v1/r0/%7Bid%7D # /api/v1/r0/{id}, as dashboard_seed.rs names it
 
 # shellcheck source=benches/lib/pg.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
@@ -102,6 +114,26 @@ if [ "$via" = http ]; then
             echo "ours endpoint=$endpoint range=$range ms=$ms" >>"$ours"
         done
     done
+    for line in "requests 7d" "time-series-endpoint 24h" "time-series-endpoint 7d" \
+        "time-series-endpoint 30d" "time-series-endpoint 90d"; do
+        set -- $line
+        endpoint=$1 range=$2
+        if [ "$endpoint" = requests ]; then
+            path="/api/v1/metrics/requests?endpoint=$DRILL_ENDPOINT&time_range=$range"
+        else
+            path="/api/v1/metrics/time-series?metric_type=performance&endpoint=$DRILL_ENDPOINT&time_range=$range"
+        fi
+        samples="$work/samples"
+        : >"$samples"
+        for i in $(seq 1 $((RUNS + 3))); do
+            out=$(curl -s -o "$work/body" -w '%{http_code} %{time_total}' \
+                -H "X-Forwarded-Email: $ADMIN" "$base$path")
+            [ "${out%% *}" = 200 ] || { echo "GET $path answered ${out%% *}: $(head -c 300 "$work/body")" >&2; exit 1; }
+            [ "$i" -gt 3 ] && echo "${out#* }" >>"$samples"
+        done
+        ms=$(median <"$samples" | awk '{ printf "%.2f", $1 * 1000 }')
+        echo "ours endpoint=$endpoint range=$range ms=$ms" >>"$ours"
+    done
     stop_app
 else
     "$driver" ours --url "$url" --schema "$SCHEMA" --runs "$RUNS" >"$ours"
@@ -121,5 +153,17 @@ for endpoint in performance usage time-series; do
             echo "info dashboard_queries endpoint=$endpoint range=$range ms=$ms original_ms=$orig via=direct"
         fi
     done
+done
+for line in "requests 7d" "time-series-endpoint 24h" "time-series-endpoint 7d" \
+    "time-series-endpoint 30d" "time-series-endpoint 90d"; do
+    set -- $line
+    ms=$(sed -n "s/^ours endpoint=$1 range=$2 ms=//p" "$ours")
+    extra=
+    [ "$1" = requests ] && extra=" limit=20"
+    if [ "$via" = http ]; then
+        echo "RESULT dashboard_queries endpoint=$1 range=$2 ms=$ms$extra"
+    else
+        echo "info dashboard_queries endpoint=$1 range=$2 ms=$ms$extra via=direct"
+    fi
 done
 echo "info load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -465,7 +465,8 @@ impl AppMetrics {
     }
 
     /// The dashboard API of DESIGN §5 (performance, usage, time series,
-    /// usage-event ingest, the caller's own count, the OpenAPI document),
+    /// an endpoint's slowest requests, usage-event ingest, the caller's own
+    /// count, the OpenAPI document),
     /// wired to this store, collector and admin check. Tune it (event
     /// vocabulary, body limit, clock skew) before taking its router:
     /// `metrics.api().allow_event_types(["export"]).router()`.
@@ -606,6 +607,13 @@ impl MetricsQuery for NoQueryStore {
         _: &str,
         _: &metrics_core::aggregate::TimeRange,
     ) -> Result<u64, QueryError> {
+        Err(no_query_store())
+    }
+
+    async fn slowest_requests(
+        &self,
+        _: &metrics_core::query::SlowRequestsQuery,
+    ) -> Result<metrics_core::query::SlowRequests, QueryError> {
         Err(no_query_store())
     }
 }

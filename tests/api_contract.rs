@@ -199,6 +199,8 @@ contract_suite!(
     the_default_vocabulary_is_the_original_ten,
     page_views_count_page_view_events_only,
     error_details_are_an_object,
+    time_series_endpoint_filter_narrows_the_requests_only,
+    requests_lists_an_endpoints_slowest_requests,
 );
 
 // ===== 1. start_time / end_time =====
@@ -459,4 +461,149 @@ async fn error_details_are_an_object(api: Api) {
     // Errors without details carry none.
     let (_, body) = api.get("/time-series", ADMIN).await;
     assert!(body.get("details").is_none(), "{body}");
+}
+
+// ===== 9. drill-down (issue 11): extra parameters and an extra route =====
+
+fn with_id(mut r: RequestRecord, id: &str) -> RequestRecord {
+    r.correlation_id = app_metrics::core::CorrelationId::from_header(&id.parse().unwrap());
+    r
+}
+
+async fn time_series_endpoint_filter_narrows_the_requests_only(api: Api) {
+    api.record([
+        request("/items/{id}", Method::GET, 200, 10),
+        request("/items/{id}", Method::GET, 500, 30),
+        request("/items/{id}", Method::DELETE, 204, 50),
+        request("/other", Method::GET, 200, 900),
+    ])
+    .await;
+    api.record_events([usage("page_view", Some("/home"), USER)])
+        .await;
+    let busy = |body: &Value| -> Vec<Value> {
+        body["data_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["total_requests"].as_u64().unwrap() > 0)
+            .cloned()
+            .collect()
+    };
+    for range in ["24h", "7d"] {
+        let body = api
+            .ok(&format!(
+                "/time-series?metric_type=both&time_range={range}&endpoint=/items/%7Bid%7D"
+            ))
+            .await;
+        let points = busy(&body);
+        assert_eq!(points.len(), 1, "{range}: {body}");
+        assert_eq!(points[0]["total_requests"], 3, "{range}");
+        assert_eq!(points[0]["error_rate"], 1.0 / 3.0, "{range}");
+        assert_eq!(points[0]["avg_response_time_ms"], 30.0, "{range}");
+        // Usage fields are not filtered.
+        let events: u64 = body["data_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["total_events"].as_u64().unwrap())
+            .sum();
+        assert_eq!(events, 1, "{range}");
+        let body = api
+            .ok(&format!(
+                "/time-series?metric_type=performance&time_range={range}\
+                 &endpoint=/items/%7Bid%7D&method=GET"
+            ))
+            .await;
+        let points = busy(&body);
+        assert_eq!(points[0]["total_requests"], 2, "{range}");
+        assert_eq!(points[0]["p50_response_time_ms"], 20.0, "{range}");
+        assert_eq!(
+            points[0]["p99_response_time_ms"],
+            10.0 + 20.0 * 0.99,
+            "{range}"
+        );
+    }
+    let body = api
+        .ok("/time-series?metric_type=performance&endpoint=/nowhere")
+        .await;
+    assert_eq!(body["data_points"], json!([]));
+    let (status, body) = api
+        .get("/time-series?metric_type=performance&method=GET", ADMIN)
+        .await;
+    assert_eq!(status, 422, "{body}");
+}
+
+async fn requests_lists_an_endpoints_slowest_requests(api: Api) {
+    api.record([
+        with_id(request("/items/{id}", Method::GET, 200, 10), "c-10"),
+        with_id(request("/items/{id}", Method::GET, 500, 30), "c-30"),
+        with_id(request("/items/{id}", Method::DELETE, 204, 50), "c-50"),
+        request("/items/{id}", Method::GET, 200, 20),
+        with_id(request("/other", Method::GET, 200, 900), "c-900"),
+    ])
+    .await;
+    let body = api
+        .ok("/requests?endpoint=/items/%7Bid%7D&time_range=30d")
+        .await;
+    assert_eq!(body["time_range"], "30d");
+    assert_eq!(body["endpoint"], "/items/{id}");
+    assert_eq!(body["method"], Value::Null);
+    assert_eq!(body["limit"], 20);
+    // Clipped to the raw retention: the window searched is the last 7 days.
+    let span = |body: &Value| {
+        let t = |k: &str| {
+            time::OffsetDateTime::parse(
+                body[k].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        t("end_time") - t("start_time")
+    };
+    assert_eq!(span(&body), time::Duration::days(7));
+    assert!(is_rfc3339_utc(&body["start_time"]) && is_rfc3339_utc(&body["end_time"]));
+    assert_eq!(body["status_codes"], json!({"200": 2, "204": 1, "500": 1}));
+    let requests = body["requests"].as_array().unwrap();
+    let ids: Vec<&Value> = requests.iter().map(|r| &r["correlation_id"]).collect();
+    assert_eq!(
+        ids,
+        [&json!("c-50"), &json!("c-30"), &Value::Null, &json!("c-10")]
+    );
+    let first = requests[0].as_object().unwrap();
+    let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "correlation_id",
+            "method",
+            "response_time_ms",
+            "status_code",
+            "timestamp",
+            "user_id"
+        ]
+    );
+    assert_eq!(
+        (
+            &first["method"],
+            &first["status_code"],
+            &first["response_time_ms"],
+            &first["user_id"]
+        ),
+        (&json!("DELETE"), &json!(204), &json!(50.0), &json!(USER))
+    );
+    assert!(is_rfc3339_utc(&first["timestamp"]));
+    let body = api
+        .ok("/requests?endpoint=/items/%7Bid%7D&method=GET&limit=1")
+        .await;
+    assert_eq!(body["time_range"], "24h");
+    assert_eq!(span(&body), time::Duration::hours(24));
+    assert_eq!(body["requests"].as_array().unwrap().len(), 1);
+    assert_eq!(body["requests"][0]["correlation_id"], "c-30");
+    assert_eq!(body["status_codes"], json!({"200": 2, "500": 1}));
+    // Admin only, endpoint required.
+    let (status, _) = api.get("/requests?endpoint=/items/%7Bid%7D", USER).await;
+    assert_eq!(status, 403);
+    let (status, body) = api.get("/requests", ADMIN).await;
+    assert_eq!(status, 422, "{body}");
 }

@@ -18,9 +18,11 @@
 //!   at a time, until `--history-days` days are rolled up (the copied hours
 //!   are marked `raw_dropped`, as retention leaves them).
 //! * `ours` times [`PgMetricsQuery`] directly (no HTTP): performance, usage
-//!   and time series (`both`, default resolution) for 24h/7d/30d/90d, 3
-//!   warm-ups then `--runs` timed calls each; prints
-//!   `ours endpoint=.. range=.. ms=<median>`.
+//!   and time series (`both`, default resolution) for 24h/7d/30d/90d, then
+//!   the drill-down into [`DRILL_ENDPOINT`]: its slowest requests over 7d
+//!   (`endpoint=requests`) and its performance time series for the four
+//!   ranges (`endpoint=time-series-endpoint`); 3 warm-ups then `--runs` timed
+//!   calls each; prints `ours endpoint=.. range=.. ms=<median>`.
 //! * `original` times the original design's SQL over the raw rows of the
 //!   same ranges (`percentile_cont` + avg/count/error rate, summary and
 //!   `GROUP BY endpoint, method`; counts and `GROUP BY event_type`/page;
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::pin_mut;
 use metrics_core::aggregate::{Preset, TimeRange};
 use metrics_core::query::{
-    MetricsQuery, PerformanceQuery, SeriesKind, TimeSeriesQuery, UsageQuery,
+    MetricsQuery, PerformanceQuery, SeriesKind, SlowRequestsQuery, TimeSeriesQuery, UsageQuery,
 };
 use metrics_pg::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use metrics_pg::tokio_postgres::types::{ToSql, Type};
@@ -40,6 +42,10 @@ use metrics_pg::{Clock, PgMetricsQuery, RollupJob};
 
 const DAY: u64 = 86_400;
 const SEED: u64 = 0xDA5B_0A2D;
+/// The endpoint the drill-down lines ask about: one of the 50, each as busy
+/// as the others (1/50 of the requests, 20,000 a day at 1 M/day), served
+/// with one method (GET).
+const DRILL_ENDPOINT: &str = "/api/v1/r0/{id}";
 const PRESETS: [Preset; 4] = [
     Preset::Last24Hours,
     Preset::Last7Days,
@@ -165,7 +171,7 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let sink = client
         .copy_in(&format!(
             "COPY \"{s}\".performance_metrics (id, \"timestamp\", endpoint, method, status_code, \
-             response_time_ms, user_id) FROM STDIN (FORMAT binary)"
+             response_time_ms, user_id, correlation_id) FROM STDIN (FORMAT binary)"
         ))
         .await?;
     let writer = BinaryCopyInWriter::new(
@@ -177,6 +183,7 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             Type::TEXT,
             Type::INT4,
             Type::FLOAT8,
+            Type::TEXT,
             Type::TEXT,
         ],
     );
@@ -195,7 +202,19 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         let user = (rng.u32(..10) != 0).then(|| users[rng.usize(..users.len())].as_str());
         let id = uuid::Uuid::now_v7();
-        let values: [&(dyn ToSql + Sync); 7] = [&id, &at, endpoint, method, &status, &ms, &user];
+        // Every request the layer records carries one (CorrelationId).
+        let correlation_id = metrics_core::CorrelationId::generate_at(at);
+        let correlation_id = correlation_id.as_str();
+        let values: [&(dyn ToSql + Sync); 8] = [
+            &id,
+            &at,
+            endpoint,
+            method,
+            &status,
+            &ms,
+            &user,
+            &correlation_id,
+        ];
         writer.as_mut().write(&values).await?;
     }
     let n = writer.finish().await?;
@@ -391,6 +410,44 @@ async fn ours(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                             .await?;
                         r.data_points.len()
                     }
+                };
+                if i >= 3 {
+                    times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            eprintln!("info ours {endpoint} {preset}: answer size {size}");
+            println!(
+                "ours endpoint={endpoint} range={preset} ms={:.2}",
+                median_ms(times)
+            );
+        }
+    }
+    // The drill-down: slowest requests over 7 days, the endpoint's series.
+    let drill: [(&str, &[Preset]); 2] = [
+        ("requests", &[Preset::Last7Days]),
+        ("time-series-endpoint", &PRESETS),
+    ];
+    for (endpoint, presets) in drill {
+        for &preset in presets {
+            let mut times = Vec::with_capacity(runs);
+            let mut size = 0;
+            for i in 0..runs + 3 {
+                let now = SystemTime::now();
+                let range = TimeRange::preset(preset, now);
+                let t0 = Instant::now();
+                size = if endpoint == "requests" {
+                    let r = q
+                        .slowest_requests(&SlowRequestsQuery::new(range, DRILL_ENDPOINT, now))
+                        .await?;
+                    r.requests.len()
+                } else {
+                    let r = q
+                        .time_series(
+                            &TimeSeriesQuery::new(range, SeriesKind::Performance, now)
+                                .endpoint(DRILL_ENDPOINT),
+                        )
+                        .await?;
+                    r.data_points.len()
                 };
                 if i >= 3 {
                     times.push(t0.elapsed().as_secs_f64() * 1000.0);

@@ -55,6 +55,12 @@ static MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0005_sketch_storage.up.sql"),
         down: include_str!("../migrations/0005_sketch_storage.down.sql"),
     },
+    Migration {
+        version: 6,
+        name: "slowest_requests_index",
+        up: include_str!("../migrations/0006_slowest_requests_index.up.sql"),
+        down: include_str!("../migrations/0006_slowest_requests_index.down.sql"),
+    },
 ];
 
 /// First key of the two-key advisory lock taken while migrating; the second is

@@ -60,7 +60,9 @@ async fn maintenance_creates_the_window_and_is_idempotent() {
         expected.sort();
         assert_eq!(partitions(&client, &schema, table).await, expected);
     }
-    // Partitions carry the parent's indexes.
+    // Partitions carry the parent's indexes: BRIN(timestamp),
+    // (endpoint, timestamp) INCLUDE (method, status_code, response_time_ms)
+    // and (endpoint, response_time_ms DESC).
     let indexes: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
@@ -69,7 +71,7 @@ async fn maintenance_creates_the_window_and_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(indexes, 2);
+    assert_eq!(indexes, 3);
 
     let again = metrics_pg::maintain_partitions(&mut client, &schema, day)
         .await

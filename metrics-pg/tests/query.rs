@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metrics_core::aggregate::{Preset, Resolution, TimeRange};
 use metrics_core::query::{
     DataPoint, MetricsQuery, PerformanceQuery, PerformanceReport, QueryError, SeriesKind,
-    TimeSeries, TimeSeriesQuery, UsageQuery, UsageReport,
+    SlowRequests, SlowRequestsQuery, TimeSeries, TimeSeriesQuery, UsageQuery, UsageReport,
 };
 use metrics_core::{
-    Batch, MemorySink, Method, MetricsSink, RequestRecord, Route, UsageEvent, UserId,
+    Batch, CorrelationId, MemorySink, Method, MetricsSink, RequestRecord, Route, UsageEvent, UserId,
 };
 use metrics_pg::{Clock, PgMetricsQuery, PgSink, RollupJob};
 use support::{migrated_db, pool};
@@ -826,4 +826,349 @@ async fn windows_over_the_exact_limit_give_the_memory_stores_histogram_answers()
         let uncached = f.query.clone().cache_bytes(0);
         assert_perf_eq(&uncached.performance(&q).await.unwrap(), &pg);
     }
+}
+
+// ===== drill-down: filtered time series and slowest requests =====
+
+/// The filters of the drill-down tests: (endpoint, method).
+const FILTERS: [(Option<&str>, Option<&str>); 6] = [
+    // Two methods per hour: the rolled hours merge both rows' sketches.
+    (Some("/b/{id}"), None),
+    // One row per rolled hour: its stored values are the point.
+    (Some("/c"), Some("POST")),
+    (Some("/d/{id}/e"), Some("GET")),
+    (Some("/nowhere"), None),
+    // No route template is `*` (the all-endpoints rollup rows are not one).
+    (Some("*"), None),
+    // A method over every endpoint.
+    (None, Some("POST")),
+];
+
+fn filtered(
+    q: TimeSeriesQuery,
+    (endpoint, method): (Option<&str>, Option<&str>),
+) -> TimeSeriesQuery {
+    let q = match endpoint {
+        Some(e) => q.endpoint(e),
+        None => q,
+    };
+    match method {
+        Some(m) => q.method(m),
+        None => q,
+    }
+}
+
+#[tokio::test]
+async fn filtered_time_series_match_the_memory_store() {
+    let f = mixed_fixture().await;
+    let now = t(NOW);
+    for range in [
+        TimeRange::preset(Preset::Last7Days, now),
+        TimeRange::preset(Preset::Last24Hours, now),
+        // Both edges mid-hour inside the rolled hours.
+        TimeRange::custom(t(DAY0 + 3 * HOUR + 900), t(DAY0 + 20 * HOUR + 2_700), now).unwrap(),
+        // The rolled day and the rolled hour after it.
+        TimeRange::custom(t(DAY0), t(DAY0 + DAY + HOUR), now).unwrap(),
+        // Only the open hour.
+        TimeRange::custom(t(DAY0 + DAY + 5 * HOUR), now, now).unwrap(),
+    ] {
+        for filter in FILTERS {
+            for kind in [SeriesKind::Performance, SeriesKind::Both] {
+                for res in [Resolution::Hour, Resolution::FiveMinutes] {
+                    let q = filtered(
+                        TimeSeriesQuery::new(range, kind, now).resolution(res),
+                        filter,
+                    );
+                    let pg = f.query.time_series(&q).await.unwrap();
+                    let what = format!("{filter:?} {kind} {res} {:?}", range.start());
+                    assert_series_eq(&pg, &f.memory.time_series(&q).await.unwrap(), &what);
+                    if matches!(filter.0, Some("/nowhere" | "*")) && kind == SeriesKind::Performance
+                    {
+                        assert!(pg.data_points.is_empty(), "{what}");
+                    }
+                }
+            }
+        }
+    }
+    // The filter narrows the requests: /c POST is a small part of the total.
+    let range = TimeRange::preset(Preset::Last7Days, now);
+    let total = |s: &TimeSeries| -> u64 {
+        s.data_points
+            .iter()
+            .map(|p| p.performance.as_ref().unwrap().total_requests)
+            .sum()
+    };
+    let all = f
+        .query
+        .time_series(&TimeSeriesQuery::new(range, SeriesKind::Performance, now))
+        .await
+        .unwrap();
+    let one = f
+        .query
+        .time_series(&filtered(
+            TimeSeriesQuery::new(range, SeriesKind::Performance, now),
+            FILTERS[1],
+        ))
+        .await
+        .unwrap();
+    assert!(
+        0 < total(&one) && total(&one) * 8 < total(&all) * 2,
+        "{} of {}",
+        total(&one),
+        total(&all)
+    );
+    assert_eq!(all.data_points.len(), one.data_points.len());
+}
+
+#[tokio::test]
+async fn filtered_hourly_buckets_read_per_endpoint_rollups_and_five_minute_ones_raw_rows() {
+    let f = mixed_fixture().await;
+    let now = t(NOW);
+    let range = TimeRange::custom(t(DAY0 + 7 * HOUR), t(DAY0 + 10 * HOUR), now).unwrap();
+    let hourly = |method: Option<&str>| {
+        filtered(
+            TimeSeriesQuery::new(range, SeriesKind::Performance, now).resolution(Resolution::Hour),
+            (Some("/c"), method),
+        )
+    };
+    let counts = |s: &TimeSeries| -> Vec<u64> {
+        s.data_points
+            .iter()
+            .map(|p| p.performance.as_ref().unwrap().total_requests)
+            .collect()
+    };
+    let memory = |q: TimeSeriesQuery| {
+        let m = f.memory.clone();
+        async move { m.time_series(&q).await.unwrap() }
+    };
+    let (post, get) = (
+        counts(&memory(hourly(Some("POST"))).await),
+        counts(&memory(hourly(Some("GET"))).await),
+    );
+    assert_eq!(post.len(), 3);
+    assert!(
+        post.iter().zip(&get).any(|(p, g)| *p > 0 && *g > 0),
+        "an hour with both methods: {post:?} {get:?}"
+    );
+    let five = hourly(None).resolution(Resolution::FiveMinutes);
+    let five_before = f.query.time_series(&five).await.unwrap();
+    assert_series_eq(&five_before, &memory(five.clone()).await, "5min");
+    // Mark the rolled rows of /c: the hourly buckets are those rows...
+    let marked = f
+        .exec(
+            "UPDATE {s}.aggregated_metrics SET sample_count = sample_count + 1000 \
+             WHERE metric_type = 'performance' AND endpoint_path = '/c' \
+               AND time_bucket >= '2026-01-01 07:00:00+00' AND time_bucket < '2026-01-01 10:00:00+00'",
+        )
+        .await;
+    let rows = |v: &[u64]| v.iter().filter(|n| **n > 0).count() as u64;
+    assert_eq!(marked, rows(&post) + rows(&get));
+    let plus = |n: u64| if n > 0 { 1000 } else { 0 };
+    // ...one method: that method's row, its stored values...
+    let one = f.query.time_series(&hourly(Some("POST"))).await.unwrap();
+    let expected: Vec<u64> = post.iter().map(|&n| n + plus(n)).collect();
+    assert_eq!(counts(&one), expected);
+    // ...both methods: their rows merged.
+    let both = f.query.time_series(&hourly(None)).await.unwrap();
+    let expected: Vec<u64> = post
+        .iter()
+        .zip(&get)
+        .map(|(&p, &g)| p + g + plus(p) + plus(g))
+        .collect();
+    assert_eq!(counts(&both), expected);
+    // The 5-minute buckets of one endpoint come from raw rows only.
+    assert_series_eq(
+        &f.query.time_series(&five).await.unwrap(),
+        &five_before,
+        "5min",
+    );
+}
+
+#[tokio::test]
+async fn filtered_five_minute_series_before_the_raw_retention_are_refused_by_both_stores() {
+    let f = Fixture::new().await;
+    let now = t(NOW + 30 * DAY);
+    let range = TimeRange::preset(Preset::Last30Days, now);
+    let q = TimeSeriesQuery::new(range, SeriesKind::Performance, now)
+        .resolution(Resolution::FiveMinutes)
+        .endpoint("/a");
+    for err in [
+        f.query.time_series(&q).await.unwrap_err(),
+        f.memory.time_series(&q).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, QueryError::Unsupported(_)), "{err:?}");
+        assert!(err.to_string().contains("interval=hourly"), "{err}");
+    }
+    let hourly = q.resolution(Resolution::Hour);
+    assert!(
+        f.query
+            .time_series(&hourly)
+            .await
+            .unwrap()
+            .data_points
+            .is_empty()
+    );
+}
+
+fn assert_slow_eq(pg: &SlowRequests, mem: &SlowRequests, what: &str) {
+    assert_eq!(pg.status_codes, mem.status_codes, "{what}");
+    assert_eq!(pg.requests, mem.requests, "{what}");
+}
+
+#[tokio::test]
+async fn slowest_requests_match_the_memory_store() {
+    let f = mixed_fixture().await;
+    let now = t(NOW);
+    for range in [
+        TimeRange::preset(Preset::Last7Days, now),
+        TimeRange::preset(Preset::Last24Hours, now),
+        TimeRange::preset(Preset::Last90Days, now),
+        TimeRange::custom(t(DAY0 + 3 * HOUR + 900), t(DAY0 + 20 * HOUR + 2_700), now).unwrap(),
+        TimeRange::custom(t(DAY0 + DAY + 5 * HOUR), now, now).unwrap(),
+    ] {
+        for route in ["/b/{id}", "/c", "/nowhere", "*"] {
+            for method in [None, Some("GET"), Some("POST")] {
+                for limit in [1, 7, 100] {
+                    let mut q = SlowRequestsQuery::new(range, route, now).limit(limit);
+                    if let Some(m) = method {
+                        q = q.method(m);
+                    }
+                    let what = format!("{route} {method:?} {limit} {:?}", range.start());
+                    let pg = f.query.slowest_requests(&q).await.unwrap();
+                    assert_slow_eq(&pg, &f.memory.slowest_requests(&q).await.unwrap(), &what);
+                    assert!(pg.requests.len() <= limit, "{what}");
+                    let busy = matches!(route, "/b/{id}" | "/c") && method.is_none();
+                    if busy && range.preset_kind() == Some(Preset::Last7Days) {
+                        assert_eq!(pg.requests.len(), limit, "{what}");
+                        assert!(pg.status_codes.len() >= 2, "{what}: {:?}", pg.status_codes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowest_requests_order_ties_clip_the_window_and_count_rolled_status_codes() {
+    let f = Fixture::new().await;
+    // Hours 0..2 of day 8 rolled, hour 3 open; rows 8 days back stay raw.
+    let base = DAY0 + 8 * DAY;
+    let now = t(base + 3 * HOUR + 1_200);
+    let id = |s: &str| CorrelationId::from_header(&s.parse().unwrap());
+    let rec = |secs: u64, method: Method, status: u16, ms: f64, corr: Option<&str>| {
+        let mut r = RequestRecord::new(
+            t(secs),
+            Route::from_static("/slow/{id}"),
+            method,
+            status,
+            Duration::ZERO,
+        )
+        .with_correlation_id(corr.and_then(id))
+        .with_user(corr.map(|c| UserId::new(format!("user-{c}"))));
+        r.response_time_ms = ms;
+        r
+    };
+    let mut rows = vec![
+        // Ties at 250 ms: newest first, then by correlation id (byte
+        // order: "B" < "a"), none last.
+        rec(base + 600, Method::GET, 200, 250.0, Some("a-1")),
+        rec(base + 600, Method::GET, 200, 250.0, Some("B-2")),
+        rec(base + 600, Method::GET, 503, 250.0, None),
+        rec(base + 2 * HOUR + 7, Method::GET, 500, 250.0, Some("z")),
+        rec(
+            base + 3 * HOUR + 60,
+            Method::POST,
+            201,
+            800.5,
+            Some("open-hour"),
+        ),
+        rec(base + HOUR, Method::PUT, 409, 0.25, Some("fastest")),
+    ];
+    for i in 0..40 {
+        rows.push(rec(
+            base + 90 * i,
+            Method::GET,
+            200,
+            10.0 + i as f64,
+            Some(&format!("n{i}")),
+        ));
+    }
+    f.write(rows, Vec::new()).await;
+    f.roll(base + 3 * HOUR + 120).await;
+    // 8 days before `now`: outside the raw retention, slower than all.
+    f.write(
+        vec![rec(
+            base + 3 * HOUR - 8 * DAY,
+            Method::GET,
+            500,
+            99_999.0,
+            Some("old"),
+        )],
+        Vec::new(),
+    )
+    .await;
+    let month = TimeRange::preset(Preset::Last30Days, now);
+    let q = SlowRequestsQuery::new(month, "/slow/{id}", now).limit(6);
+    let pg = f.query.slowest_requests(&q).await.unwrap();
+    assert_slow_eq(&pg, &f.memory.slowest_requests(&q).await.unwrap(), "30d");
+    let ids: Vec<Option<&str>> = pg
+        .requests
+        .iter()
+        .map(|r| r.correlation_id.as_deref())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            Some("open-hour"),
+            Some("z"),
+            Some("B-2"),
+            Some("a-1"),
+            None,
+            Some("n39")
+        ]
+    );
+    let first = &pg.requests[0];
+    assert_eq!(
+        (
+            first.method.as_str(),
+            first.status_code,
+            first.response_time_ms
+        ),
+        ("POST", 201, 800.5)
+    );
+    assert_eq!(first.user_id.as_deref(), Some("user-open-hour"));
+    assert_eq!(first.timestamp, t(base + 3 * HOUR + 60));
+    assert_eq!(
+        pg.status_codes,
+        std::collections::BTreeMap::from([(200, 42), (201, 1), (409, 1), (500, 1), (503, 1)])
+    );
+    // The rolled hours' codes come from their rollup rows.
+    let marked = f
+        .exec(
+            "UPDATE {s}.aggregated_metrics SET aggregated_values = jsonb_set(aggregated_values, \
+               '{status_code_distribution,409}', '7') \
+             WHERE endpoint_path = '/slow/{id}' AND method = 'PUT'",
+        )
+        .await;
+    assert_eq!(marked, 1);
+    let week = TimeRange::preset(Preset::Last7Days, now);
+    let q = SlowRequestsQuery::new(week, "/slow/{id}", now).method("PUT");
+    let put = f.query.slowest_requests(&q).await.unwrap();
+    assert_eq!(
+        put.status_codes,
+        std::collections::BTreeMap::from([(409, 7)])
+    );
+    assert_eq!(put.requests.len(), 1);
+    assert_eq!(put.requests[0].response_time_ms, 0.25);
+    // A range that ends before the retention: nothing, on both stores.
+    let old = TimeRange::custom(t(base - 9 * DAY), t(base - 7 * DAY), now).unwrap();
+    let q = SlowRequestsQuery::new(old, "/slow/{id}", now);
+    assert_eq!(
+        f.query.slowest_requests(&q).await.unwrap(),
+        SlowRequests::default()
+    );
+    assert_eq!(
+        f.memory.slowest_requests(&q).await.unwrap(),
+        SlowRequests::default()
+    );
 }

@@ -17,17 +17,19 @@ use metrics_tower::axum::DEFAULT_EVENT_TYPES;
 use serde_json::{Value, json};
 
 /// The admin reads, each with its required parameters.
-const ADMIN_PATHS: [&str; 3] = [
+const ADMIN_PATHS: [&str; 4] = [
     "/performance",
     "/usage",
     "/time-series?metric_type=performance",
+    "/requests?endpoint=/users/%7Bid%7D",
 ];
 /// Every read, each with its required parameters.
-const READ_PATHS: [&str; 4] = [
+const READ_PATHS: [&str; 5] = [
     "/performance",
     "/usage",
     "/time-series?metric_type=both",
     "/usage/count",
+    "/requests?endpoint=/users/%7Bid%7D",
 ];
 
 // ===== access =====
@@ -883,6 +885,291 @@ async fn time_series_for_known_data() {
         .map(|p| p["total_events"].as_u64().unwrap())
         .sum();
     assert_eq!(events, 3);
+}
+
+// ===== drill-down =====
+
+#[tokio::test]
+async fn time_series_filtered_by_endpoint_and_method() {
+    let h = Harness::new();
+    seed(&h);
+    let requests = |body: &Value| -> Vec<(String, u64)> {
+        body["data_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["total_requests"].as_u64().unwrap() > 0)
+            .map(|p| {
+                (
+                    p["timestamp"].as_str().unwrap().to_owned(),
+                    p["total_requests"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let events = |body: &Value| -> u64 {
+        body["data_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["total_events"].as_u64().unwrap())
+            .sum()
+    };
+    let all = h
+        .get("/time-series?metric_type=both", Some(ADMIN))
+        .await
+        .json();
+    let users = h
+        .get(
+            "/time-series?metric_type=both&endpoint=/users/%7Bid%7D",
+            Some(ADMIN),
+        )
+        .await
+        .json();
+    assert_eq!(users["interval"], "5min");
+    assert_eq!(requests(&users), [("2024-06-01T12:20:00Z".to_owned(), 3)]);
+    let p = users["data_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["total_requests"] == 3)
+        .unwrap();
+    assert_eq!(
+        (&p["error_count"], &p["p50_response_time_ms"]),
+        (&json!(1), &json!(20.0))
+    );
+    // Usage fields are never filtered: usage events belong to no endpoint.
+    assert_eq!(events(&users), events(&all));
+    assert_eq!(events(&all), 3);
+    let get = h
+        .get(
+            "/time-series?metric_type=performance&endpoint=/users/%7Bid%7D&method=GET&time_range=7d",
+            Some(ADMIN),
+        )
+        .await
+        .json();
+    assert_eq!(get["interval"], "hourly");
+    assert_eq!(requests(&get), [("2024-06-01T12:00:00Z".to_owned(), 3)]);
+    // Another method, another endpoint: nothing (an empty list without
+    // usage fields, zeros beside them).
+    for q in [
+        "/time-series?metric_type=performance&endpoint=/users/%7Bid%7D&method=POST",
+        "/time-series?metric_type=performance&endpoint=/nowhere",
+    ] {
+        let body = h.get(q, Some(ADMIN)).await.json();
+        assert_eq!(body["data_points"], json!([]), "{q}");
+    }
+    let orders = h
+        .get(
+            "/time-series?metric_type=both&endpoint=/orders&method=POST&time_range=7d",
+            Some(ADMIN),
+        )
+        .await
+        .json();
+    assert_eq!(
+        requests(&orders),
+        [
+            ("2024-05-30T12:00:00Z".to_owned(), 1),
+            ("2024-06-01T12:00:00Z".to_owned(), 1)
+        ]
+    );
+    // An empty filter is no filter.
+    let unfiltered = h
+        .get(
+            "/time-series?metric_type=both&endpoint=&method=",
+            Some(ADMIN),
+        )
+        .await
+        .json();
+    assert_eq!(unfiltered, all);
+}
+
+#[tokio::test]
+async fn drill_down_parameters_are_checked() {
+    let h = Harness::new();
+    let long = "e".repeat(501);
+    let ts_base = "/time-series?metric_type=performance";
+    let unreadable = [
+        (
+            format!("{ts_base}&endpoint=/{long}"),
+            "endpoint must be at most 500 characters",
+        ),
+        (
+            format!("{ts_base}&method=GET"),
+            "method filters one endpoint's requests: give endpoint too",
+        ),
+        (
+            format!("{ts_base}&endpoint=/x&method={}", "M".repeat(33)),
+            "method must be an HTTP method such as GET, at most 32 characters",
+        ),
+        (
+            "/requests".to_owned(),
+            "endpoint is required: the route template",
+        ),
+        ("/requests?endpoint=".to_owned(), "endpoint is required"),
+        (
+            format!("/requests?endpoint=/{long}"),
+            "endpoint must be at most 500 characters",
+        ),
+        (
+            format!("/requests?endpoint=/x&method={}", "M".repeat(33)),
+            "method must be an HTTP method",
+        ),
+        (
+            "/requests?endpoint=/x&limit=0".to_owned(),
+            "limit must be a whole number from 1 to 100 (got \"0\")",
+        ),
+        (
+            "/requests?endpoint=/x&limit=101".to_owned(),
+            "limit must be a whole number from 1 to 100 (got \"101\")",
+        ),
+        (
+            "/requests?endpoint=/x&limit=ten".to_owned(),
+            "limit must be a whole number from 1 to 100 (got \"ten\")",
+        ),
+        (
+            "/requests?endpoint=/x&time_range=1y".to_owned(),
+            "time_range must be one of",
+        ),
+    ];
+    for (q, expected) in unreadable {
+        let msg = h.get(&q, Some(ADMIN)).await.assert_error(422);
+        assert!(msg.contains(expected), "{q}: {msg:?}");
+    }
+    // 500 characters is fine.
+    let a = h
+        .get(
+            &format!("{ts_base}&endpoint=/{}", "e".repeat(499)),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    // 5-minute buckets of one endpoint exist for the raw retention only.
+    let msg = h
+        .get(
+            &format!("{ts_base}&endpoint=/x&interval=5min&time_range=30d"),
+            Some(ADMIN),
+        )
+        .await
+        .assert_error(400);
+    assert_eq!(
+        msg,
+        "5-minute buckets of one endpoint are read from raw requests, which are kept for 7 days: \
+         use interval=hourly, or a range that starts within the last 7 days"
+    );
+    for ok in [
+        format!("{ts_base}&endpoint=/x&interval=hourly&time_range=30d"),
+        format!("{ts_base}&endpoint=/x&interval=5min&time_range=7d"),
+        format!("{ts_base}&interval=5min&time_range=30d"),
+    ] {
+        assert_eq!(h.get(&ok, Some(ADMIN)).await.status, 200, "{ok}");
+    }
+    // Range rules are 400 as elsewhere.
+    let bad = format!(
+        "/requests?endpoint=/x&start_date={}&end_date={}",
+        ts(now() - secs(60)),
+        ts(now() - secs(120))
+    );
+    let msg = h.get(&bad, Some(ADMIN)).await.assert_error(400);
+    assert_eq!(msg, "start_date must be before end_date");
+}
+
+#[tokio::test]
+async fn requests_lists_the_slowest_with_status_codes() {
+    let h = Harness::new();
+    seed(&h);
+    let id = |s: &str| metrics_core::CorrelationId::from_header(&s.parse().unwrap());
+    h.store.insert(
+        request(secs(90), "/users/{id}", Method::DELETE, 404, 45, USER)
+            .with_correlation_id(id("req-404")),
+    );
+    let mut anonymous = request(secs(30), "/users/{id}", Method::GET, 200, 20, USER);
+    anonymous.user_id = None;
+    h.store.insert(anonymous);
+    let body = h
+        .get("/requests?endpoint=/users/%7Bid%7D", Some(ADMIN))
+        .await
+        .json();
+    let row =
+        |ago: u64, method: &str, status: u16, ms: f64, user: Option<&str>, corr: Option<&str>| {
+            json!({
+                "timestamp": ts(now() - secs(ago)),
+                "method": method,
+                "status_code": status,
+                "response_time_ms": ms,
+                "user_id": user,
+                "correlation_id": corr,
+            })
+        };
+    assert_eq!(
+        body,
+        json!({
+            "time_range": "24h",
+            "start_time": ts(now() - DAY),
+            "end_time": ts(now()),
+            "endpoint": "/users/{id}",
+            "method": null,
+            "limit": 20,
+            "status_codes": {"200": 3, "404": 1, "500": 1},
+            "requests": [
+                row(90, "DELETE", 404, 45.0, Some(USER), Some("req-404")),
+                row(600, "GET", 500, 30.0, Some(ADMIN), None),
+                // Ties: newer first.
+                row(30, "GET", 200, 20.0, None, None),
+                row(600, "GET", 200, 20.0, Some(ADMIN), None),
+                row(600, "GET", 200, 10.0, Some(ADMIN), None),
+            ]
+        })
+    );
+    let get = h
+        .get(
+            "/requests?endpoint=/users/%7Bid%7D&method=GET&limit=2",
+            Some(ADMIN),
+        )
+        .await
+        .json();
+    assert_eq!(get["method"], "GET");
+    assert_eq!(get["limit"], 2);
+    assert_eq!(get["status_codes"], json!({"200": 3, "500": 1}));
+    let ms: Vec<f64> = get["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["response_time_ms"].as_f64().unwrap())
+        .collect();
+    assert_eq!(ms, [30.0, 20.0]);
+    // Longer ranges are clipped to the raw retention, and say so; the
+    // request 2 days ago is inside it.
+    let month = h
+        .get("/requests?endpoint=/orders&time_range=30d", Some(ADMIN))
+        .await
+        .json();
+    assert_eq!(month["time_range"], "30d");
+    assert_eq!(month["start_time"], ts(now() - 7 * DAY));
+    assert_eq!(month["end_time"], ts(now()));
+    assert_eq!(month["status_codes"], json!({"201": 2}));
+    assert_eq!(month["requests"][0]["response_time_ms"], 900.0);
+    // Nothing for an unknown endpoint, or a range before the retention.
+    let none = h
+        .get("/requests?endpoint=/nowhere", Some(ADMIN))
+        .await
+        .json();
+    assert_eq!(
+        (&none["requests"], &none["status_codes"]),
+        (&json!([]), &json!({}))
+    );
+    let old = format!(
+        "/requests?endpoint=/orders&start_date={}&end_date={}",
+        ts(now() - 20 * DAY),
+        ts(now() - 10 * DAY)
+    );
+    let old = h.get(&old, Some(ADMIN)).await.json();
+    assert_eq!(old["time_range"], "custom");
+    assert_eq!(
+        (&old["start_time"], &old["end_time"]),
+        (&json!(ts(now() - 7 * DAY)), &json!(ts(now() - 7 * DAY)))
+    );
+    assert_eq!(old["requests"], json!([]));
 }
 
 async fn count(h: &Harness, user: &str, query: &str) -> Value {

@@ -109,6 +109,7 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         ("/performance", "/performance?"),
         ("/usage", "/usage?"),
         ("/time-series", "/time-series?metric_type=performance&"),
+        ("/requests", "/requests?endpoint=/items/%7Bid%7D&"),
     ] {
         let mut ok = vec![
             (App::Seeded, admin_get(base)),
@@ -118,6 +119,20 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         if path == "/time-series" {
             for q in ["?metric_type=usage", "?metric_type=both&interval=hourly"] {
                 ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
+            }
+        }
+        if path == "/time-series" {
+            // The drill-down filters.
+            for q in [
+                "?metric_type=both&endpoint=/items/%7Bid%7D",
+                "?metric_type=performance&endpoint=/items/%7Bid%7D&method=GET&time_range=7d",
+            ] {
+                ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
+            }
+        }
+        if path == "/requests" {
+            for q in ["&method=GET&limit=1", "&time_range=30d", "&method=POST"] {
+                ok.push((App::Seeded, admin_get(&format!("{base}{}", &q[1..]))));
             }
         }
         table.push(((path, "get", 200), ok));
@@ -142,6 +157,11 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         if path == "/time-series" {
             // `metric_type` is required.
             unreadable.push((App::Empty, admin_get(path)));
+        }
+        if path == "/requests" {
+            // `endpoint` is required; `limit` is 1..=100.
+            unreadable.push((App::Empty, admin_get(path)));
+            unreadable.push((App::Empty, admin_get(&format!("{base}limit=101"))));
         }
         table.push(((path, "get", 422), unreadable));
         table.push((
@@ -653,11 +673,20 @@ async fn every_refusal_of_a_schema_valid_request_is_explained_in_the_document() 
         (range(now() - 90 * DAY - secs(120), now() - 89 * DAY), 400),
     ];
     let mut rules = BTreeSet::new();
-    for path in ["/performance", "/usage", "/time-series", "/usage/count"] {
+    for path in [
+        "/performance",
+        "/usage",
+        "/time-series",
+        "/requests",
+        "/usage/count",
+    ] {
         for (query, status) in &reads {
             let mut uri = format!("{path}?{query}");
             if path == "/time-series" {
                 uri.push_str("&metric_type=both");
+            }
+            if path == "/requests" {
+                uri.push_str("&endpoint=/items/%7Bid%7D");
             }
             assert!(query_is_valid(&doc, path, &uri), "{uri} breaks the schemas");
             let message = Harness::new()
@@ -669,6 +698,40 @@ async fn every_refusal_of_a_schema_valid_request_is_explained_in_the_document() 
         }
     }
     assert_eq!(rules.len(), 6, "each case breaks another rule: {rules:?}");
+    // The drill-down's rules: a method without an endpoint, and a filtered
+    // 5-minute series from before the raw retention.
+    for (uri, status) in [
+        ("/time-series?metric_type=performance&method=GET", 422),
+        (
+            "/time-series?metric_type=performance&endpoint=/items/%7Bid%7D&interval=5min&time_range=30d",
+            400,
+        ),
+    ] {
+        assert!(
+            query_is_valid(&doc, "/time-series", uri),
+            "{uri} breaks the schemas"
+        );
+        let message = Harness::new()
+            .get(uri, Some(ADMIN))
+            .await
+            .assert_error(status);
+        explained(&message, uri);
+    }
+    // Schema-invalid drill-down parameters are refused with the message the
+    // document states.
+    for (path, uri) in [
+        ("/requests", "/requests?endpoint="),
+        ("/requests", "/requests?endpoint=/a&limit=0"),
+        ("/requests", "/requests?endpoint=/a&limit=101"),
+        (
+            "/time-series",
+            "/time-series?metric_type=performance&endpoint=/a&method=MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM",
+        ),
+    ] {
+        assert!(!query_is_valid(&doc, path, uri), "{uri} keeps the schemas");
+        let message = Harness::new().get(uri, Some(ADMIN)).await.assert_error(422);
+        explained(message.split(" (got ").next().unwrap(), uri);
+    }
     // Schema-invalid reads are refused too (here the schema says it all).
     let long = format!("/performance?endpoint=/{}", "a".repeat(500));
     assert!(!query_is_valid(&doc, "/performance", &long));

@@ -32,8 +32,9 @@ from urllib.parse import parse_qs, urlparse
 import schemathesis
 from hypothesis import strategies as st
 
-READS = {"/performance", "/usage", "/time-series", "/usage/count"}
+READS = {"/performance", "/usage", "/time-series", "/requests", "/usage/count"}
 DAY = 86_400
+QUICK = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY}
 MAX_RANGE = 90 * DAY
 SLACK = 60
 # Tolerances for what this side cannot know exactly: the server's "now" (between sending the
@@ -151,8 +152,36 @@ def range_rules(start: float, end: float, now: float) -> str | None:
     return custom_range(max(start, horizon), min(end, now), now)
 
 
-def expected_read(query: dict[str, str], now: float) -> tuple[int, str] | None:
-    """The refusal a schema-valid read must get, or None when it must be served."""
+RAW_RETENTION = 7 * DAY
+UNSUPPORTED = (
+    "5-minute buckets of one endpoint are read from raw requests, which are kept for 7 days: "
+    "use interval=hourly, or a range that starts within the last 7 days"
+)
+
+
+def expected_read(path: str, query: dict[str, str], now: float) -> tuple[int, str] | None:
+    """The refusal a schema-valid read of `path` must get, or None when it must be served."""
+    if path == "/time-series" and query.get("method") and not query.get("endpoint"):
+        return 422, "method filters one endpoint's requests: give endpoint too"
+    refused = expected_range(query, now)
+    if refused is not None or path != "/time-series" or not query.get("endpoint"):
+        return refused
+    # A filtered series: 5-minute buckets come from raw rows, kept for 7 days.
+    start, end = query.get("start_date"), query.get("end_date")
+    if start and end:
+        first = parse_rfc3339(start)
+        length = min(parse_rfc3339(end), now) - max(first, now - MAX_RANGE)
+    else:
+        length = QUICK[query.get("time_range") or "24h"]
+        first = now - length
+    interval = query.get("interval") or ("5min" if length <= DAY else "hourly")
+    if interval == "5min" and first < now - RAW_RETENTION:
+        return 400, UNSUPPORTED
+    return None
+
+
+def expected_range(query: dict[str, str], now: float) -> tuple[int, str] | None:
+    """The refusal of a schema-valid read's range, or None when it is fine."""
     start = query.get("start_date") or None
     end = query.get("end_date") or None
     if start is None and end is None:
@@ -263,7 +292,7 @@ def documented_refusal(ctx, response, case):
     if path in READS and case.method.upper() == "GET":
         sent = parse_qs(urlparse(response.request.url).query, keep_blank_values=True)
         query = {k: v[-1] for k, v in sent.items()}
-        wanted = {expected_read(query, now) for now in nows}
+        wanted = {expected_read(path, query, now) for now in nows}
         if len(wanted) > 1:
             return None  # on a boundary within the clock tolerance
         expected = wanted.pop()

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 
 use super::{
     DataPoint, EndpointMetrics, MetricsQuery, PAGE_VIEW, PerformanceMetrics, PerformancePoint,
-    PerformanceQuery, PerformanceReport, QueryError, TimeSeries, TimeSeriesQuery, UsageMetrics,
-    UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
+    PerformanceQuery, PerformanceReport, QueryError, SlowRequest, SlowRequests, SlowRequestsQuery,
+    TimeSeries, TimeSeriesQuery, UsageMetrics, UsagePoint, UsageQuery, UsageReport,
+    sort_slowest_first, sort_slowest_requests,
 };
 use crate::aggregate::{DistinctUsers, PerformanceSummary, Resolution, TimeRange, UsageSummary};
 use crate::memory::MemorySink;
@@ -106,9 +107,11 @@ impl MetricsQuery for MemorySink {
     }
 
     async fn time_series(&self, query: &TimeSeriesQuery) -> Result<TimeSeries, QueryError> {
+        query.check()?;
         let starts: Vec<SystemTime> = query.range.buckets(query.resolution).collect();
         let width = query.resolution.duration();
         let kind = query.metric_type;
+        let (endpoint, method) = (query.endpoint.as_deref(), query.method.as_deref());
         Ok(self.with_records(|records| {
             let mut perf = vec![PerformanceSummary::new(); starts.len()];
             let mut usage = vec![(0u64, DistinctUsers::new()); starts.len()];
@@ -125,7 +128,11 @@ impl MetricsQuery for MemorySink {
             };
             for rec in records {
                 match rec {
-                    Record::Request(r) if kind.includes_performance() => {
+                    Record::Request(r)
+                        if kind.includes_performance()
+                            && endpoint.is_none_or(|e| e == r.route.as_str())
+                            && method.is_none_or(|m| m == r.method.as_str()) =>
+                    {
                         if let Some(i) = index(r.timestamp) {
                             perf[i].add(r);
                             any = true;
@@ -175,6 +182,52 @@ impl MetricsQuery for MemorySink {
                 .count() as u64
         }))
     }
+
+    async fn slowest_requests(
+        &self,
+        query: &SlowRequestsQuery,
+    ) -> Result<SlowRequests, QueryError> {
+        let (start, end) = query.window();
+        let method = query.method.as_deref();
+        Ok(self.with_records(|records| {
+            let mut status_codes = BTreeMap::new();
+            let mut requests = Vec::new();
+            for r in records.iter().filter_map(as_request) {
+                if r.timestamp < start
+                    || r.timestamp >= end
+                    || r.route.as_str() != query.endpoint
+                    || method.is_some_and(|m| m != r.method.as_str())
+                {
+                    continue;
+                }
+                *status_codes.entry(r.status).or_insert(0) += 1;
+                requests.push(SlowRequest {
+                    timestamp: whole_micros(r.timestamp),
+                    method: r.method.as_str().to_owned(),
+                    status_code: r.status,
+                    response_time_ms: r.response_time_ms,
+                    user_id: r.user_id.as_ref().map(|u| u.as_str().to_owned()),
+                    correlation_id: r.correlation_id.as_ref().map(|c| c.as_str().to_owned()),
+                });
+            }
+            sort_slowest_requests(&mut requests);
+            requests.truncate(query.limit);
+            SlowRequests {
+                requests,
+                status_codes,
+            }
+        }))
+    }
+}
+
+/// `t` truncated to whole microseconds (towards the past), as PostgreSQL
+/// stores timestamps: both stores then report and order requests alike.
+fn whole_micros(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + Duration::new(d.as_secs(), d.subsec_micros() * 1_000),
+        // Before 1970: whole microseconds already in practice; leave it.
+        Err(_) => t,
+    }
 }
 
 /// The current hour runs to `now` inclusive: a record stamped exactly `now`
@@ -194,7 +247,7 @@ mod tests {
 
     use super::*;
     use crate::aggregate::Preset;
-    use crate::query::SeriesKind;
+    use crate::query::{RAW_RETENTION, SeriesKind};
     use crate::record::{Method, RequestRecord, Route, UsageEvent, UserId};
 
     const T0: u64 = 1_717_236_000; // 2024-06-01T10:00:00Z
@@ -348,5 +401,171 @@ mod tests {
             3
         );
         assert!(hourly.data_points[0].usage.is_none());
+    }
+
+    fn req_m(
+        secs: u64,
+        route: &'static str,
+        method: Method,
+        status: u16,
+        ms: u64,
+    ) -> RequestRecord {
+        RequestRecord::new(
+            at(secs),
+            Route::from_static(route),
+            method,
+            status,
+            Duration::from_millis(ms),
+        )
+    }
+
+    #[tokio::test]
+    async fn time_series_filters_requests_by_endpoint_and_method_but_never_usage() {
+        let store = MemorySink::new();
+        let now = at(T0 + 3600);
+        let range = TimeRange::custom(at(T0), now, now).unwrap();
+        store.insert(req_m(T0 + 10, "/a", Method::GET, 200, 10));
+        store.insert(req_m(T0 + 20, "/a", Method::POST, 500, 30));
+        store.insert(req_m(T0 + 30, "/b", Method::GET, 200, 50));
+        store.insert(ev(T0 + 40, "page_view", "ada", None));
+        let series = |q: TimeSeriesQuery| {
+            let store = store.clone();
+            async move { store.time_series(&q).await.unwrap() }
+        };
+        let first = |s: &TimeSeries| s.data_points[0].performance.clone().unwrap();
+        let base = TimeSeriesQuery::new(range, SeriesKind::Both, now);
+        let a = series(base.clone().endpoint("/a")).await;
+        assert_eq!((first(&a).total_requests, first(&a).error_count), (2, 1));
+        assert_eq!(a.data_points[0].usage.as_ref().unwrap().total_events, 1);
+        let a_get = series(base.clone().endpoint("/a").method("GET")).await;
+        assert_eq!(first(&a_get).total_requests, 1);
+        assert_eq!(first(&a_get).p50_response_time_ms, 10.0);
+        let gets = series(base.clone().method("GET")).await;
+        assert_eq!(first(&gets).total_requests, 2);
+        // No such endpoint: zeros where usage has data, nothing at all without.
+        let none = series(base.clone().endpoint("/nowhere")).await;
+        assert_eq!(first(&none).total_requests, 0);
+        let perf_only =
+            TimeSeriesQuery::new(range, SeriesKind::Performance, now).endpoint("/nowhere");
+        assert!(series(perf_only).await.data_points.is_empty());
+        // `*` is no route template.
+        let star = TimeSeriesQuery::new(range, SeriesKind::Performance, now).endpoint("*");
+        assert!(series(star).await.data_points.is_empty());
+    }
+
+    #[tokio::test]
+    async fn filtered_five_minute_series_must_start_within_the_raw_retention() {
+        let store = MemorySink::new();
+        let now = at(T0 + 30 * 86_400);
+        let day = Duration::from_secs(86_400);
+        let week = TimeRange::custom(now - 7 * day, now, now).unwrap();
+        let older = TimeRange::custom(now - 7 * day - Duration::from_secs(1), now, now).unwrap();
+        let five = |r| {
+            TimeSeriesQuery::new(r, SeriesKind::Performance, now)
+                .resolution(Resolution::FiveMinutes)
+        };
+        assert!(five(week).endpoint("/a").check().is_ok());
+        assert!(five(older).check().is_ok(), "unfiltered: 5-minute rollups");
+        assert!(
+            five(older)
+                .resolution(Resolution::Hour)
+                .endpoint("/a")
+                .check()
+                .is_ok()
+        );
+        for q in [five(older).endpoint("/a"), five(older).method("GET")] {
+            let err = store.time_series(&q).await.unwrap_err();
+            assert!(matches!(err, QueryError::Unsupported(_)), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "5-minute buckets of one endpoint are read from raw requests, which are kept for \
+                 7 days: use interval=hourly, or a range that starts within the last 7 days"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn slowest_requests_are_ordered_limited_and_clipped_to_the_raw_retention() {
+        use crate::record::CorrelationId;
+        let store = MemorySink::new();
+        let now = at(T0 + 10 * 86_400);
+        let corr = |s: &str| CorrelationId::from_header(&http::HeaderValue::from_str(s).unwrap());
+        let add = |secs: u64, method: Method, status: u16, ms: u64, id: Option<&str>| {
+            let r = req_m(secs, "/a", method, status, ms)
+                .with_correlation_id(id.and_then(corr))
+                .with_user(id.map(|_| UserId::new("ada")));
+            store.insert(r);
+        };
+        let t = T0 + 9 * 86_400;
+        add(t, Method::GET, 200, 50, Some("c-2"));
+        add(t, Method::GET, 200, 50, Some("c-1")); // same time and ms: by correlation id
+        add(t + 1, Method::GET, 500, 50, None); // same ms, newer: first
+        add(t, Method::GET, 200, 50, None); // no id: after the ids
+        add(t + 5, Method::POST, 201, 90, Some("p"));
+        add(t + 6, Method::GET, 404, 5, Some("fast"));
+        add(T0 + 2 * 86_400, Method::GET, 200, 9_000, Some("old")); // 8 days ago: outside
+        store.insert(req_m(t + 7, "/b", Method::GET, 200, 7_000));
+        let week = TimeRange::preset(Preset::Last30Days, now);
+        let q = SlowRequestsQuery::new(week, "/a", now);
+        assert_eq!(q.window(), (now - RAW_RETENTION, now));
+        let r = store.slowest_requests(&q).await.unwrap();
+        let order: Vec<(u64, Option<&str>)> = r
+            .requests
+            .iter()
+            .map(|r| (r.response_time_ms as u64, r.correlation_id.as_deref()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (90, Some("p")),
+                (50, None),
+                (50, Some("c-1")),
+                (50, Some("c-2")),
+                (50, None),
+                (5, Some("fast"))
+            ]
+        );
+        assert_eq!(r.requests[1].timestamp, at(t + 1));
+        assert_eq!(r.requests[1].status_code, 500);
+        assert_eq!(r.requests[0].user_id.as_deref(), Some("ada"));
+        assert_eq!(
+            r.status_codes,
+            BTreeMap::from([(200, 3), (201, 1), (404, 1), (500, 1)])
+        );
+        let two = store.slowest_requests(&q.clone().limit(2)).await.unwrap();
+        assert_eq!(two.requests, r.requests[..2]);
+        assert_eq!(
+            two.status_codes, r.status_codes,
+            "over the window, not the list"
+        );
+        let posts = store
+            .slowest_requests(&q.clone().method("POST"))
+            .await
+            .unwrap();
+        assert_eq!(posts.requests.len(), 1);
+        assert_eq!(posts.status_codes, BTreeMap::from([(201, 1)]));
+        // A range that ends before the retention: an empty window.
+        let old = TimeRange::custom(at(T0), at(T0 + 86_400), now).unwrap();
+        let q = SlowRequestsQuery::new(old, "/a", now);
+        let (start, end) = q.window();
+        assert_eq!((start, end), (now - RAW_RETENTION, now - RAW_RETENTION));
+        assert_eq!(
+            store.slowest_requests(&q).await.unwrap(),
+            SlowRequests::default()
+        );
+        assert_eq!(SlowRequestsQuery::new(old, "/a", now).limit(0).limit, 1);
+        assert_eq!(
+            SlowRequestsQuery::new(old, "/a", now).limit(1000).limit,
+            100
+        );
+    }
+
+    #[test]
+    fn request_timestamps_are_whole_microseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_717_236_000, 123_456_789);
+        assert_eq!(
+            whole_micros(t),
+            SystemTime::UNIX_EPOCH + Duration::new(1_717_236_000, 123_456_000)
+        );
     }
 }

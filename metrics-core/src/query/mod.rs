@@ -79,6 +79,28 @@ pub trait MetricsQuery: Send + Sync + 'static {
     /// Number of usage events `user_id` sent in `range` (the caller's own
     /// count, for any authenticated user).
     async fn user_event_count(&self, user_id: &str, range: &TimeRange) -> Result<u64, QueryError>;
+
+    /// The slowest raw requests of one endpoint in the query's
+    /// [`window`](SlowRequestsQuery::window) (the range clipped to the last
+    /// [`RAW_RETENTION`]), in [`sort_slowest_requests`] order, at most
+    /// `limit` of them, and the endpoint's requests per status code over the
+    /// same window.
+    async fn slowest_requests(&self, query: &SlowRequestsQuery)
+    -> Result<SlowRequests, QueryError>;
+}
+
+/// How far back every store keeps raw request rows: 7 days, the default raw
+/// retention of `metrics-pg` (its `RetentionJob`). Answers that need single
+/// requests rather than rollups — the slowest requests of an endpoint,
+/// 5-minute buckets of one endpoint — cover at most this much before `now`,
+/// on every store (the memory store clips the same way, so both stores give
+/// the same answers).
+pub const RAW_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// The start of the raw retention at `now`: `now − RAW_RETENTION`.
+pub fn raw_horizon(now: SystemTime) -> SystemTime {
+    now.checked_sub(RAW_RETENTION)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// A [`MetricsQuery`] shared between the API router's handlers.
@@ -102,6 +124,11 @@ pub enum QueryError {
     /// Anything else (undecodable stored state, a query bug).
     #[error("the metrics query failed: {0}")]
     Internal(#[source] BoxError),
+    /// The query asks for something no store keeps (for example 5-minute
+    /// buckets of one endpoint from before the [`RAW_RETENTION`]); the
+    /// message says what to ask instead. The API answers 400 with it.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 // ===== queries =====
@@ -163,6 +190,20 @@ impl UsageQuery {
 }
 
 /// Parameters of [`MetricsQuery::time_series`].
+///
+/// # Filters
+///
+/// [`endpoint`](Self::endpoint) and [`method`](Self::method) narrow the
+/// *performance* fields to the requests of that route template and/or
+/// method (with neither, every request counts). Usage fields, when asked
+/// for, are never filtered: usage events belong to no endpoint.
+///
+/// A filtered series is read from the per-(endpoint, method) hourly rollups
+/// (merged per bucket over the methods that match) for rolled hours and
+/// from raw rows otherwise; at 5 minutes there are no per-endpoint
+/// rollups, so every bucket comes from raw rows, which exist for
+/// [`RAW_RETENTION`] only: a filtered 5-minute series whose range starts
+/// earlier is refused ([`check`](Self::check)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimeSeriesQuery {
     /// The validated range.
@@ -171,18 +212,26 @@ pub struct TimeSeriesQuery {
     pub metric_type: SeriesKind,
     /// Bucket width.
     pub resolution: Resolution,
+    /// Only requests of this route template count in the performance
+    /// fields, if given.
+    pub endpoint: Option<String>,
+    /// Only requests with this method (as recorded, e.g. `GET`) count in
+    /// the performance fields, if given.
+    pub method: Option<String>,
     /// The time the request was answered.
     pub now: SystemTime,
 }
 
 impl TimeSeriesQuery {
     /// `metric_type` over `range` at the range's default resolution
-    /// ([`TimeRange::default_resolution`]).
+    /// ([`TimeRange::default_resolution`]), every request counted.
     pub fn new(range: TimeRange, metric_type: SeriesKind, now: SystemTime) -> Self {
         Self {
             resolution: range.default_resolution(),
             range,
             metric_type,
+            endpoint: None,
+            method: None,
             now,
         }
     }
@@ -191,6 +240,108 @@ impl TimeSeriesQuery {
     pub fn resolution(mut self, resolution: Resolution) -> Self {
         self.resolution = resolution;
         self
+    }
+
+    /// Restricts the performance fields to one route template.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Restricts the performance fields to one HTTP method (with
+    /// [`endpoint`](Self::endpoint): that endpoint's requests of the
+    /// method; without: every endpoint's).
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Whether the performance fields are filtered by endpoint or method.
+    pub fn is_filtered(&self) -> bool {
+        self.endpoint.is_some() || self.method.is_some()
+    }
+
+    /// Whether every store can answer the query: a filtered 5-minute series
+    /// comes from raw rows only, so its range must start within the last
+    /// [`RAW_RETENTION`] before `now` (its first bucket may start up to 5
+    /// minutes earlier, in the same UTC day, whose raw rows are kept).
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Unsupported`] naming the alternatives (hourly buckets,
+    /// or a range within the last 7 days).
+    pub fn check(&self) -> Result<(), QueryError> {
+        if self.is_filtered()
+            && self.resolution == Resolution::FiveMinutes
+            && self.range.start() < raw_horizon(self.now)
+        {
+            return Err(QueryError::Unsupported(format!(
+                "5-minute buckets of one endpoint are read from raw requests, which are kept for {} days: \
+                 use interval=hourly, or a range that starts within the last {} days",
+                RAW_RETENTION.as_secs() / 86_400,
+                RAW_RETENTION.as_secs() / 86_400,
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parameters of [`MetricsQuery::slowest_requests`]: the slowest raw
+/// requests of one endpoint (optionally one method) in a range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowRequestsQuery {
+    /// The validated range asked for; the store searches its
+    /// [`window`](Self::window).
+    pub range: TimeRange,
+    /// The route template (exact match).
+    pub endpoint: String,
+    /// Only requests with this method (as recorded, e.g. `GET`), if given.
+    pub method: Option<String>,
+    /// At most this many requests (1..=[`Self::MAX_LIMIT`]).
+    pub limit: usize,
+    /// The time the request was answered (where the raw retention starts).
+    pub now: SystemTime,
+}
+
+impl SlowRequestsQuery {
+    /// The default number of requests listed.
+    pub const DEFAULT_LIMIT: usize = 20;
+    /// The most requests listed.
+    pub const MAX_LIMIT: usize = 100;
+
+    /// The [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT) slowest requests of
+    /// `endpoint` (every method) in `range`, answered at `now`.
+    pub fn new(range: TimeRange, endpoint: impl Into<String>, now: SystemTime) -> Self {
+        Self {
+            range,
+            endpoint: endpoint.into(),
+            method: None,
+            limit: Self::DEFAULT_LIMIT,
+            now,
+        }
+    }
+
+    /// Only requests with this method.
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// At most `limit` requests, clamped to 1..=[`MAX_LIMIT`](Self::MAX_LIMIT).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.clamp(1, Self::MAX_LIMIT);
+        self
+    }
+
+    /// The half-open window `[start, end)` searched: the range clipped to
+    /// the raw retention, `start = max(range start, now − RAW_RETENTION)`.
+    /// A range that ends before the retention gives an empty window at the
+    /// horizon (`start == end`), which holds no requests.
+    pub fn window(&self) -> (SystemTime, SystemTime) {
+        let horizon = raw_horizon(self.now);
+        let start = self.range.start().max(horizon);
+        let end = self.range.end().max(start);
+        (start, end)
     }
 }
 
@@ -458,6 +609,60 @@ pub struct UsagePoint {
     pub total_events: u64,
     /// Distinct users who sent them.
     pub unique_users: u64,
+}
+
+/// Answer of [`MetricsQuery::slowest_requests`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlowRequests {
+    /// The slowest requests, in [`sort_slowest_requests`] order.
+    pub requests: Vec<SlowRequest>,
+    /// The endpoint's requests (of the method, if given) in the window per
+    /// status code; serialised with the codes as keys (`{"200": 5}`).
+    pub status_codes: BTreeMap<u16, u64>,
+}
+
+/// One raw request of [`SlowRequests`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlowRequest {
+    /// When the request started, UTC, at microsecond precision (what
+    /// PostgreSQL stores; the memory store truncates to it too).
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+    /// HTTP method.
+    pub method: String,
+    /// Status code recorded.
+    pub status_code: u16,
+    /// Response time in milliseconds.
+    pub response_time_ms: f64,
+    /// The authenticated user, if any.
+    pub user_id: Option<String>,
+    /// The request's correlation id (`X-Correlation-ID`), to find it in the
+    /// logs.
+    pub correlation_id: Option<String>,
+}
+
+/// Sorts requests slowest first: highest `response_time_ms`, ties newest
+/// first, then by correlation id (byte order, requests without one last),
+/// then method, status code and user (byte order, none last), so every
+/// store lists ties the same way.
+pub fn sort_slowest_requests(requests: &mut [SlowRequest]) {
+    fn none_last(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+        match (a, b) {
+            (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    }
+    requests.sort_by(|a, b| {
+        b.response_time_ms
+            .total_cmp(&a.response_time_ms)
+            .then(b.timestamp.cmp(&a.timestamp))
+            .then_with(|| none_last(a.correlation_id.as_deref(), b.correlation_id.as_deref()))
+            .then_with(|| a.method.as_bytes().cmp(b.method.as_bytes()))
+            .then(a.status_code.cmp(&b.status_code))
+            .then_with(|| none_last(a.user_id.as_deref(), b.user_id.as_deref()))
+    });
 }
 
 /// Formats `t` as RFC 3339 in UTC with a `Z` suffix (whole seconds unless

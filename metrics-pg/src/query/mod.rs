@@ -72,6 +72,16 @@
 //!   empty list.
 //! * **user_event_count**: raw `usage_events` only (rollups keep no per-user
 //!   counts), so the count covers the raw retention (7 days).
+//! * **filtered time series** (`endpoint` / `method`, the drill-down): the
+//!   performance buckets of rolled hours come from the per-(endpoint,
+//!   method) hourly rows (one row is the point; several are merged), all
+//!   other buckets, and every 5-minute bucket, from raw rows grouped in SQL
+//!   through the `(endpoint, "timestamp")` index; usage buckets as above.
+//!   See `drill.rs`.
+//! * **slowest_requests**: the top rows of the window by the
+//!   `(endpoint, response_time_ms DESC)` index, and the status codes planned
+//!   like the performance report (rollups' `status_code_distribution` for
+//!   rolled hours and days, raw rows for the rest). See `drill.rs`.
 //!
 //! Statements are prepared once per connection (`prepare_cached`); every
 //! query sets its `statement_timeout` with `SET LOCAL`.
@@ -119,6 +129,7 @@ macro_rules! beside {
 }
 
 mod cache;
+mod drill;
 mod plan;
 mod raw;
 
@@ -133,8 +144,8 @@ use metrics_core::aggregate::{
 };
 use metrics_core::query::{
     DataPoint, EndpointMetrics, MetricsQuery, PAGE_VIEW, PerformanceMetrics, PerformancePoint,
-    PerformanceQuery, PerformanceReport, QueryError, TimeSeries, TimeSeriesQuery, UsageMetrics,
-    UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
+    PerformanceQuery, PerformanceReport, QueryError, SlowRequests, SlowRequestsQuery, TimeSeries,
+    TimeSeriesQuery, UsageMetrics, UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
 };
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
@@ -247,6 +258,7 @@ struct Sql {
     raw_slot_counts: String,
     series_raw_usage: String,
     user_event_count: String,
+    drill: drill::DrillSql,
 }
 
 /// Count, error count and merged latency sketch of one key.
@@ -445,7 +457,23 @@ impl MetricsQuery for PgMetricsQuery {
     }
 
     async fn time_series(&self, query: &TimeSeriesQuery) -> Result<TimeSeries, QueryError> {
+        query.check()?;
         self.read(async |tx, this| time_series(tx, this, query).await)
+            .await
+    }
+
+    /// Reads raw rows of the window (the range clipped to the raw
+    /// retention) for the list, rollups and raw rows for the status codes;
+    /// see the `drill` module documentation.
+    async fn slowest_requests(
+        &self,
+        query: &SlowRequestsQuery,
+    ) -> Result<SlowRequests, QueryError> {
+        let (lo, hi) = query.window();
+        if lo >= hi {
+            return Ok(SlowRequests::default());
+        }
+        self.read(async |tx, this| drill::slowest_requests(tx, this, query, lo, hi).await)
             .await
     }
 
@@ -1206,6 +1234,9 @@ async fn time_series(
         if !kind.includes_performance() {
             return Ok::<_, Error>(Vec::new());
         }
+        if query.is_filtered() {
+            return drill::filtered_series(tx, this, query, first, end, width).await;
+        }
         let (plan, rolled) = series_plan(tx, sql, Kind::Performance, first, end, width).await?;
         let (mut points, pieces) = try_join(
             async {
@@ -1658,6 +1689,7 @@ impl Sql {
                 "SELECT count(*)::int8 FROM {ue} \
                  WHERE user_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3"
             ),
+            drill: drill::DrillSql::new(schema),
         }
     }
 }

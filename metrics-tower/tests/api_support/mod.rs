@@ -13,8 +13,9 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use metrics_core::aggregate::TimeRange;
 use metrics_core::query::{
-    MetricsQuery, PerformanceQuery, PerformanceReport, QueryError, SharedMetricsQuery, TimeSeries,
-    TimeSeriesQuery, UsageQuery, UsageReport, format_rfc3339,
+    MetricsQuery, PerformanceQuery, PerformanceReport, QueryError, SharedMetricsQuery,
+    SlowRequests, SlowRequestsQuery, TimeSeries, TimeSeriesQuery, UsageQuery, UsageReport,
+    format_rfc3339,
 };
 use metrics_core::{
     AdminCheck, AdminCheckError, Collector, CollectorHandle, Identity, MemorySink,
@@ -205,6 +206,9 @@ impl MetricsQuery for FailingQuery {
         Err((self.0)())
     }
     async fn user_event_count(&self, _: &str, _: &TimeRange) -> Result<u64, QueryError> {
+        Err((self.0)())
+    }
+    async fn slowest_requests(&self, _: &SlowRequestsQuery) -> Result<SlowRequests, QueryError> {
         Err((self.0)())
     }
 }

@@ -163,6 +163,9 @@ impl From<UnknownSeriesKind> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
+            // A readable query that no store can answer: the message says
+            // what to ask instead.
+            QueryError::Unsupported(message) => Self::new(StatusCode::BAD_REQUEST, message),
             QueryError::Timeout(_) => {
                 tracing::warn!(%error, "metrics query timed out: answering 503");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
@@ -260,6 +263,8 @@ mod tests {
             panic!("envelope expected");
         };
         assert!(!message.contains("10.0.0.7"), "{message}");
+        let unsupported = ApiError::from(QueryError::Unsupported("use interval=hourly".into()));
+        assert_eq!(unsupported.status(), StatusCode::BAD_REQUEST);
         let internal = ApiError::from(QueryError::Internal("secret table name".into()));
         assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let ApiError::Status { message, .. } = internal else {

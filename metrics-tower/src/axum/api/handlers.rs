@@ -9,10 +9,11 @@ use http::{HeaderValue, StatusCode, Uri, header};
 use metrics_core::Identity;
 use metrics_core::aggregate::{Resolution, TimeRange};
 use metrics_core::query::{
-    PerformanceQuery, PerformanceReport, SeriesKind, TimeSeries, TimeSeriesQuery, UsageQuery,
-    UsageReport, format_rfc3339,
+    PerformanceQuery, PerformanceReport, SeriesKind, SlowRequest, SlowRequestsQuery, TimeSeries,
+    TimeSeriesQuery, UsageQuery, UsageReport, format_rfc3339,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::ApiState;
 use super::error::{ApiError, json};
@@ -143,9 +144,25 @@ pub(super) async fn time_series(
         .ok_or(ApiError::MissingMetricType)?
         .parse()?;
     let interval: Option<Resolution> = params.interval().map(str::parse).transpose()?;
+    let endpoint = params.endpoint()?;
+    let method = params.method()?;
+    if method.is_some() && endpoint.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "method filters one endpoint's requests: give endpoint too",
+        ));
+    }
     let range = params.range(now)?;
     let resolution = interval.unwrap_or_else(|| range.default_resolution());
-    let query = TimeSeriesQuery::new(range, metric_type, now).resolution(resolution);
+    let mut query = TimeSeriesQuery::new(range, metric_type, now).resolution(resolution);
+    if let Some(endpoint) = endpoint {
+        query = query.endpoint(endpoint);
+    }
+    if let Some(method) = method {
+        query = query.method(method);
+    }
+    // Refused before the store is asked (every store refuses it alike).
+    query.check()?;
     let series = state.query.time_series(&query).await?;
     Ok(json(
         StatusCode::OK,
@@ -154,6 +171,61 @@ pub(super) async fn time_series(
             interval: resolution.as_str(),
             range: RangeFields::new(&range),
             series,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct RequestsBody<'a> {
+    #[serde(flatten)]
+    range: RangeFields,
+    endpoint: &'a str,
+    method: Option<&'a str>,
+    limit: usize,
+    status_codes: BTreeMap<u16, u64>,
+    requests: Vec<SlowRequest>,
+}
+
+/// GET /requests (admin): the slowest raw requests of one endpoint in the
+/// range clipped to the raw retention; `start_time` / `end_time` are the
+/// window searched.
+pub(super) async fn requests(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let params = Params::from_uri(&uri)?;
+    let endpoint = params.endpoint()?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "endpoint is required: the route template, as /performance lists it (e.g. /users/{id})",
+        )
+    })?;
+    let method = params.method()?;
+    let limit = params.limit(
+        SlowRequestsQuery::DEFAULT_LIMIT,
+        SlowRequestsQuery::MAX_LIMIT,
+    )?;
+    let range = params.range(now)?;
+    let mut query = SlowRequestsQuery::new(range, endpoint, now).limit(limit);
+    if let Some(method) = method {
+        query = query.method(method);
+    }
+    let report = state.query.slowest_requests(&query).await?;
+    let (start, end) = query.window();
+    Ok(json(
+        StatusCode::OK,
+        &RequestsBody {
+            range: RangeFields {
+                time_range: range_name(&range),
+                start_time: format_rfc3339(start),
+                end_time: format_rfc3339(end),
+            },
+            endpoint,
+            method,
+            limit,
+            status_codes: report.status_codes,
+            requests: report.requests,
         },
     ))
 }

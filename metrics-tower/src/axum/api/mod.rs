@@ -11,7 +11,8 @@
 //! |---|---|---|
 //! | GET `/performance?time_range=&start_date=&end_date=&endpoint=` | admin | 200 summary + per-endpoint table |
 //! | GET `/usage?time_range=&start_date=&end_date=&event_type=` | admin | 200 usage summary |
-//! | GET `/time-series?metric_type=&time_range=&start_date=&end_date=&interval=` | admin | 200 buckets |
+//! | GET `/time-series?metric_type=&time_range=&start_date=&end_date=&interval=&endpoint=&method=` | admin | 200 buckets |
+//! | GET `/requests?endpoint=&method=&time_range=&start_date=&end_date=&limit=` | admin | 200 one endpoint's slowest raw requests + status codes |
 //! | POST `/usage-events` | any authenticated user | 202 queued |
 //! | GET `/usage/count?time_range=&start_date=&end_date=` | any authenticated user | 200 the caller's own count |
 //! | GET `/openapi.json` | anyone | 200 the OpenAPI 3.1 document ([`MetricsApi::openapi_json`]) |
@@ -47,7 +48,7 @@
 //!
 //! Every endpoint but `/openapi.json` answers 401 without an identity,
 //! before anything else is looked at (an unauthenticated empty batch is a
-//! 401, not a 422). The three admin endpoints go through the admin guard,
+//! 401, not a 422). The four admin endpoints go through the admin guard,
 //! [`RequireAdminLayer`] (403 for non-admins, 503 when the admin check
 //! fails: fail secure), with the bodies of
 //! [`AdminRejection`](super::AdminRejection).
@@ -81,6 +82,31 @@
 //!   answers 503 with the error's message (it names the limit);
 //!   `Unavailable` 503 with a generic message; anything else 500 with a
 //!   generic message (the details are logged, never sent to clients).
+//!
+//! # Drill-down into one endpoint
+//!
+//! - `/time-series` with `endpoint=` (the route template as `/performance`
+//!   lists it, at most 500 characters) counts only that endpoint's requests
+//!   in the performance fields, and with `method=` (as recorded, e.g. `GET`,
+//!   at most 32 characters) only that method's; `method` without `endpoint`
+//!   is a 422 (it would scan every raw row of the range). Usage fields are
+//!   never filtered (usage events belong to no endpoint). There are no
+//!   per-endpoint 5-minute rollups, so filtered 5-minute buckets come from
+//!   raw rows, kept for 7 days ([`RAW_RETENTION`](metrics_core::query::RAW_RETENTION)):
+//!   `interval=5min` with `endpoint=` over a range that starts earlier is a
+//!   **400** saying to use `interval=hourly` or a shorter range (hourly
+//!   buckets come from the per-endpoint hourly rollups, 90 days).
+//! - `/requests?endpoint=` (required, 422 without) lists the endpoint's
+//!   slowest raw requests, slowest first (ties newest first, then by
+//!   correlation id), at most `limit` (1 to 100, default 20; anything else a
+//!   422), each `{timestamp, method, status_code, response_time_ms,
+//!   user_id, correlation_id}` (`null` when absent), plus `status_codes`,
+//!   the endpoint's requests per status code over the same window, as
+//!   `{"200": n, ...}`. The window is the range clipped to the raw
+//!   retention: `start_time` / `end_time` are what was searched (the last 7
+//!   days for `30d`; an empty window at the horizon for a range that ended
+//!   before it). The body also echoes `endpoint`, `method` (`null` for
+//!   every method) and `limit`.
 //!
 //! # Usage-event ingest
 //!
@@ -346,6 +372,7 @@ impl MetricsApi {
             .route("/performance", get(handlers::performance))
             .route("/usage", get(handlers::usage))
             .route("/time-series", get(handlers::time_series))
+            .route("/requests", get(handlers::requests))
             // `route_layer`: only matched routes are guarded, so a 404 / 405
             // stays a 404 / 405 for everyone.
             .route_layer(RequireAdminLayer::new(self.admins.clone()));

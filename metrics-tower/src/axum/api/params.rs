@@ -17,6 +17,10 @@ use super::error::ApiError;
 /// limit; no route template is that long).
 pub(super) const MAX_ENDPOINT_CHARS: usize = 500;
 
+/// The longest `method` accepted, in characters (registered methods are at
+/// most 7; extension methods rarely longer).
+pub(super) const MAX_METHOD_CHARS: usize = 32;
+
 /// Every parameter of every read endpoint. Each endpoint reads the ones it
 /// documents; the rest, and unknown ones, are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +32,8 @@ pub(super) struct Params {
     event_type: Option<String>,
     metric_type: Option<String>,
     interval: Option<String>,
+    method: Option<String>,
+    limit: Option<String>,
 }
 
 impl Params {
@@ -70,6 +76,36 @@ impl Params {
 
     pub(super) fn interval(&self) -> Option<&str> {
         present(&self.interval)
+    }
+
+    /// The drill-down's `method`, exactly as recorded (e.g. `GET`; at most
+    /// [`MAX_METHOD_CHARS`], 422 beyond).
+    pub(super) fn method(&self) -> Result<Option<&str>, ApiError> {
+        let method = present(&self.method);
+        if method.is_some_and(|m| m.chars().count() > MAX_METHOD_CHARS) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "method must be an HTTP method such as GET, at most {MAX_METHOD_CHARS} characters"
+                ),
+            ));
+        }
+        Ok(method)
+    }
+
+    /// `/requests`' `limit`: a whole number from 1 to `max` (default
+    /// `default`); anything else is a 422 naming the bounds.
+    pub(super) fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        let Some(text) = present(&self.limit) else {
+            return Ok(default);
+        };
+        match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) && !text.starts_with('+') => Ok(n),
+            _ => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("limit must be a whole number from 1 to {max} (got {text:?})"),
+            )),
+        }
     }
 
     /// The range asked for, validated at `now` (see [`resolve_range`]).
@@ -231,6 +267,66 @@ mod tests {
         assert_eq!(message, "endpoint must be at most 500 characters (got 501)");
         let empty: Uri = "/x?endpoint=".parse().unwrap();
         assert_eq!(Params::from_uri(&empty).unwrap().endpoint().unwrap(), None);
+    }
+
+    #[test]
+    fn limit_is_a_whole_number_within_bounds() {
+        let limit = |q: &str| {
+            let uri: Uri = format!("/x?{q}").parse().unwrap();
+            Params::from_uri(&uri).unwrap().limit(20, 100)
+        };
+        assert_eq!(limit("").unwrap(), 20);
+        assert_eq!(limit("limit=").unwrap(), 20);
+        assert_eq!(limit("limit=1").unwrap(), 1);
+        assert_eq!(limit("limit=100").unwrap(), 100);
+        // (as sent in the query string, as decoded): a raw `+` is a space.
+        for (sent, bad) in [
+            ("0", "0"),
+            ("101", "101"),
+            ("-1", "-1"),
+            ("%2B5", "+5"),
+            ("+5", " 5"),
+            ("1.5", "1.5"),
+            ("ten", "ten"),
+            ("99999999999999999999999", "99999999999999999999999"),
+        ] {
+            let Err(ApiError::Status {
+                status, message, ..
+            }) = limit(&format!("limit={sent}"))
+            else {
+                panic!("limit={bad} accepted");
+            };
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(
+                message,
+                format!("limit must be a whole number from 1 to 100 (got {bad:?})")
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_and_method_are_bounded() {
+        let params = |q: String| Params::from_uri(&format!("/x?{q}").parse().unwrap()).unwrap();
+        let ok = params(format!("endpoint={}&method=GET", "e".repeat(500)));
+        assert_eq!(ok.endpoint().unwrap().map(str::len), Some(500));
+        assert_eq!(ok.method().unwrap(), Some("GET"));
+        // Characters, not bytes: 500 two-byte characters are fine.
+        assert!(
+            params(format!("endpoint={}", "%C3%A9".repeat(500)))
+                .endpoint()
+                .is_ok()
+        );
+        assert!(
+            params(format!("endpoint={}", "e".repeat(501)))
+                .endpoint()
+                .is_err()
+        );
+        assert!(
+            params(format!("method={}", "M".repeat(33)))
+                .method()
+                .is_err()
+        );
+        assert_eq!(params(String::new()).endpoint().unwrap(), None);
     }
 
     #[test]

@@ -1,0 +1,338 @@
+//! The drill-down into one endpoint: its filtered time series and its
+//! slowest raw requests.
+//!
+//! # Filtered time series
+//!
+//! Each bucket has exactly one source, as in the unfiltered series:
+//!
+//! * **hourly buckets of rolled hours** come from the per-(endpoint, method)
+//!   rows of `aggregated_metrics` that match the filter. A bucket with one
+//!   such row (one method, or `method` given) is that row's stored values;
+//!   a bucket with several (an endpoint served with several methods) merges
+//!   their latency sketches, which `count(*) OVER (PARTITION BY
+//!   time_bucket)` makes the statement send only for those buckets.
+//! * **everything else** — the open hour, hours the job has not rolled, and
+//!   every 5-minute bucket (the 5-minute rollups hold the all-endpoints key
+//!   only) — is grouped from raw rows in SQL, one statement per raw span
+//!   through the `(endpoint, "timestamp")` index, latencies returned as an
+//!   array and added to a sketch, as the memory store adds them.
+//!
+//! A filtered 5-minute series must start within the raw retention
+//! ([`TimeSeriesQuery::check`]): older raw rows are gone.
+//!
+//! # Slowest requests
+//!
+//! Two reads side by side over the window (the range clipped to the raw
+//! retention, [`SlowRequestsQuery::window`]):
+//!
+//! * the top `limit` raw rows of the endpoint by `response_time_ms`, which
+//!   the `(endpoint, response_time_ms DESC)` index of migration 0006 answers
+//!   by reading about `limit` entries per day partition (a merge of the
+//!   partitions' index scans, no sort of the endpoint's rows);
+//! * the status-code breakdown, planned like `/performance` (rolled hours
+//!   and whole days from the `status_code_distribution` of their rollup
+//!   rows, the rest from raw rows), so a week of a busy endpoint is ~170
+//!   small rows plus at most two partial hours of raw rows. Like every
+//!   rolled count, a row that arrives late in a rolled hour is counted in
+//!   the breakdown once the job has rolled the hour again (within a
+//!   minute); it is listed among the slowest requests at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
+
+use deadpool_postgres::Transaction;
+use futures_util::future::{try_join, try_join_all};
+use metrics_core::aggregate::LatencySketch;
+use metrics_core::query::{
+    PerformancePoint, SlowRequest, SlowRequests, SlowRequestsQuery, TimeSeriesQuery,
+};
+use tokio_postgres::types::ToSql;
+
+use super::plan::{HOUR, Plan, Rolled};
+use super::{PerfAcc, PgMetricsQuery, decode_sketch, plan, prepare, ratio, times, to_u64};
+use crate::error::Error;
+use crate::job::from_unix_secs;
+use crate::rollup::Kind;
+use crate::schema::SchemaName;
+
+/// The SQL of the drill-down statements, qualified with the schema once.
+#[derive(Debug)]
+pub(super) struct DrillSql {
+    series_rolled: String,
+    series_raw_endpoint: String,
+    series_raw_method: String,
+    slowest: String,
+    status_rolled: String,
+    status_raw: String,
+}
+
+impl DrillSql {
+    pub(super) fn new(schema: &SchemaName) -> Self {
+        let hourly = schema.qualify("aggregated_metrics");
+        let daily = schema.qualify("aggregated_metrics_daily");
+        let pm = schema.qualify("performance_metrics");
+        // Rollup rows of real keys matching the filter (parameters `$e`
+        // endpoint and `$m` method; either may be NULL): never the
+        // all-endpoints `*` row, even when `*` is asked for (no route
+        // template is `*`).
+        let key = |e: u8, m: u8| {
+            format!(
+                "endpoint_path <> '*' AND method <> '*' \
+                 AND (${e}::text IS NULL OR endpoint_path = ${e}::text) \
+                 AND (${m}::text IS NULL OR method = ${m}::text)"
+            )
+        };
+        let key_34 = key(3, 4);
+        // Raw buckets of width $5 over [$1, $2). With an endpoint the
+        // (endpoint, "timestamp") index finds the rows; without one (a
+        // method over every endpoint) the time range does.
+        let series_raw = |cond: &str| {
+            format!(
+                "SELECT floor(extract(epoch FROM \"timestamp\") / $5::int8)::int8 * $5::int8, \
+                        count(*)::int8, count(*) FILTER (WHERE status_code >= 400)::int8, \
+                        array_agg(response_time_ms) \
+                 FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 AND {cond} \
+                 GROUP BY 1"
+            )
+        };
+        Self {
+            series_rolled: format!(
+                "SELECT extract(epoch FROM time_bucket)::int8, sample_count, \
+                        (aggregated_values->>'error_count')::int8, \
+                        (aggregated_values->>'avg')::float8, (aggregated_values->>'p50')::float8, \
+                        (aggregated_values->>'p95')::float8, (aggregated_values->>'p99')::float8, \
+                        CASE WHEN count(*) OVER (PARTITION BY time_bucket) > 1 \
+                             THEN latency_sketch END \
+                 FROM {hourly} WHERE time_bucket >= $1 AND time_bucket < $2 \
+                   AND metric_type = 'performance' AND {key_34}"
+            ),
+            series_raw_endpoint: series_raw(
+                "endpoint = $3::text AND ($4::text IS NULL OR method = $4::text)",
+            ),
+            series_raw_method: series_raw("$3::text IS NULL AND method = $4::text"),
+            slowest: format!(
+                "SELECT \"timestamp\", method, status_code, response_time_ms, user_id, \
+                        correlation_id \
+                 FROM {pm} WHERE endpoint = $1::text AND ($2::text IS NULL OR method = $2::text) \
+                   AND \"timestamp\" >= $3 AND \"timestamp\" < $4 \
+                 ORDER BY response_time_ms DESC, \"timestamp\" DESC, \
+                          correlation_id COLLATE \"C\" NULLS LAST, method COLLATE \"C\", \
+                          status_code, user_id COLLATE \"C\" NULLS LAST \
+                 LIMIT $5"
+            ),
+            status_rolled: format!(
+                "SELECT s.key::int4, sum(s.value::int8)::int8 FROM ( \
+                   SELECT aggregated_values FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) \
+                     AND metric_type = 'performance' AND {key_34} \
+                   UNION ALL \
+                   SELECT aggregated_values FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) \
+                     AND metric_type = 'performance' AND {key_34}) r \
+                 CROSS JOIN LATERAL jsonb_each_text(r.aggregated_values->'status_code_distribution') s \
+                 GROUP BY 1"
+            ),
+            status_raw: format!(
+                "SELECT status_code, count(*)::int8 FROM {pm} \
+                 WHERE endpoint = $3::text AND ($4::text IS NULL OR method = $4::text) \
+                   AND \"timestamp\" >= $1 AND \"timestamp\" < $2 \
+                 GROUP BY 1"
+            ),
+        }
+    }
+}
+
+/// The point of a bucket's merged requests.
+fn point_of(acc: &PerfAcc) -> PerformancePoint {
+    PerformancePoint {
+        total_requests: acc.count,
+        avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
+        p50_response_time_ms: acc.quantile(0.5),
+        p95_response_time_ms: acc.quantile(0.95),
+        p99_response_time_ms: acc.quantile(0.99),
+        error_count: acc.errors,
+        error_rate: acc.error_rate(),
+    }
+}
+
+/// The performance points `(bucket start, point)` of a filtered series over
+/// the whole buckets `[first, end)` of `width` seconds (see the module
+/// docs for where each comes from).
+pub(super) async fn filtered_series(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
+    query: &TimeSeriesQuery,
+    first: SystemTime,
+    end: SystemTime,
+    width: i64,
+) -> Result<Vec<(i64, PerformancePoint)>, Error> {
+    let sql = &this.sql.drill;
+    let endpoint = query.endpoint.as_deref();
+    let method = query.method.as_deref();
+    // Only hourly buckets have per-endpoint rollups.
+    let (plan, rolled) = if width == HOUR {
+        plan(tx, &this.sql, Kind::Performance, first, end, HOUR).await?
+    } else {
+        let none = Rolled::default();
+        (Plan::new(first, end, &none, width), none)
+    };
+    let (_, hours) = plan.days_and_hours(&rolled, false);
+    let raw_sql = if endpoint.is_some() {
+        &sql.series_raw_endpoint
+    } else {
+        &sql.series_raw_method
+    };
+    let rolled_rows = async {
+        if hours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stmt = prepare(tx, &sql.series_rolled).await?;
+        // A range scan over the rolled hours' span (rows outside `hours`
+        // are dropped below): on the bench data a quarter of the buffers of
+        // `time_bucket = ANY(hours)` and no planning over a 2,000-element
+        // array.
+        let (lo, hi) = (
+            from_unix_secs(hours.first().copied().unwrap_or(0)),
+            from_unix_secs(hours.last().copied().unwrap_or(0) + HOUR),
+        );
+        let params: [&(dyn ToSql + Sync); 4] = [&lo, &hi, &endpoint, &method];
+        tx.query(&stmt, &params)
+            .await
+            .map_err(|e| Error::db("reading one endpoint's hourly rollups", e))
+    };
+    let raw_rows = async {
+        let stmt = prepare(tx, raw_sql).await?;
+        try_join_all(plan.raw.iter().map(|(lo, hi)| {
+            let stmt = &stmt;
+            async move { tx.query(stmt, &[lo, hi, &endpoint, &method, &width]).await }
+        }))
+        .await
+        .map_err(|e| Error::db("reading one endpoint's raw requests per bucket", e))
+    };
+    let (rolled_rows, raw_rows) = try_join(rolled_rows, raw_rows).await?;
+
+    let mut points = Vec::new();
+    // Rolled hours: one stored row is the point; several (methods) merge.
+    // Rows of hours the plan reads raw (a rolled last hour cut by the
+    // range's end) are not rolled sources here.
+    let rolled_hours: HashSet<i64> = hours.iter().copied().collect();
+    let mut by_hour: BTreeMap<i64, Vec<&tokio_postgres::Row>> = BTreeMap::new();
+    for row in &rolled_rows {
+        let hour: i64 = row.get(0);
+        if rolled_hours.contains(&hour) {
+            by_hour.entry(hour).or_default().push(row);
+        }
+    }
+    for (hour, rows) in by_hour {
+        if let [row] = rows.as_slice() {
+            let count = to_u64(row.get(1));
+            let errors = to_u64(row.get::<_, Option<i64>>(2).unwrap_or(0));
+            let f = |i: usize| row.get::<_, Option<f64>>(i).unwrap_or(0.0);
+            points.push((
+                hour,
+                PerformancePoint {
+                    total_requests: count,
+                    avg_response_time_ms: f(3),
+                    p50_response_time_ms: f(4),
+                    p95_response_time_ms: f(5),
+                    p99_response_time_ms: f(6),
+                    error_count: errors,
+                    error_rate: ratio(errors, count),
+                },
+            ));
+            continue;
+        }
+        let mut acc = PerfAcc::default();
+        for row in rows {
+            acc.count += to_u64(row.get(1));
+            acc.errors += to_u64(row.get::<_, Option<i64>>(2).unwrap_or(0));
+            if let Some(bytes) = row.get::<_, Option<&[u8]>>(7) {
+                let key = query.endpoint.as_deref().unwrap_or("*");
+                acc.sketch
+                    .merge(&decode_sketch(bytes, "aggregated_metrics", key)?);
+            }
+        }
+        points.push((hour, point_of(&acc)));
+    }
+    // Raw buckets: a raw span lies inside whole buckets (the plan cuts at
+    // hours, buckets are 5 minutes or an hour), so each bucket is one row.
+    for row in raw_rows.iter().flatten() {
+        let mut acc = PerfAcc {
+            count: to_u64(row.get(1)),
+            errors: to_u64(row.get(2)),
+            sketch: LatencySketch::new(),
+        };
+        for v in row.get::<_, Vec<f64>>(3) {
+            acc.sketch.add(v);
+        }
+        points.push((row.get(0), point_of(&acc)));
+    }
+    Ok(points)
+}
+
+/// The slowest requests of `query.endpoint` in `[lo, hi)` (a non-empty
+/// window inside the raw retention) and its status codes there.
+pub(super) async fn slowest_requests(
+    tx: &Transaction<'_>,
+    this: &PgMetricsQuery,
+    query: &SlowRequestsQuery,
+    lo: SystemTime,
+    hi: SystemTime,
+) -> Result<SlowRequests, Error> {
+    let sql = &this.sql.drill;
+    let endpoint = query.endpoint.as_str();
+    let method = query.method.as_deref();
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let top = async {
+        let stmt = prepare(tx, &sql.slowest).await?;
+        let params: [&(dyn ToSql + Sync); 5] = [&endpoint, &method, &lo, &hi, &limit];
+        tx.query(&stmt, &params)
+            .await
+            .map_err(|e| Error::db("reading an endpoint's slowest requests", e))
+    };
+    let statuses = async {
+        let (plan, rolled) = plan(tx, &this.sql, Kind::Performance, lo, hi, HOUR).await?;
+        let (days, hours) = plan.days_and_hours(&rolled, true);
+        let rolled_rows = async {
+            if days.is_empty() && hours.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stmt = prepare(tx, &sql.status_rolled).await?;
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&times(&days), &times(&hours), &endpoint, &method];
+            tx.query(&stmt, &params)
+                .await
+                .map_err(|e| Error::db("reading an endpoint's rolled status codes", e))
+        };
+        let raw_rows = async {
+            let stmt = prepare(tx, &sql.status_raw).await?;
+            try_join_all(plan.raw.iter().map(|(lo, hi)| {
+                let stmt = &stmt;
+                async move { tx.query(stmt, &[lo, hi, &endpoint, &method]).await }
+            }))
+            .await
+            .map_err(|e| Error::db("reading an endpoint's raw status codes", e))
+        };
+        let (rolled_rows, raw_rows) = try_join(rolled_rows, raw_rows).await?;
+        let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+        for row in rolled_rows.iter().chain(raw_rows.iter().flatten()) {
+            let code = u16::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+            *codes.entry(code).or_insert(0) += to_u64(row.get(1));
+        }
+        Ok::<_, Error>(codes)
+    };
+    let (rows, status_codes) = try_join(top, statuses).await?;
+    let requests = rows
+        .iter()
+        .map(|row| SlowRequest {
+            timestamp: row.get(0),
+            method: row.get(1),
+            status_code: u16::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+            response_time_ms: row.get(3),
+            user_id: row.get(4),
+            correlation_id: row.get(5),
+        })
+        .collect();
+    Ok(SlowRequests {
+        requests,
+        status_codes,
+    })
+}
