@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! dashboard_page timing     --base http://127.0.0.1:8080 --admin admin@example.com [--ranges "24h 90d"] [--runs 7]
-//! dashboard_page screenshot --base http://127.0.0.1:8080 --admin admin@example.com [--range 7d] --out docs/dashboard.png
+//! dashboard_page screenshot --base http://127.0.0.1:8080 --admin admin@example.com [--range 7d] --out docs/dashboard.png [--detail-out docs/dashboard-detail.png]
 //! ```
 //!
 //! `timing` loads `<base>/metrics/?range=<r>` `--runs` times per range in a
@@ -111,7 +111,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: dashboard_page timing|screenshot --base URL --admin USER [--ranges R] [--runs N] [--range R --out PNG]";
+    let usage = "usage: dashboard_page timing|screenshot --base URL --admin USER [--ranges R] [--runs N] [--range R --out PNG [--detail-out PNG]]";
     let mode = args.get(1).cloned().unwrap_or_default();
     let base = arg(&args, "--base").unwrap_or_else(|| panic!("{usage}"));
     let admin = arg(&args, "--admin").unwrap_or_else(|| "admin@example.com".to_owned());
@@ -157,6 +157,27 @@ async fn main() {
                 .await;
             page.screenshot_png(&out).await;
             println!("wrote {}", out.display());
+            if let Some(detail) = arg(&args, "--detail-out") {
+                // The drill-down of the slowest endpoint (the table's first
+                // row by default), scrolled to the top of the viewport.
+                page.eval::<serde_json::Value>(
+                    "document.querySelector('[data-testid=\"endpoint-row\"] button').click()",
+                )
+                .await;
+                page.wait_for(
+                    "(() => { const v = document.querySelector('[data-testid=\"endpoint-detail\"]');\
+                       return !v.hidden && v.getAttribute('aria-busy') === 'false'\
+                         && v.querySelector('[data-testid=\"endpoint-detail-requests\"] tbody tr'); })()",
+                    Duration::from_secs(30),
+                )
+                .await;
+                page.eval::<serde_json::Value>(
+                    "document.querySelector('[data-testid=\"endpoint-detail\"]').scrollIntoView()",
+                )
+                .await;
+                page.screenshot_png(&PathBuf::from(&detail)).await;
+                println!("wrote {detail}");
+            }
         }
         _ => panic!("{usage}"),
     }

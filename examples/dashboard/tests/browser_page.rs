@@ -12,8 +12,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use app_metrics::{AppMetrics, RequestRecord, Route, StaticAdmins, UsageEvent, UserId};
-use http::Method;
+use app_metrics::{
+    AppMetrics, CorrelationId, RequestRecord, Route, StaticAdmins, UsageEvent, UserId,
+};
+use http::{HeaderValue, Method};
 use serde_json::{Value, json};
 use test_support::browser::{Browser, Page, SeenRequest};
 
@@ -65,7 +67,8 @@ impl Site {
         format!("{}{path}", self.base)
     }
 
-    /// Requests over the last hours: three endpoints, one with errors.
+    /// Requests over the last hours: three endpoints, one with errors, each
+    /// request with the correlation id `req-<i>` (but one).
     fn seed_requests(&self) {
         let sink = self.metrics.memory_sink().unwrap();
         let now = SystemTime::now();
@@ -91,7 +94,12 @@ impl Site {
                 )
                 .with_user(Some(UserId::new(
                     ["ada@example.com", "bob@example.com"][i % 2],
-                ))),
+                )))
+                // Every request but the second health check has one: req-<i>.
+                .with_correlation_id((i != 6).then(|| {
+                    CorrelationId::from_header(&HeaderValue::try_from(format!("req-{i}")).unwrap())
+                        .unwrap()
+                })),
             );
         }
     }
@@ -1237,33 +1245,543 @@ async fn endpoint_table_sorts_every_column() {
     assert_eq!(shown, "30.00 ms");
 }
 
+// ===== the endpoint detail view =====
+
+const ITEMS: &str = "/api/items/{id}";
+
+/// The detail view's two requests among the page's requests.
+fn detail_requests(page: &Page) -> Vec<SeenRequest> {
+    page.requests()
+        .into_iter()
+        .filter(|r| {
+            r.url.contains(&format!("{API}/requests?")) || r.url.contains("metric_type=performance")
+        })
+        .collect()
+}
+
+/// Every request to the API but the tracker's POSTs.
+fn api_requests(page: &Page) -> Vec<String> {
+    page.requests()
+        .into_iter()
+        .map(|r| r.url)
+        .filter(|u| u.contains(API) && !u.contains("/usage-events"))
+        .collect()
+}
+
+const DETAIL_LOADED: &str = "(() => { const d = document.querySelector('[data-testid=\"endpoint-detail\"]'); \
+    return !d.hidden && d.getAttribute('aria-busy') === 'false'; })()";
+
+fn row_button(method: &str, endpoint: &str) -> String {
+    format!("[data-testid=endpoint-row] button[aria-label=\"Details for {method} {endpoint}\"]")
+}
+
+/// Clicks the row of `method endpoint` and waits for its detail view.
+async fn open_detail(page: &Page, method: &str, endpoint: &str) {
+    page.click(&row_button(method, endpoint)).await;
+    page.wait_for(DETAIL_LOADED, WAIT).await;
+}
+
+/// The cells of a detail table's body, as shown.
+async fn cells(page: &Page, testid: &str) -> Vec<Vec<String>> {
+    page.eval(&format!(
+        "[...{}.tBodies[0].rows].map(r => [...r.cells].map(c => c.textContent.trim()))",
+        q(testid)
+    ))
+    .await
+}
+
+/// Whether the focused element is inside the element with `testid`.
+async fn focus_in(page: &Page, testid: &str) -> bool {
+    page.eval(&format!("{}.contains(document.activeElement)", q(testid)))
+        .await
+}
+
+async fn focused_label(page: &Page) -> Option<String> {
+    page.eval("document.activeElement && document.activeElement.getAttribute('aria-label')")
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_rows_open_without_a_request() {
+async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
+    let site = Site::start().await;
+    site.seed_requests();
+    let page = page_as(Some(ADMIN)).await;
+    open(&site, &page, "").await;
+    assert!(!visible(&page, "endpoint-detail").await, "closed at first");
+    page.clear_requests();
+    open_detail(&page, "GET", ITEMS).await;
+
+    // Exactly the two detail requests, nothing else.
+    let mut sent: Vec<String> = api_requests(&page)
+        .into_iter()
+        .map(|u| u.strip_prefix(&site.base).unwrap().to_owned())
+        .collect();
+    sent.sort();
+    let e = "endpoint=%2Fapi%2Fitems%2F%7Bid%7D&method=GET";
+    assert_eq!(
+        sent,
+        [
+            format!("{API}/requests?{e}&time_range=7d&limit=20"),
+            format!("{API}/time-series?metric_type=performance&{e}&time_range=24h"),
+        ],
+    );
+    assert!(visible(&page, "endpoint-detail").await);
+    assert_eq!(
+        page.eval::<String>(&format!(
+            "{}.querySelector('h2').textContent",
+            q("endpoint-detail")
+        ))
+        .await,
+        "Endpoint details: GET /api/items/{id}"
+    );
+    let labelled: String = page
+        .eval(&format!(
+            "document.getElementById({}.getAttribute('aria-labelledby')).textContent",
+            q("endpoint-detail")
+        ))
+        .await;
+    assert_eq!(labelled, "Endpoint details: GET /api/items/{id}");
+    assert!(
+        text(&page, "endpoint-detail-range")
+            .await
+            .starts_with("Response times for Last 24 Hours"),
+    );
+    assert!(!visible(&page, "endpoint-detail-error").await);
+    assert!(!visible(&page, "toast").await);
+
+    // The chart: an image with its label, the three percentiles and the rate drawn.
+    assert_eq!(
+        attr(&page, "endpoint-detail-chart", "role")
+            .await
+            .as_deref(),
+        Some("img")
+    );
+    assert_eq!(
+        attr(&page, "endpoint-detail-chart", "aria-label")
+            .await
+            .as_deref(),
+        Some("Response time percentiles and request rate of GET /api/items/{id}")
+    );
+    let lines: Vec<String> = page
+        .eval(&format!(
+            "[...{}.querySelectorAll('path.line')].map(p => p.getAttribute('class'))",
+            q("endpoint-detail-chart")
+        ))
+        .await;
+    assert_eq!(
+        lines,
+        ["line s-p50", "line s-p95", "line s-p99", "line s-rate"]
+    );
+    // Its table holds the API's buckets for this endpoint only.
+    let series = api(
+        &page,
+        &format!("/time-series?metric_type=performance&{e}&time_range=24h"),
+    )
+    .await;
+    let points = series["data_points"].as_array().unwrap();
+    let rows: Vec<(String, String, String)> = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].map(r => [r.cells[0].dataset.value, r.cells[1].dataset.value, r.cells[3].dataset.value])",
+            q("endpoint-detail-chart-table")
+        ))
+        .await;
+    assert_eq!(rows.len(), points.len());
+    for (row, p) in rows.iter().zip(points) {
+        assert_eq!(row.0, p["timestamp"].as_str().unwrap());
+        assert_eq!(row.1, p["total_requests"].to_string());
+        assert_eq!(row.2, p["p50_response_time_ms"].to_string());
+    }
+    let busy: Vec<&(String, String, String)> = rows.iter().filter(|r| r.1 != "0").collect();
+    let mut p50s: Vec<&str> = busy.iter().map(|r| r.2.as_str()).collect();
+    p50s.sort();
+    assert_eq!(
+        p50s,
+        ["12", "18", "6"],
+        "one bucket per request of this endpoint"
+    );
+    let rate: String = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].find(r => r.cells[1].dataset.value === '1').cells[2].textContent",
+            q("endpoint-detail-chart-table")
+        ))
+        .await;
+    assert_eq!(rate, "0.2/min", "1 request in a 5-minute bucket");
+
+    // The status codes of the last 7 days.
+    assert_eq!(
+        cells(&page, "endpoint-detail-statuses").await,
+        [["200", "2", "66.67%"], ["404", "1", "33.33%"]]
+    );
+    // The slowest requests, slowest first, each with its correlation id.
+    let requests = cells(&page, "endpoint-detail-requests").await;
+    let columns: Vec<Vec<&str>> = requests
+        .iter()
+        .map(|r| vec![r[1].as_str(), r[2].as_str(), r[3].as_str(), r[4].as_str()])
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ["200", "18.00 ms", "bob@example.com", "req-1 Copy"],
+            ["200", "12.00 ms", "ada@example.com", "req-0 Copy"],
+            ["404", "6.00 ms", "ada@example.com", "req-2 Copy"],
+        ]
+    );
+    let times: Vec<String> = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].map(r => r.cells[0].dataset.value)",
+            q("endpoint-detail-requests")
+        ))
+        .await;
+    let answer = api(&page, &format!("/requests?{e}&time_range=7d&limit=20")).await;
+    let want: Vec<&str> = answer["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["timestamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(times, want);
+    let copies: usize = page
+        .eval("document.querySelectorAll('[data-testid=copy-correlation-id]').length")
+        .await;
+    assert_eq!(copies, 3);
+
+    // Another row replaces it; a request without a correlation id has no button.
+    open_detail(&page, "GET", "/api/health").await;
+    assert_eq!(
+        cells(&page, "endpoint-detail-statuses").await,
+        [["200", "3", "100.00%"]]
+    );
+    let ids: Vec<String> = cells(&page, "endpoint-detail-requests")
+        .await
+        .into_iter()
+        .map(|r| r[4].clone())
+        .collect();
+    assert_eq!(ids, ["req-7 Copy", "\u{2014}", "req-5 Copy"]);
+
+    // Refresh sends its three requests only, and closes the view.
+    refresh(&page).await;
+    assert_eq!(
+        data_paths(&page, &site.base),
+        expected_paths("time_range=24h")
+    );
+    assert_eq!(api_requests(&page).len(), 3, "{:?}", api_requests(&page));
+    assert!(detail_requests(&page).is_empty());
+    assert!(
+        !visible(&page, "endpoint-detail").await,
+        "Refresh closes it"
+    );
+    let rows: usize = page
+        .eval(&format!(
+            "{}.tBodies[0].rows.length",
+            q("endpoint-detail-requests")
+        ))
+        .await;
+    assert_eq!(rows, 0, "its numbers are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_view_opens_and_closes_by_keyboard() {
     let site = Site::start().await;
     site.seed_requests();
     let page = page_as(Some(ADMIN)).await;
     open(&site, &page, "").await;
     page.exec(&format!(
-        "window.__opened = []; {}.addEventListener('endpoint-open', e => window.__opened.push(e.detail.endpoint + ' ' + e.detail.method))",
+        "window.__opened = []; {}.addEventListener('endpoint-open', e => window.__opened.push(e.detail.method + ' ' + e.detail.endpoint))",
         q("endpoint-table")
     ))
     .await;
-    page.clear_requests();
+    let label = format!("Details for GET {ITEMS}");
+
+    // Enter on the row's button opens it, with the focus inside.
+    page.exec(&format!(
+        "document.querySelector({}).focus()",
+        js_str(&row_button("GET", ITEMS))
+    ))
+    .await;
+    page.press_key("Enter").await;
+    page.wait_for(DETAIL_LOADED, WAIT).await;
+    assert!(
+        focus_in(&page, "endpoint-detail").await,
+        "the focus moved into the view"
+    );
+    // Escape closes it and gives the focus back to the row.
+    page.press_key("Escape").await;
+    assert!(!visible(&page, "endpoint-detail").await);
+    assert_eq!(focused_label(&page).await.as_deref(), Some(label.as_str()));
+
+    // Space opens it too; the close button closes it.
+    page.press_key("Space").await;
+    page.wait_for(DETAIL_LOADED, WAIT).await;
+    assert!(focus_in(&page, "endpoint-detail").await);
+    page.press_key("Tab").await;
+    assert_eq!(
+        page.eval::<Option<String>>("document.activeElement.dataset.testid")
+            .await
+            .as_deref(),
+        Some("endpoint-detail-close")
+    );
+    page.press_key("Enter").await;
+    assert!(!visible(&page, "endpoint-detail").await);
+    assert_eq!(focused_label(&page).await.as_deref(), Some(label.as_str()));
+
+    // The chart's tooltip takes the first Escape, the view the second.
+    page.press_key("Enter").await;
+    page.wait_for(DETAIL_LOADED, WAIT).await;
+    page.exec(&format!("{}.focus()", q("endpoint-detail-chart")))
+        .await;
+    let tooltip = format!(
+        "{}.closest('.chart-wrap').querySelector('.tooltip')",
+        q("endpoint-detail-chart")
+    );
+    assert!(
+        !page.eval::<bool>(&format!("{tooltip}.hidden")).await,
+        "a tooltip on focus"
+    );
+    let read: String = page.eval(&format!("{tooltip}.textContent")).await;
+    assert!(
+        read.contains("P99: ") && read.contains("Requests/min: "),
+        "{read}"
+    );
+    page.press_key("Escape").await;
+    assert!(page.eval::<bool>(&format!("{tooltip}.hidden")).await);
+    assert!(
+        visible(&page, "endpoint-detail").await,
+        "the first Escape only hides the tooltip"
+    );
+    page.press_key("Escape").await;
+    assert!(!visible(&page, "endpoint-detail").await);
+    assert_eq!(focused_label(&page).await.as_deref(), Some(label.as_str()));
+
+    // A mouse click on the row opens it; after a re-sort the focus still finds the row.
     page.click("[data-testid=endpoint-row] td:nth-child(3)")
         .await;
-    page.exec("document.querySelectorAll('[data-testid=endpoint-row] button')[1].focus()")
-        .await;
-    page.press_key("Enter").await;
+    page.wait_for(DETAIL_LOADED, WAIT).await;
+    page.click("th[data-sort-key=endpoint] button").await;
+    page.click("[data-testid=endpoint-detail-close]").await;
     let opened: Vec<String> = page.eval("window.__opened").await;
-    assert_eq!(opened.len(), 2, "{opened:?}");
+    assert_eq!(opened.len(), 4, "{opened:?}");
+    let back: Option<String> = focused_label(&page).await;
+    assert_eq!(
+        back.as_deref(),
+        Some(format!("Details for {}", opened[3]).as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_buttons_copy_the_correlation_id_or_select_it() {
+    let site = Site::start().await;
+    site.seed_requests();
+    let page = page_as(Some(ADMIN)).await;
+    open(&site, &page, "").await;
+    open_detail(&page, "POST", "/api/orders").await;
+    let first = "document.querySelector('[data-testid=copy-correlation-id]')";
+    assert_eq!(
+        page.eval::<String>(&format!("{first}.getAttribute('aria-label')"))
+            .await,
+        "Copy correlation id req-4"
+    );
+
+    // With a clipboard: the id is written to it.
+    page.exec("window.__copied = []; navigator.clipboard.writeText = (t) => { window.__copied.push(t); return Promise.resolve(); }")
+        .await;
+    page.click("[data-testid=copy-correlation-id]").await;
+    page.wait_for("window.__copied.length === 1", WAIT).await;
+    assert_eq!(page.eval::<Vec<String>>("window.__copied").await, ["req-4"]);
+    assert_eq!(
+        text(&page, "endpoint-detail-copy-status").await,
+        "Copied correlation id req-4."
+    );
+    assert_eq!(
+        attr(&page, "endpoint-detail-copy-status", "role")
+            .await
+            .as_deref(),
+        Some("status")
+    );
+
+    // Refused (no permission): the id is selected for Ctrl+C instead.
+    page.exec("navigator.clipboard.writeText = () => Promise.reject(new DOMException('denied', 'NotAllowedError'))")
+        .await;
+    page.click(
+        "[data-testid=endpoint-detail-requests] tr:nth-child(2) [data-testid=copy-correlation-id]",
+    )
+    .await;
+    page.wait_for("String(getSelection()) === 'req-3'", WAIT)
+        .await;
+    assert!(
+        text(&page, "endpoint-detail-copy-status")
+            .await
+            .contains("press Ctrl+C")
+    );
+
+    // No clipboard at all (an insecure origin): selected too.
+    page.exec("getSelection().removeAllRanges(); Object.defineProperty(navigator, 'clipboard', { value: undefined, configurable: true })")
+        .await;
+    page.click("[data-testid=copy-correlation-id]").await;
+    page.wait_for("String(getSelection()) === 'req-4'", WAIT)
+        .await;
+    assert!(!visible(&page, "endpoint-detail-error").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_failures_show_inside_the_view_not_as_the_toast() {
+    let site = Site::start().await;
+    site.seed_requests();
+    let page = page_as(Some(ADMIN)).await;
+    open(&site, &page, "").await;
+
+    page.fail_requests("metrics/requests?", 500).await;
+    open_detail(&page, "GET", ITEMS).await;
+    assert!(visible(&page, "endpoint-detail-error").await);
+    assert_eq!(
+        attr(&page, "endpoint-detail-error", "role")
+            .await
+            .as_deref(),
+        Some("alert")
+    );
+    let lines: Vec<String> = page
+        .eval(&format!(
+            "[...{}.querySelectorAll('li')].map(li => li.textContent)",
+            q("endpoint-detail-error")
+        ))
+        .await;
+    assert_eq!(
+        lines,
+        ["Failed to load slowest requests: injected by the test harness (status 500)"]
+    );
+    assert!(
+        text(&page, "endpoint-detail-error")
+            .await
+            .starts_with("Failed to load endpoint details.")
+    );
+    assert!(!visible(&page, "toast").await, "not the page's toast");
+    // What arrived is drawn.
+    let drawn: usize = page
+        .eval(&format!(
+            "{}.querySelectorAll('path.line').length",
+            q("endpoint-detail-chart")
+        ))
+        .await;
+    assert_eq!(drawn, 4);
+    assert_eq!(
+        page.eval::<usize>(&format!(
+            "{}.tBodies[0].rows.length",
+            q("endpoint-detail-requests")
+        ))
+        .await,
+        0
+    );
+
+    // The series failing (a network error), the requests arriving.
+    page.clear_failures().await;
+    page.fail_requests("time-series?metric_type=performance", 0)
+        .await;
+    open_detail(&page, "GET", ITEMS).await;
+    let lines: Vec<String> = page
+        .eval(&format!(
+            "[...{}.querySelectorAll('li')].map(li => li.textContent)",
+            q("endpoint-detail-error")
+        ))
+        .await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("Failed to load response times: "),
+        "{lines:?}"
+    );
+    assert_eq!(cells(&page, "endpoint-detail-statuses").await.len(), 2);
+    assert!(!visible(&page, "toast").await);
+
+    // A good open clears it; the page's own calls were never affected.
+    page.clear_failures().await;
+    open_detail(&page, "GET", ITEMS).await;
+    assert!(!visible(&page, "endpoint-detail-error").await);
+    assert_eq!(text(&page, "card-total-requests-value").await, "8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_changes_send_nothing_and_mark_the_open_detail() {
+    let site = Site::start().await;
+    site.seed_requests();
+    let page = page_as(Some(ADMIN)).await;
+    open(&site, &page, "").await;
+    open_detail(&page, "GET", ITEMS).await;
+    page.clear_requests();
+
+    page.click("[data-range=\"7d\"]").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent: Vec<String> = page
-        .requests()
+    assert!(api_requests(&page).is_empty(), "{:?}", api_requests(&page));
+    assert!(visible(&page, "endpoint-detail").await, "it stays open");
+    assert!(
+        visible(&page, "endpoint-detail-stale").await,
+        "marked out of date"
+    );
+    assert!(
+        text(&page, "endpoint-detail-range")
+            .await
+            .starts_with("Response times for Last 24 Hours"),
+        "labelled with the range it shows"
+    );
+    page.click("[data-range=\"24h\"]").await;
+    assert!(!visible(&page, "endpoint-detail-stale").await);
+    page.click("[data-range=\"30d\"]").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(api_requests(&page).is_empty(), "{:?}", api_requests(&page));
+
+    // Opened again, it asks for the selected range.
+    open_detail(&page, "GET", ITEMS).await;
+    assert!(!visible(&page, "endpoint-detail-stale").await);
+    let sent = detail_requests(&page);
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter().any(
+            |r| r.url.contains("metric_type=performance") && r.url.ends_with("&time_range=30d")
+        ),
+        "{sent:?}"
+    );
+    assert!(
+        text(&page, "endpoint-detail-range")
+            .await
+            .starts_with("Response times for Last 30 Days")
+    );
+
+    // A short custom range before the raw retention asks for hourly buckets
+    // (5-minute buckets of one endpoint exist for 7 days only).
+    page.click("[data-range=custom]").await;
+    set_input(
+        &page,
+        "custom-start",
+        &local_input(&page, -10.0 * 24.0).await,
+    )
+    .await;
+    set_input(&page, "custom-end", &local_input(&page, -9.5 * 24.0).await).await;
+    page.click("[data-testid=custom-apply]").await;
+    assert!(visible(&page, "endpoint-detail-stale").await);
+    page.clear_requests();
+    open_detail(&page, "GET", ITEMS).await;
+    let series: Vec<SeenRequest> = detail_requests(&page)
         .into_iter()
-        .map(|r| r.url)
-        .filter(|u| u.contains(API) && !u.contains("/usage-events"))
+        .filter(|r| r.url.contains("metric_type=performance"))
         .collect();
-    assert!(sent.is_empty(), "opening a row sent {sent:?}");
+    assert_eq!(series.len(), 1);
+    assert!(
+        series[0].url.contains("&start_date=") && series[0].url.ends_with("&interval=hourly"),
+        "{}",
+        series[0].url
+    );
+    assert!(!visible(&page, "endpoint-detail-error").await, "answered");
+    assert_eq!(
+        text(&page, "endpoint-detail-chart").await,
+        "",
+        "no requests in that range: nothing drawn"
+    );
+    let empty: String = page
+        .eval(&format!(
+            "{}.querySelector('p.empty').textContent",
+            q("endpoint-detail")
+        ))
+        .await;
+    assert_eq!(empty, "No requests to this endpoint in the selected range.");
+    // The slowest requests are the last 7 days' whatever the range.
+    assert_eq!(cells(&page, "endpoint-detail-requests").await.len(), 3);
 }
 
 // ===== empty, failures, access =====
@@ -1546,6 +2064,41 @@ async fn contrast_from_the_rendered_styles() {
     );
     assert!(c.bad.is_empty(), "below WCAG AA: {:#?}", c.bad);
 
+    // An endpoint's detail view, with its chart, tables and a copy note
+    // (after a good refresh: the rows are back, the toast gone).
+    refresh(&page).await;
+    open_detail(&page, "GET", "/api/items/{id}").await;
+    page.exec("navigator.clipboard.writeText = () => Promise.resolve()")
+        .await;
+    page.click("[data-testid=copy-correlation-id]").await;
+    page.wait_for(
+        &format!("{}.textContent !== ''", q("endpoint-detail-copy-status")),
+        WAIT,
+    )
+    .await;
+    page.exec("document.querySelectorAll('details').forEach(d => d.open = true)")
+        .await;
+    let c: Contrast = page.eval(CONTRAST_JS).await;
+    assert!(c.bad.is_empty(), "detail view: {:#?}", c.bad);
+    let detail: Contrast = page
+        .eval(&CONTRAST_JS.replace(
+            "document.querySelectorAll('.chart-svg",
+            "document.querySelector('[data-testid=endpoint-detail]').querySelectorAll('.chart-svg",
+        ))
+        .await;
+    assert!(
+        detail.graphics >= 4,
+        "the detail chart's lines and swatches were measured: {detail:?}"
+    );
+
+    // The detail view's failure box.
+    page.fail_requests("metrics/requests?", 500).await;
+    open_detail(&page, "GET", "/api/items/{id}").await;
+    page.clear_failures().await;
+    assert!(visible(&page, "endpoint-detail-error").await);
+    let c: Contrast = page.eval(CONTRAST_JS).await;
+    assert!(c.bad.is_empty(), "detail failure: {:#?}", c.bad);
+
     // The busy button too.
     page.hold_requests("metrics/usage?").await;
     page.click("[data-testid=refresh-button]").await;
@@ -1566,6 +2119,8 @@ async fn nothing_from_another_origin_and_no_console_errors() {
     let mut requests = page.requests();
     page.click("[data-range=\"90d\"]").await;
     refresh(&page).await;
+    open_detail(&page, "GET", "/api/items/{id}").await;
+    assert!(!visible(&page, "endpoint-detail-error").await);
     page.exec(&format!("{}.focus()", q("chart-usage"))).await;
     page.exec("window.AppMetrics.flush()").await;
     requests.extend(page.requests());

@@ -41,6 +41,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("cards.js", JAVASCRIPT, include_str!("assets/cards.js")),
     ("charts.js", JAVASCRIPT, include_str!("assets/charts.js")),
     ("table.js", JAVASCRIPT, include_str!("assets/table.js")),
+    ("detail.js", JAVASCRIPT, include_str!("assets/detail.js")),
     ("toast.js", JAVASCRIPT, include_str!("assets/toast.js")),
     ("dom.js", JAVASCRIPT, include_str!("assets/dom.js")),
 ];

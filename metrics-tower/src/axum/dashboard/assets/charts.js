@@ -66,7 +66,8 @@ function interact(container, tooltip, count, show, nearest, first = count - 1) {
     if (step) move(at + step);
     else if (e.key === "Home") move(0);
     else if (e.key === "End") move(count - 1);
-    else if (e.key === "Escape") hide();
+    // A second Escape (nothing left to hide) is the page's: it may close a view.
+    else if (e.key === "Escape" && !tooltip.hidden) hide();
     else return;
     e.preventDefault();
   };

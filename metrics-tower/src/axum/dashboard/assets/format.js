@@ -27,6 +27,11 @@ export function dateTime(d) {
   return d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A single request's time, to the second, in local time. */
+export function preciseTime(d) {
+  return d.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
+}
+
 /** An axis tick: the hour within a day, the date beyond. */
 export function tick(d, spanMs) {
   return spanMs <= 36 * 3600e3

@@ -1,12 +1,14 @@
 // The page's wiring: range selection, Refresh, and rendering each answer.
 // Only the first load and Refresh send data requests (three, in parallel);
-// nothing polls.
+// nothing polls. Opening an endpoint row sends that endpoint's two detail
+// requests (detail.js), nothing else does.
 
 import { apiBase, getJson } from "./api.js";
 import { clearCards, initCards, renderCards } from "./cards.js";
 import { barChart, fillTable, lineChart } from "./charts.js";
 import { h } from "./dom.js";
 import { count, dateTime, ms, percent, tickNumber } from "./format.js";
+import { closeDetail, openDetail, rangeChanged } from "./detail.js";
 import { customError, fromUrl, parseLocal, rangeQuery, toLocalInput, toUrl } from "./range.js";
 import { renderEndpoints } from "./table.js";
 import { hideToast, showToast } from "./toast.js";
@@ -60,6 +62,7 @@ function select(next) {
   range = next;
   pressed();
   toUrl(range);
+  rangeChanged(range);
   track({
     event_type: "preference_changed",
     element_id: "time-range-selector",
@@ -155,12 +158,28 @@ async function load() {
 
 refresh.addEventListener("click", () => {
   if (busy) return;
+  // Refresh closes an open endpoint view rather than leaving it behind the
+  // new numbers: it sends only its three requests, the rows it draws may
+  // not hold that endpoint any more, and a refused refresh must leave no
+  // numbers on screen. Opening the row again shows it for the new range.
+  closeDetail(false);
   track({
     event_type: "button_click",
     element_id: "refresh-button",
     metadata: { time_range: range.kind, action: "manual_refresh" },
   });
   load();
+});
+
+/** How the range reads in the detail view: the button's text, or the dates. */
+function rangeLabel(r) {
+  if (r.kind === "custom") return `${dateTime(r.start)} \u2013 ${dateTime(r.end)}`;
+  return selector.querySelector(`[data-range="${r.kind}"]`).textContent;
+}
+
+$("endpoint-table").addEventListener("endpoint-open", (e) => {
+  const at = document.activeElement;
+  openDetail(e.detail, range, rangeLabel(range), $("endpoint-table").contains(at) ? at : null);
 });
 
 // ===== rendering =====

@@ -44,9 +44,9 @@ export function sortEndpoints(list, key, dir) {
 }
 
 /**
- * The drill-down hook: called with the row's endpoint when a row is opened
- * (click, or Enter / Space on its button). The detail view replaces this;
- * until then it does nothing visible and sends nothing.
+ * Called with the row's endpoint when a row is opened (click, or Enter /
+ * Space on its button): an `endpoint-open` event on the table, which
+ * main.js answers with the detail view (detail.js).
  */
 export function openEndpointDetail(row) {
   table.dispatchEvent(new CustomEvent("endpoint-open", { detail: row }));
