@@ -50,51 +50,43 @@ DRILL_ENDPOINT=/api/v1/r0/%7Bid%7D # /api/v1/r0/{id}, as dashboard_seed.rs names
 
 # shellcheck source=benches/lib/pg.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
+# shellcheck source=benches/lib/dashboard_app.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/dashboard_app.sh"
 pg_bench_setup dashboard_queries dashboard_seed
-target_dir=${CARGO_TARGET_DIR:-target}
-
-app_pid=
-stop_app() {
-    if [ -n "$app_pid" ]; then
-        kill "$app_pid" 2>/dev/null || true
-        wait "$app_pid" 2>/dev/null || true
-        app_pid=
-    fi
-}
-trap 'stop_app; pg_bench_cleanup' EXIT
-
-echo "seeding: $PER_DAY requests/day and $EVENTS_PER_DAY events/day raw over 7 days, $HISTORY_DAYS days rolled up..." >&2
-"$driver" seed --url "$url" --schema "$SCHEMA" --per-day "$PER_DAY" \
-    --events-per-day "$EVENTS_PER_DAY" --history-days "$HISTORY_DAYS"
+dashboard_seed
 
 # ----- ours: over HTTP through the example app when it serves the API -----
 via=direct
-echo "building the example app (release)..." >&2
-if cargo build -q --release -p example-dashboard 2>"$work/app-build.err"; then
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    base="http://127.0.0.1:$port"
-    DATABASE_URL="$url" BIND="127.0.0.1:$port" ADMIN_USERS="$ADMIN" RUST_LOG=warn \
-        "$target_dir/release/example-dashboard" >"$work/app.log" 2>&1 &
-    app_pid=$!
-    for _ in $(seq 1 300); do
-        curl -s -o /dev/null "$base/health" && break
-        sleep 0.1
-    done
+if dashboard_app_start; then
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Forwarded-Email: $ADMIN" \
         "$base/api/v1/metrics/performance?time_range=24h" || true)
     if [ "$code" = 200 ]; then
         via=http
     else
         echo "info the example app answered $code on /api/v1/metrics/performance: timing PgMetricsQuery directly" >&2
-        stop_app
+        dashboard_app_stop
     fi
 else
-    echo "info the example app does not build; timing PgMetricsQuery directly:" >&2
-    tail -5 "$work/app-build.err" >&2
+    echo "info the example app did not start (above): timing PgMetricsQuery directly" >&2
 fi
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# `time_get NAME RANGE PATH`: RUNS timed GETs of PATH as the admin after 3 warm-ups; appends
+# `ours endpoint=NAME range=RANGE ms=<median>` to $ours. Any answer but 200 stops the bench.
+time_get() {
+    local samples="$work/samples" out i
+    : >"$samples"
+    for i in $(seq 1 $((RUNS + 3))); do
+        out=$(curl -s -o "$work/body" -w '%{http_code} %{time_total}' \
+            -H "X-Forwarded-Email: $ADMIN" "$base$3")
+        [ "${out%% *}" = 200 ] || { echo "GET $3 answered ${out%% *}: $(head -c 300 "$work/body")" >&2; exit 1; }
+        [ "$i" -gt 3 ] && echo "${out#* }" >>"$samples"
+    done
+    echo "ours endpoint=$1 range=$2 ms=$(median <"$samples" | awk '{ printf "%.2f", $1 * 1000 }')" >>"$ours"
+}
+
+drill_lines="requests:7d time-series-endpoint:24h time-series-endpoint:7d time-series-endpoint:30d time-series-endpoint:90d"
 ours="$work/ours.txt"
 : >"$ours"
 if [ "$via" = http ]; then
@@ -102,39 +94,19 @@ if [ "$via" = http ]; then
         for range in $ranges; do
             path="/api/v1/metrics/$endpoint?time_range=$range"
             [ "$endpoint" = time-series ] && path="$path&metric_type=both"
-            samples="$work/samples"
-            : >"$samples"
-            for i in $(seq 1 $((RUNS + 3))); do
-                out=$(curl -s -o "$work/body" -w '%{http_code} %{time_total}' \
-                    -H "X-Forwarded-Email: $ADMIN" "$base$path")
-                [ "${out%% *}" = 200 ] || { echo "GET $path answered ${out%% *}: $(head -c 300 "$work/body")" >&2; exit 1; }
-                [ "$i" -gt 3 ] && echo "${out#* }" >>"$samples"
-            done
-            ms=$(median <"$samples" | awk '{ printf "%.2f", $1 * 1000 }')
-            echo "ours endpoint=$endpoint range=$range ms=$ms" >>"$ours"
+            time_get "$endpoint" "$range" "$path"
         done
     done
-    for line in "requests 7d" "time-series-endpoint 24h" "time-series-endpoint 7d" \
-        "time-series-endpoint 30d" "time-series-endpoint 90d"; do
-        set -- $line
-        endpoint=$1 range=$2
+    for line in $drill_lines; do
+        endpoint=${line%%:*} range=${line#*:}
         if [ "$endpoint" = requests ]; then
             path="/api/v1/metrics/requests?endpoint=$DRILL_ENDPOINT&time_range=$range"
         else
             path="/api/v1/metrics/time-series?metric_type=performance&endpoint=$DRILL_ENDPOINT&time_range=$range"
         fi
-        samples="$work/samples"
-        : >"$samples"
-        for i in $(seq 1 $((RUNS + 3))); do
-            out=$(curl -s -o "$work/body" -w '%{http_code} %{time_total}' \
-                -H "X-Forwarded-Email: $ADMIN" "$base$path")
-            [ "${out%% *}" = 200 ] || { echo "GET $path answered ${out%% *}: $(head -c 300 "$work/body")" >&2; exit 1; }
-            [ "$i" -gt 3 ] && echo "${out#* }" >>"$samples"
-        done
-        ms=$(median <"$samples" | awk '{ printf "%.2f", $1 * 1000 }')
-        echo "ours endpoint=$endpoint range=$range ms=$ms" >>"$ours"
+        time_get "$endpoint" "$range" "$path"
     done
-    stop_app
+    dashboard_app_stop
 else
     "$driver" ours --url "$url" --schema "$SCHEMA" --runs "$RUNS" >"$ours"
 fi
@@ -154,16 +126,14 @@ for endpoint in performance usage time-series; do
         fi
     done
 done
-for line in "requests 7d" "time-series-endpoint 24h" "time-series-endpoint 7d" \
-    "time-series-endpoint 30d" "time-series-endpoint 90d"; do
-    set -- $line
-    ms=$(sed -n "s/^ours endpoint=$1 range=$2 ms=//p" "$ours")
-    extra=
-    [ "$1" = requests ] && extra=" limit=20"
-    if [ "$via" = http ]; then
-        echo "RESULT dashboard_queries endpoint=$1 range=$2 ms=$ms$extra"
-    else
-        echo "info dashboard_queries endpoint=$1 range=$2 ms=$ms$extra via=direct"
-    fi
-done
+# The drill-down lines are timed over HTTP only (the direct driver has no drill-down mode).
+if [ "$via" = http ]; then
+    for line in $drill_lines; do
+        endpoint=${line%%:*} range=${line#*:}
+        ms=$(sed -n "s/^ours endpoint=$endpoint range=$range ms=//p" "$ours")
+        extra=
+        [ "$endpoint" = requests ] && extra=" limit=20"
+        echo "RESULT dashboard_queries endpoint=$endpoint range=$range ms=$ms$extra"
+    done
+fi
 echo "info load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

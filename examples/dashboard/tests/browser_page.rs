@@ -104,6 +104,28 @@ impl Site {
         }
     }
 
+    /// Requests of `/api/reports/{report_id}/exports` as production would
+    /// record them: a generated (UUIDv7) correlation id, a long user name.
+    fn seed_realistic_requests(&self) {
+        let sink = self.metrics.memory_sink().unwrap();
+        let now = SystemTime::now();
+        for i in 0..3u64 {
+            sink.insert(
+                RequestRecord::new(
+                    now - Duration::from_secs(3_600 * (i + 1)),
+                    Route::from("/api/reports/{report_id}/exports"),
+                    Method::POST,
+                    200,
+                    Duration::from_micros(1_234_567 + i),
+                )
+                .with_user(Some(UserId::new(
+                    "firstname.lastname@subsidiary.example.com",
+                )))
+                .with_correlation_id(Some(CorrelationId::generate())),
+            );
+        }
+    }
+
     /// Usage events: page views on seven pages (counts 7..1) and clicks.
     fn seed_events(&self) {
         let sink = self.metrics.memory_sink().unwrap();
@@ -1477,6 +1499,39 @@ async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
         ))
         .await;
     assert_eq!(rows, 0, "its numbers are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_ids_and_their_copy_buttons_fit_at_1280_px() {
+    let site = Site::start().await;
+    site.seed_realistic_requests();
+    let page = page_as(Some(ADMIN)).await;
+    page.set_viewport(1280, 900).await;
+    open(&site, &page, "").await;
+    open_detail(&page, "POST", "/api/reports/{report_id}/exports").await;
+    // Every id whole and every button inside the table's scroll box and the
+    // window: nothing to scroll sideways for.
+    let clipped: Vec<String> = page
+        .eval(&format!(
+            "(() => {{ const t = {}; const box = t.parentElement.getBoundingClientRect();
+               return [...t.querySelectorAll('code, [data-testid=copy-correlation-id]')]
+                 .filter(e => {{ const r = e.getBoundingClientRect();
+                   return r.right > box.right + 0.5 || r.right > window.innerWidth; }})
+                 .map(e => e.textContent); }})()",
+            q("endpoint-detail-requests")
+        ))
+        .await;
+    assert!(clipped.is_empty(), "clipped at 1280 px: {clipped:?}");
+    let scrolls: bool = page
+        .eval(&format!(
+            "(() => {{ const s = {}.parentElement; return s.scrollWidth > s.clientWidth; }})()",
+            q("endpoint-detail-requests")
+        ))
+        .await;
+    assert!(
+        !scrolls,
+        "the slowest requests table scrolls sideways at 1280 px"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
