@@ -126,14 +126,15 @@ for endpoint in performance usage time-series; do
         fi
     done
 done
-# The drill-down lines are timed over HTTP only (the direct driver has no drill-down mode).
-if [ "$via" = http ]; then
-    for line in $drill_lines; do
-        endpoint=${line%%:*} range=${line#*:}
-        ms=$(sed -n "s/^ours endpoint=$endpoint range=$range ms=//p" "$ours")
-        extra=
-        [ "$endpoint" = requests ] && extra=" limit=20"
+for line in $drill_lines; do
+    endpoint=${line%%:*} range=${line#*:}
+    ms=$(sed -n "s/^ours endpoint=$endpoint range=$range ms=//p" "$ours")
+    extra=
+    [ "$endpoint" = requests ] && extra=" limit=20"
+    if [ "$via" = http ]; then
         echo "RESULT dashboard_queries endpoint=$endpoint range=$range ms=$ms$extra"
-    done
-fi
+    else
+        echo "info dashboard_queries endpoint=$endpoint range=$range ms=$ms$extra via=direct"
+    fi
+done
 echo "info load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -387,8 +387,17 @@ async fn ours(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let runs = if args.runs == 0 { 20 } else { args.runs };
     let pool = metrics_pg::create_pool(&args.url, 2)?;
     let q = PgMetricsQuery::new(pool, &args.schema)?;
-    for endpoint in ["performance", "usage", "time-series"] {
-        for preset in PRESETS {
+    // The three dashboard reads, then the drill-down: slowest requests over
+    // 7 days and one endpoint's series.
+    let lines: [(&str, &[Preset]); 5] = [
+        ("performance", &PRESETS),
+        ("usage", &PRESETS),
+        ("time-series", &PRESETS),
+        ("requests", &[Preset::Last7Days]),
+        ("time-series-endpoint", &PRESETS),
+    ];
+    for (endpoint, presets) in lines {
+        for &preset in presets {
             let mut times = Vec::with_capacity(runs);
             let mut size = 0;
             for i in 0..runs + 3 {
@@ -404,50 +413,27 @@ async fn ours(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                         let r = q.usage(&UsageQuery::new(range, now)).await?;
                         usize::try_from(r.metrics.total_events).unwrap_or(0)
                     }
-                    _ => {
+                    "time-series" => {
                         let r = q
                             .time_series(&TimeSeriesQuery::new(range, SeriesKind::Both, now))
                             .await?;
                         r.data_points.len()
                     }
-                };
-                if i >= 3 {
-                    times.push(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
-            eprintln!("info ours {endpoint} {preset}: answer size {size}");
-            println!(
-                "ours endpoint={endpoint} range={preset} ms={:.2}",
-                median_ms(times)
-            );
-        }
-    }
-    // The drill-down: slowest requests over 7 days, the endpoint's series.
-    let drill: [(&str, &[Preset]); 2] = [
-        ("requests", &[Preset::Last7Days]),
-        ("time-series-endpoint", &PRESETS),
-    ];
-    for (endpoint, presets) in drill {
-        for &preset in presets {
-            let mut times = Vec::with_capacity(runs);
-            let mut size = 0;
-            for i in 0..runs + 3 {
-                let now = SystemTime::now();
-                let range = TimeRange::preset(preset, now);
-                let t0 = Instant::now();
-                size = if endpoint == "requests" {
-                    let r = q
-                        .slowest_requests(&SlowRequestsQuery::new(range, DRILL_ENDPOINT, now))
-                        .await?;
-                    r.requests.len()
-                } else {
-                    let r = q
-                        .time_series(
-                            &TimeSeriesQuery::new(range, SeriesKind::Performance, now)
-                                .endpoint(DRILL_ENDPOINT),
-                        )
-                        .await?;
-                    r.data_points.len()
+                    "requests" => {
+                        let r = q
+                            .slowest_requests(&SlowRequestsQuery::new(range, DRILL_ENDPOINT, now))
+                            .await?;
+                        r.requests.len()
+                    }
+                    _ => {
+                        let r = q
+                            .time_series(
+                                &TimeSeriesQuery::new(range, SeriesKind::Performance, now)
+                                    .endpoint(DRILL_ENDPOINT),
+                            )
+                            .await?;
+                        r.data_points.len()
+                    }
                 };
                 if i >= 3 {
                     times.push(t0.elapsed().as_secs_f64() * 1000.0);
