@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cpu_time::ThreadTime;
 use metrics_core::{
     Batch, Collector, CollectorHandle, Method, MetricsSink, Record, RequestRecord, Route,
-    SinkError, WriteSummary, async_trait,
+    SinkError, WriteAttempt, WriteSummary, async_trait,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -60,7 +60,11 @@ struct DiscardSink;
 
 #[async_trait]
 impl MetricsSink for DiscardSink {
-    async fn write(&self, _batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(
+        &self,
+        _batch: &Batch,
+        _attempt: WriteAttempt,
+    ) -> Result<WriteSummary, SinkError> {
         Ok(WriteSummary::all_written())
     }
 }

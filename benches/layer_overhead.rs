@@ -30,7 +30,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use metrics_core::{
     Batch, Collector, CollectorHandle, CollectorStats, MemorySink, MetricsSink, SinkError,
-    WriteSummary,
+    WriteAttempt, WriteSummary,
 };
 use metrics_tower::MetricsLayer;
 use tokio::runtime::Runtime;
@@ -104,7 +104,11 @@ struct NoopSink;
 
 #[metrics_core::async_trait]
 impl MetricsSink for NoopSink {
-    async fn write(&self, _batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(
+        &self,
+        _batch: &Batch,
+        _attempt: WriteAttempt,
+    ) -> Result<WriteSummary, SinkError> {
         Ok(WriteSummary::all_written())
     }
 }

@@ -26,7 +26,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use metrics_core::{
-    Batch, Collector, CollectorHandle, MemorySink, MetricsSink, SinkError, WriteSummary,
+    Batch, Collector, CollectorHandle, MemorySink, MetricsSink, SinkError, WriteAttempt,
+    WriteSummary,
 };
 use metrics_tower::MetricsLayer;
 
@@ -36,7 +37,11 @@ struct NoopSink;
 
 #[metrics_core::async_trait]
 impl MetricsSink for NoopSink {
-    async fn write(&self, _batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(
+        &self,
+        _batch: &Batch,
+        _attempt: WriteAttempt,
+    ) -> Result<WriteSummary, SinkError> {
         Ok(WriteSummary::all_written())
     }
 }

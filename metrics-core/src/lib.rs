@@ -20,6 +20,7 @@ pub mod admin;
 pub mod aggregate;
 mod collector;
 mod error;
+mod id;
 mod identity;
 mod memory;
 pub mod query;
@@ -36,15 +37,15 @@ pub use admin::{
 #[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
 pub use admin::{DatabricksAdminCheck, DatabricksAdminCheckBuilder, DatabricksConfigError};
 pub use collector::{
-    Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy, Worker,
+    BuildError, Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy,
+    ShutdownError, Worker,
 };
-pub use error::{BoxError, BuildError, ShutdownError, SinkError};
+pub use error::{BoxError, SinkError};
 
 /// Re-exported so sink implementations need no direct `async-trait` dependency.
 pub use async_trait::async_trait;
+pub use id::{CorrelationId, uuid_v7_at};
 pub use identity::{AccessToken, Identity};
 pub use memory::{MemorySink, MemorySnapshot};
-pub use record::{
-    CorrelationId, ErrorType, Method, Record, RequestRecord, Route, UsageEvent, UserId,
-};
-pub use sink::{Batch, MetricsSink, WriteSummary};
+pub use record::{ErrorType, Method, Record, RequestRecord, Route, UsageEvent, UserId};
+pub use sink::{Batch, BatchId, MetricsSink, WriteAttempt, WriteSummary};

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::error::SinkError;
 use crate::record::{Record, RequestRecord, UsageEvent};
-use crate::sink::{Batch, MetricsSink, WriteSummary};
+use crate::sink::{Batch, MetricsSink, WriteAttempt, WriteSummary};
 
 /// A real, bounded [`MetricsSink`] that keeps records in memory.
 ///
@@ -28,7 +28,9 @@ use crate::sink::{Batch, MetricsSink, WriteSummary};
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use metrics_core::{Batch, MemorySink, MetricsSink, Method, RequestRecord, Route};
+/// use metrics_core::{
+///     Batch, BatchId, MemorySink, MetricsSink, Method, RequestRecord, Route, WriteAttempt,
+/// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -39,7 +41,7 @@ use crate::sink::{Batch, MetricsSink, WriteSummary};
 ///         SystemTime::now(), Route::from_static("/"), Method::GET, status, Duration::ZERO,
 ///     ).into());
 /// }
-/// sink.write(&batch).await.unwrap();
+/// sink.write(&batch, WriteAttempt::first(BatchId::generate())).await.unwrap();
 ///
 /// let snap = sink.snapshot();
 /// let statuses: Vec<u16> = snap.requests().iter().map(|r| r.status).collect();
@@ -184,7 +186,13 @@ impl fmt::Debug for MemorySink {
 
 #[async_trait]
 impl MetricsSink for MemorySink {
-    async fn write(&self, batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(
+        &self,
+        batch: &Batch,
+        _attempt: WriteAttempt,
+    ) -> Result<WriteSummary, SinkError> {
+        // The whole batch goes in under one lock and nothing can fail, so
+        // there is never a retry: `attempt` is always a first one.
         let mut store = self.lock();
         // Cloned out of the borrowed batch (the collector reuses it).
         for r in batch.requests() {
@@ -255,6 +263,7 @@ mod tests {
 
     use super::*;
     use crate::record::{Method, Route, UserId};
+    use crate::sink::BatchId;
 
     fn req(status: u16) -> Record {
         RequestRecord::new(
@@ -320,7 +329,10 @@ mod tests {
         batch.push(req(200));
         batch.push(ev("page_view"));
         batch.push(req(500));
-        let summary = sink.write(&batch).await.unwrap();
+        let summary = sink
+            .write(&batch, WriteAttempt::first(BatchId::generate()))
+            .await
+            .unwrap();
         assert_eq!(summary, WriteSummary::all_written());
         let s = reader.snapshot();
         assert_eq!((s.requests().len(), s.usage_events().len()), (2, 1));

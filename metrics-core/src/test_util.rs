@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::error::SinkError;
 use crate::memory::MemorySink;
-use crate::sink::{Batch, MetricsSink, WriteSummary};
+use crate::sink::{Batch, MetricsSink, WriteAttempt, WriteSummary};
 
 /// What a [`GatedSink`] does on a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum GateMode {
 /// ```
 /// use std::time::Duration;
 /// use metrics_core::test_util::{GateMode, GatedSink};
-/// use metrics_core::{Batch, MetricsSink, SinkError};
+/// use metrics_core::{Batch, BatchId, MetricsSink, SinkError, WriteAttempt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -55,10 +55,12 @@ pub enum GateMode {
 /// // Fail twice, then fall back to the default mode (Ok).
 /// sink.script([GateMode::Unavailable, GateMode::Unavailable]);
 /// let batch = Batch::new();
-/// assert!(matches!(sink.write(&batch).await, Err(SinkError::Unavailable(_))));
-/// assert!(matches!(sink.write(&batch).await, Err(SinkError::Unavailable(_))));
-/// assert!(sink.write(&batch).await.is_ok());
+/// let first = WriteAttempt::first(BatchId::generate());
+/// assert!(matches!(sink.write(&batch, first).await, Err(SinkError::Unavailable(_))));
+/// assert!(matches!(sink.write(&batch, first.retry()).await, Err(SinkError::Unavailable(_))));
+/// assert!(sink.write(&batch, first.retry().retry()).await.is_ok());
 /// assert_eq!(sink.calls(), 3);
+/// assert_eq!(sink.call_log()[2].attempt.number(), 3);
 /// # }
 /// ```
 #[derive(Clone)]
@@ -87,6 +89,8 @@ pub struct Call {
     pub at: Instant,
     /// Records in the batch.
     pub len: usize,
+    /// The batch's id and the attempt's number, as the collector passed them.
+    pub attempt: WriteAttempt,
     /// The mode it was served with.
     pub mode: GateMode,
 }
@@ -193,13 +197,14 @@ struct GateError(GateMode);
 
 #[async_trait]
 impl MetricsSink for GatedSink {
-    async fn write(&self, batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError> {
         let mode = {
             let mut state = self.lock();
             let mode = state.script.pop_front().unwrap_or(state.mode);
             state.calls.push(Call {
                 at: Instant::now(),
                 len: batch.len(),
+                attempt,
                 mode,
             });
             mode

@@ -1,13 +1,18 @@
 //! Failed writes: backoff schedule, giving up, non-retryable errors, partial
-//! rejection, timeouts and panicking sinks; one warning for the first batch
-//! given up and for the first rejected records.
+//! rejection, timeouts and panicking sinks; the retry contract (a retry is the
+//! same batch under the same id, a new batch gets a new id); one warning for
+//! the first batch given up and for the first rejected records.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
-use metrics_core::{Collector, CollectorHandle, RetryPolicy};
+use metrics_core::{
+    Batch, BatchId, Collector, CollectorHandle, MetricsSink, RetryPolicy, SinkError, WriteAttempt,
+    WriteSummary, async_trait,
+};
 use support::{capture, ms, req, test_policy};
 use tokio::time::Instant;
 
@@ -197,4 +202,96 @@ async fn rejected_records_warn_once() {
     assert_eq!((s.written, s.dropped_rejected), (3, 3), "{s:?}");
     let w = captured.warnings("rejected records");
     assert_eq!(w.len(), 1, "one warning for three rejections: {w:?}");
+}
+
+/// Every call's attempt and the statuses of its batch, in order; the writes
+/// themselves are the wrapped `GatedSink`'s (so it can be scripted to fail).
+#[derive(Debug, Clone, Default)]
+struct Recording {
+    gate: GatedSink,
+    seen: Arc<Mutex<Vec<(WriteAttempt, Vec<u16>)>>>,
+}
+
+#[async_trait]
+impl MetricsSink for Recording {
+    async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError> {
+        let statuses = batch.requests().iter().map(|r| r.status).collect();
+        self.seen.lock().unwrap().push((attempt, statuses));
+        self.gate.write(batch, attempt).await
+    }
+}
+
+impl Recording {
+    fn seen(&self) -> Vec<(WriteAttempt, Vec<u16>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn recording_collector(sink: &Recording, retry: RetryPolicy) -> CollectorHandle {
+    Collector::builder(sink.clone())
+        .max_batch(3)
+        .linger(Duration::from_secs(3600))
+        .export_timeout(Duration::from_secs(1))
+        .retry(retry)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_the_same_batch_under_the_same_id() {
+    let sink = Recording::default();
+    // A refusal, a hung attempt cut by the export timeout, then success.
+    sink.gate.script([GateMode::Unavailable, GateMode::Never]);
+    let handle = recording_collector(&sink, test_policy(10));
+    for i in [7, 3, 5] {
+        handle.record(req(i));
+    }
+    handle.flush().await.unwrap();
+    for i in [1, 2, 3] {
+        handle.record(req(i));
+    }
+    handle.flush().await.unwrap();
+
+    let seen = sink.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let first = seen[0].0.batch_id();
+    for (n, (attempt, statuses)) in seen[..3].iter().enumerate() {
+        assert_eq!(attempt.batch_id(), first, "attempt {n} of the first batch");
+        assert_eq!(attempt.number() as usize, n + 1);
+        assert_eq!(attempt.is_retry(), n > 0);
+        assert_eq!(statuses, &[7, 3, 5], "same records, same order");
+    }
+    let (next, statuses) = &seen[3];
+    assert_ne!(next.batch_id(), first, "a new batch gets a new id");
+    assert_eq!((next.number(), statuses.as_slice()), (1, &[1, 2, 3][..]));
+    assert_eq!(handle.stats().retries, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_given_up_on_is_never_passed_again() {
+    let sink = Recording::default();
+    // Batch 1: retries exhausted. Batch 2: rejected. Batch 3: written.
+    sink.gate.script([
+        GateMode::Unavailable,
+        GateMode::Unavailable,
+        GateMode::Reject,
+    ]);
+    let handle = recording_collector(&sink, test_policy(2));
+    for batch in 0..3u16 {
+        for i in 0..3 {
+            handle.record(req(batch * 10 + i));
+        }
+        handle.flush().await.unwrap();
+    }
+    let seen = sink.seen();
+    let ids: Vec<BatchId> = seen.iter().map(|(a, _)| a.batch_id()).collect();
+    let numbers: Vec<u32> = seen.iter().map(|(a, _)| a.number()).collect();
+    assert_eq!(numbers, [1, 2, 1, 1], "{seen:?}");
+    assert_eq!(ids[0], ids[1]);
+    assert!(ids[1] != ids[2] && ids[2] != ids[3] && ids[1] != ids[3]);
+    let s = handle.stats();
+    assert_eq!(
+        (s.dropped_retries_exhausted, s.dropped_rejected, s.written),
+        (3, 3, 3)
+    );
 }

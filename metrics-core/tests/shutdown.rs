@@ -1,14 +1,14 @@
 //! Shutdown: closes intake, drains within the deadline, answers with final
 //! stats; dropping every handle drains and stops the worker. Records dropped
-//! at the deadline, and records refused after it, log one warning each; a
-//! clean run logs none.
+//! at the deadline, and records refused after it, log one warning each; the
+//! worker's end logs one line with the drop totals; a clean run logs none.
 
 mod support;
 
 use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
-use metrics_core::{Collector, CollectorHandle, ShutdownError};
+use metrics_core::{Collector, CollectorHandle, RetryPolicy, ShutdownError};
 use support::{capture, ms, req, settle};
 use tokio::time::Instant;
 
@@ -238,4 +238,77 @@ async fn shutdown_deadline_drops_warn_once_and_later_records_warn_once() {
     }
     assert_eq!(handle.stats().dropped_closed, 5);
     assert_eq!(captured.warnings("is shut down").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_logs_one_line_with_the_drop_totals_by_reason() {
+    let (captured, _guard) = capture();
+    // One record rejected by the sink and two refused by a full queue: every
+    // reason appears with its own count, zeros included.
+    let sink = GatedSink::with_mode(GateMode::Reject);
+    let handle = Collector::builder(sink.clone())
+        .queue_capacity(2)
+        .max_batch(1)
+        .spawn()
+        .unwrap();
+    assert!(handle.record(req(1)));
+    handle.flush().await.unwrap();
+    assert!(handle.record(req(2)));
+    assert!(handle.record(req(3)));
+    assert!(!handle.record(req(4)));
+    assert!(!handle.record(req(5)));
+    sink.set_mode(GateMode::Ok);
+    assert!(
+        captured.warnings("totals by reason").is_empty(),
+        "only at shutdown"
+    );
+    let stats = handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (
+            stats.written,
+            stats.dropped_rejected,
+            stats.dropped_queue_full
+        ),
+        (2, 1, 2),
+        "{stats:?}"
+    );
+
+    let lines = captured.warnings("totals by reason");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    for field in [
+        "dropped=3",
+        "dropped_queue_full=2",
+        "dropped_retries_exhausted=0",
+        "dropped_rejected=1",
+        "dropped_shutdown=0",
+        "dropped_closed=0",
+        "received=5",
+        "written=2",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line:?}");
+    }
+    // Shutting down again logs nothing more.
+    let _ = handle.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(captured.warnings("totals by reason").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_logs_the_totals_too() {
+    let (captured, _guard) = capture();
+    let sink = GatedSink::with_mode(GateMode::Unavailable);
+    let (handle, worker) = Collector::builder(sink.clone())
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let task = tokio::spawn(worker);
+    assert!(handle.record(req(1)));
+    drop(handle);
+    task.await.unwrap();
+    let lines = captured.warnings("totals by reason");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("dropped_retries_exhausted=1"),
+        "{lines:?}"
+    );
 }

@@ -2,15 +2,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool, PoolError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use metrics_core::{
-    Batch, MetricsSink, RequestRecord, SinkError, UsageEvent, WriteSummary, async_trait,
+    Batch, BatchId, MetricsSink, RequestRecord, SinkError, UsageEvent, WriteAttempt, WriteSummary,
+    async_trait,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -70,8 +70,9 @@ const MAX_CLOSED_CONNECTIONS_SKIPPED: usize = 3;
 /// * **Errors.** A lost connection, a server shutting down or starting, a
 ///   serialization failure, a deadlock, too many connections or a pool
 ///   timeout are [`SinkError::Unavailable`]: the collector retries the batch.
-///   Chunks already committed are remembered, so a retry of the same batch
-///   writes only what is missing. A constraint violation or a data exception
+///   Chunks already committed are remembered under the batch's
+///   [`BatchId`], so a retry of the same batch (the collector passes the same
+///   id, see [`MetricsSink`]'s retry contract) writes only what is missing. A constraint violation or a data exception
 ///   (SQLSTATE class 23 or 22) splits the failing chunk in halves, again and
 ///   again, until the offending rows are isolated; they are reported as
 ///   rejected ([`WriteSummary::rejected`]) and everything else is written.
@@ -151,7 +152,9 @@ struct Chunk {
 /// The state of a partly written batch.
 #[derive(Debug)]
 struct Progress {
-    fingerprint: u64,
+    /// The batch this is the progress of; a call with another id starts
+    /// afresh (the collector never passes an id again once it moved on).
+    batch_id: BatchId,
     requests_len: usize,
     usage_len: usize,
     /// Chunks not written yet.
@@ -252,12 +255,15 @@ impl PgSink {
     ///
     /// This is what [`MetricsSink::write`] calls; it is public so callers can
     /// see the typed [`Error`] (the trait method maps it to a [`SinkError`]).
-    /// `Ok(n)` is the number of records refused for good.
-    pub async fn write_batch(&self, batch: &Batch) -> Result<u64, Error> {
+    /// `Ok(n)` is the number of records refused for good. Pass the same
+    /// `attempt.batch_id()` when retrying the same batch after a retryable
+    /// error, so that chunks committed by the failed attempt are not written
+    /// twice.
+    pub async fn write_batch(&self, batch: &Batch, attempt: WriteAttempt) -> Result<u64, Error> {
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut progress = self.resume_or_start(batch);
+        let mut progress = self.resume_or_start(batch, attempt.batch_id());
         let outcome = self.run(batch, &mut progress).await;
         match outcome {
             RunOutcome::Done => Ok(progress.rejected),
@@ -265,7 +271,6 @@ impl PgSink {
                 // Keep what is left so the collector's retry of this same
                 // batch writes only the missing chunks (no duplicates).
                 if progress.committed_any {
-                    progress.fingerprint = fingerprint(batch);
                     *self.lock_progress() = Some(progress);
                 }
                 Err(e)
@@ -298,13 +303,17 @@ impl PgSink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The saved progress if it belongs to `batch`, or a fresh plan.
-    fn resume_or_start(&self, batch: &Batch) -> Progress {
+    /// The saved progress if it belongs to batch `batch_id`, or a fresh plan.
+    fn resume_or_start(&self, batch: &Batch, batch_id: BatchId) -> Progress {
         let saved = self.lock_progress().take();
         if let Some(p) = saved {
-            if p.requests_len == batch.requests().len()
+            // The lengths can only differ if a caller of `write_batch` broke
+            // the contract (another batch under the same id): then the chunk
+            // ranges would not fit, so start afresh rather than index past
+            // the batch.
+            if p.batch_id == batch_id
+                && p.requests_len == batch.requests().len()
                 && p.usage_len == batch.usage_events().len()
-                && p.fingerprint == fingerprint(batch)
             {
                 return p;
             }
@@ -337,7 +346,7 @@ impl PgSink {
                 .filter(|e| !usage_is_valid(e))
                 .count();
         Progress {
-            fingerprint: 0,
+            batch_id,
             requests_len: requests,
             usage_len: usage,
             pending,
@@ -477,7 +486,7 @@ impl PgSink {
                     if !request_is_valid(r) {
                         continue;
                     }
-                    let id = uuid_v7_at(r.timestamp);
+                    let id = Uuid::from_bytes(metrics_core::uuid_v7_at(r.timestamp));
                     let status = i32::from(r.status);
                     let error_type = r.error_type.as_ref().map(|e| e.as_str());
                     writer
@@ -502,7 +511,7 @@ impl PgSink {
                     if !usage_is_valid(e) {
                         continue;
                     }
-                    let id = uuid_v7_at(e.timestamp);
+                    let id = Uuid::from_bytes(metrics_core::uuid_v7_at(e.timestamp));
                     writer
                         .as_mut()
                         .write(&[
@@ -540,8 +549,8 @@ enum RunOutcome {
 
 #[async_trait]
 impl MetricsSink for PgSink {
-    async fn write(&self, batch: &Batch) -> Result<WriteSummary, SinkError> {
-        match self.write_batch(batch).await {
+    async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError> {
+        match self.write_batch(batch, attempt).await {
             Ok(rejected) => Ok(WriteSummary::with_rejected(rejected)),
             Err(e) if e.is_retryable() => Err(SinkError::unavailable(e)),
             Err(e) => Err(SinkError::rejected(e)),
@@ -702,48 +711,10 @@ fn valid_rows(batch: &Batch, chunk: Chunk) -> u64 {
     n as u64
 }
 
-/// A UUIDv7 carrying the record's own time (so ids sort like timestamps and
-/// land at the right edge of any index), with 74 random bits from the fast
-/// thread-local generator: ids need to be unique, not unguessable.
-fn uuid_v7_at(ts: SystemTime) -> Uuid {
-    let millis = ts
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let random = fastrand::u128(..).to_le_bytes();
-    let mut bytes = [0u8; 10];
-    bytes.copy_from_slice(&random[..10]);
-    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
-}
-
-/// A content hash of a batch, to recognise the collector's retry of a batch
-/// that was partly written. Only computed after a partial failure.
-fn fingerprint(batch: &Batch) -> u64 {
-    let mut h = DefaultHasher::new();
-    batch.requests().len().hash(&mut h);
-    for r in batch.requests() {
-        r.timestamp.hash(&mut h);
-        r.route.as_str().hash(&mut h);
-        r.method.as_str().hash(&mut h);
-        r.status.hash(&mut h);
-        r.response_time_ms.to_bits().hash(&mut h);
-        r.user_id.as_ref().map(|u| u.as_str()).hash(&mut h);
-        r.correlation_id.as_ref().map(|c| c.as_str()).hash(&mut h);
-    }
-    batch.usage_events().len().hash(&mut h);
-    for e in batch.usage_events() {
-        e.timestamp.hash(&mut h);
-        e.received_at.hash(&mut h);
-        e.event_type.hash(&mut h);
-        e.user_id.as_str().hash(&mut h);
-        e.page_name.hash(&mut h);
-        e.element_id.hash(&mut h);
-        e.success.hash(&mut h);
-    }
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use metrics_core::{Method, Route, UserId};
 
     use super::*;
@@ -802,25 +773,5 @@ mod tests {
         assert!(usage_is_valid(
             &e.with_metadata(Some(serde_json::json!({"a": [1]})))
         ));
-    }
-
-    #[test]
-    fn uuid_v7_carries_the_record_time() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let a = uuid_v7_at(t);
-        let b = uuid_v7_at(t);
-        assert_ne!(a, b);
-        assert_eq!(a.get_version_num(), 7);
-        let (secs, nanos) = a.get_timestamp().unwrap().to_unix();
-        assert_eq!((secs, nanos / 1_000_000), (1_700_000_000, 123));
-        assert!(uuid_v7_at(t + Duration::from_millis(1)) > a.max(b));
-    }
-
-    #[test]
-    fn fingerprint_tells_batches_apart() {
-        let a = Batch::from_parts(vec![req(200, 1.0), req(404, 2.0)], vec![]);
-        let b = Batch::from_parts(vec![req(200, 1.0), req(404, 2.5)], vec![]);
-        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
-        assert_ne!(fingerprint(&a), fingerprint(&b));
     }
 }

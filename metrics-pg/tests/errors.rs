@@ -1,5 +1,6 @@
 //! Refused rows are isolated and counted; failures are classified; a partly
-//! written batch is completed, not duplicated, by its retry.
+//! written batch is completed, not duplicated, by its retry (recognised by
+//! its batch id).
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use metrics_core::{Batch, MetricsSink, SinkError, WriteSummary};
 use metrics_pg::{Error, PgSink};
-use support::{at, count, event, migrated_db, pool, req};
+use support::{at, count, event, first, migrated_db, pool, req};
 
 const T0: u64 = 1_741_478_400;
 
@@ -28,7 +29,7 @@ async fn row_breaking_a_known_check_is_rejected_without_losing_the_others() {
         .unwrap();
     let batch = thousand_with(417, req(at(T0), "/bad", 600, 1.0));
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::with_rejected(1)
     );
     assert_eq!(
@@ -55,7 +56,7 @@ async fn row_refused_by_the_server_is_isolated_by_bisection() {
         .unwrap();
     let batch = thousand_with(733, req(at(T0), "/poison", 200, 1.0));
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::with_rejected(1)
     );
     let client = db.client();
@@ -85,7 +86,7 @@ async fn usage_event_the_server_refuses_is_isolated() {
     events[5] = event(at(T0), "click", "u").with_page_name(Some("a\0b".into()));
     let batch = Batch::from_parts(vec![req(at(T0), "/a", 200, 1.0)], events);
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::with_rejected(1)
     );
     assert_eq!(count(db.client(), &schema, "usage_events").await, 19);
@@ -100,12 +101,12 @@ async fn missing_tables_are_rejected_not_retried() {
         .build()
         .unwrap();
     let batch = Batch::from_parts(vec![req(at(T0), "/a", 200, 1.0)], vec![]);
-    let err = sink.write_batch(&batch).await.unwrap_err();
+    let err = sink.write_batch(&batch, first()).await.unwrap_err();
     // 3F000 invalid_schema_name (or 42P01 undefined_table had the schema existed).
     assert_eq!(err.code().map(|c| c.code()), Some("3F000"), "{err}");
     assert!(err.to_string().contains("not_migrated"), "{err}");
     assert!(!err.is_retryable());
-    let second = sink.write(&batch).await;
+    let second = sink.write(&batch, first()).await;
     assert!(matches!(second, Err(SinkError::Rejected(_))), "{second:?}");
 }
 
@@ -119,10 +120,10 @@ async fn unreachable_server_is_retryable() {
         .build()
         .unwrap();
     let batch = Batch::from_parts(vec![req(at(T0), "/a", 200, 1.0)], vec![]);
-    let err = sink.write_batch(&batch).await.unwrap_err();
+    let err = sink.write_batch(&batch, first()).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     assert!(matches!(
-        sink.write(&batch).await,
+        sink.write(&batch, first()).await,
         Err(SinkError::Unavailable(_))
     ));
 }
@@ -138,12 +139,12 @@ async fn exhausted_pool_times_out_retryably() {
         .unwrap();
     let held = pool.get().await.unwrap();
     let batch = Batch::from_parts(vec![req(at(T0), "/a", 200, 1.0)], vec![]);
-    let err = sink.write_batch(&batch).await.unwrap_err();
+    let err = sink.write_batch(&batch, first()).await.unwrap_err();
     assert!(matches!(err, Error::PoolTimeout(_)), "{err:?}");
     assert!(err.is_retryable());
     drop(held);
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::all_written()
     );
 }
@@ -213,21 +214,22 @@ async fn retry_of_a_partly_written_batch_writes_only_the_rest() {
         .build()
         .unwrap();
     let batch = two_chunk_batch();
+    let attempt = first();
 
-    let err = sink.write(&batch).await.unwrap_err();
+    let err = sink.write(&batch, attempt).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     // The first chunk (and the usage events) are committed, the second not.
     assert_eq!(count(client, &schema, "performance_metrics").await, 500);
 
     // Still failing: the retry fails again without re-writing chunk one.
-    let err = sink.write(&batch).await.unwrap_err();
+    let err = sink.write(&batch, attempt.retry()).await.unwrap_err();
     assert!(err.is_retryable());
     client
         .batch_execute(&format!("UPDATE \"{schema}\".switch SET on_ = false"))
         .await
         .unwrap();
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, attempt.retry().retry()).await.unwrap(),
         WriteSummary::all_written()
     );
     // Exactly once, although three attempts were needed.
@@ -245,7 +247,7 @@ async fn progress_of_an_abandoned_batch_is_not_applied_to_the_next() {
         .min_rows_per_copy(500)
         .build()
         .unwrap();
-    assert!(sink.write(&two_chunk_batch()).await.is_err());
+    assert!(sink.write(&two_chunk_batch(), first()).await.is_err());
     let written_by_the_failed_attempt = count(client, &schema, "performance_metrics").await;
     assert_eq!(written_by_the_failed_attempt, 500);
     // The collector gave up on that batch; the next one has the same shape
@@ -255,7 +257,7 @@ async fn progress_of_an_abandoned_batch_is_not_applied_to_the_next() {
         .collect();
     let next = Batch::from_parts(next, vec![event(at(T0), "view", "v")]);
     assert_eq!(
-        sink.write(&next).await.unwrap(),
+        sink.write(&next, first()).await.unwrap(),
         WriteSummary::all_written()
     );
     let next_rows: i64 = client
@@ -282,20 +284,51 @@ async fn retry_of_a_partly_written_batch_is_recognised_after_an_interruption() {
         .build()
         .unwrap();
     let batch = two_chunk_batch();
-    assert!(sink.write(&batch).await.is_err());
+    let attempt = first();
+    assert!(sink.write(&batch, attempt).await.is_err());
     assert_eq!(count(client, &schema, "performance_metrics").await, 500);
     client
         .batch_execute(&format!("UPDATE \"{schema}\".switch SET on_ = false"))
         .await
         .unwrap();
-    // Same content, a different Batch value (as the collector would hold).
+    // Same content, a different Batch value (as the collector would hold),
+    // under the same batch id.
     let again = batch.clone();
     assert_eq!(
-        sink.write(&again).await.unwrap(),
+        sink.write(&again, attempt.retry()).await.unwrap(),
         WriteSummary::all_written()
     );
     // Exactly once: 1,000 distinct latencies, 1,000 rows.
     assert_eq!(count(client, &schema, "performance_metrics").await, 1_000);
+}
+
+#[tokio::test]
+async fn a_new_batch_id_is_a_new_batch_even_with_the_same_content() {
+    // The retry is recognised by its id, not by what the batch holds: a
+    // batch written afresh (a new id) after the collector gave up on an
+    // identical one is written whole, its first chunk included.
+    let (db, schema) = migrated_db().await;
+    let client = db.client();
+    install_flaky_trigger(client, &schema, "40001").await;
+    let sink = PgSink::builder(pool(&db, 2))
+        .schema(&schema)
+        .min_rows_per_copy(500)
+        .build()
+        .unwrap();
+    // Requests only: whether the usage chunk starts before the failure stops
+    // new chunks is a race, the two request chunks are not.
+    let batch = Batch::from_parts(two_chunk_batch().requests().to_vec(), vec![]);
+    assert!(sink.write(&batch, first()).await.is_err());
+    assert_eq!(count(client, &schema, "performance_metrics").await, 500);
+    client
+        .batch_execute(&format!("UPDATE \"{schema}\".switch SET on_ = false"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.write(&batch, first()).await.unwrap(),
+        WriteSummary::all_written()
+    );
+    assert_eq!(count(client, &schema, "performance_metrics").await, 1_500);
 }
 
 #[tokio::test]
@@ -312,13 +345,13 @@ async fn permanent_failure_after_a_partial_write_counts_only_the_unwritten_rows(
     // Requests only: both chunks are in flight together, and the first one
     // is always allowed to finish, so the outcome does not depend on timing.
     let batch = Batch::from_parts(two_chunk_batch().requests().to_vec(), vec![]);
-    let summary = sink.write(&batch).await.unwrap();
+    let summary = sink.write(&batch, first()).await.unwrap();
     assert_eq!(summary, WriteSummary::with_rejected(500));
     assert_eq!(count(client, &schema, "performance_metrics").await, 500);
     // Had nothing been committed, the batch would fail as a whole.
     let only_bad = Batch::from_parts(vec![req(at(T0), "/flaky", 200, 1.0)], vec![]);
     assert!(matches!(
-        sink.write(&only_bad).await,
+        sink.write(&only_bad, first()).await,
         Err(SinkError::Rejected(_))
     ));
 }

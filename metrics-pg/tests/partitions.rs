@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_core::{Batch, MetricsSink, WriteSummary};
 use metrics_pg::PgSink;
-use support::{count, event, migrated_db, pool, req, today};
+use support::{count, event, first, migrated_db, pool, req, today};
 use test_support::tokio_postgres::Client;
 
 async fn partitions(client: &Client, schema: &str, table: &str) -> Vec<String> {
@@ -113,7 +113,7 @@ async fn stray_rows_wait_in_the_default_partition_and_are_moved_without_loss() {
         .unwrap();
     let batch = Batch::from_parts(requests, usage);
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::all_written()
     );
     assert_eq!(
@@ -156,7 +156,7 @@ async fn stray_rows_wait_in_the_default_partition_and_are_moved_without_loss() {
     assert_eq!(distinct, 300);
     // Writes for the moved days now go straight to their partition.
     let later = Batch::from_parts(vec![req(midnight_utc(old), "/r2", 200, 1.0)], vec![]);
-    sink.write(&later).await.unwrap();
+    sink.write(&later, first()).await.unwrap();
     assert_eq!(
         count(&client, &schema, "performance_metrics_default").await,
         0
@@ -188,7 +188,7 @@ async fn partitions_created_before_a_backfill_take_its_rows_directly() {
         .unwrap();
     let ts = midnight_utc(day) + Duration::from_secs(3600);
     let batch = Batch::from_parts(vec![req(ts, "/b", 200, 1.0)], vec![event(ts, "view", "u")]);
-    sink.write(&batch).await.unwrap();
+    sink.write(&batch, first()).await.unwrap();
     assert_eq!(
         count(&client, &schema, &pname("performance_metrics", day)).await,
         1
@@ -231,7 +231,7 @@ async fn maintenance_while_writes_flow_loses_nothing() {
                     })
                     .collect();
                 let batch = Batch::from_parts(batch, vec![]);
-                sink.write(&batch).await.unwrap();
+                sink.write(&batch, first()).await.unwrap();
                 written += 200;
             }
             written

@@ -18,7 +18,7 @@ use metrics_core::{
     Batch, CorrelationId, MemorySink, Method, MetricsSink, RequestRecord, Route, UsageEvent, UserId,
 };
 use metrics_pg::{Clock, PgMetricsQuery, PgSink, RollupJob};
-use support::{migrated_db, pool};
+use support::{first, migrated_db, pool};
 use test_support::{TestDb, TestServer};
 
 /// 2026-01-01 00:00:00 UTC.
@@ -114,7 +114,7 @@ impl Fixture {
             .schema(&self.schema)
             .build()
             .unwrap();
-        let _ = sink.write(&batch).await.unwrap();
+        let _ = sink.write(&batch, first()).await.unwrap();
         for r in batch.requests() {
             self.memory.insert(r.clone());
         }

@@ -10,7 +10,7 @@ use metrics_core::{
 };
 use metrics_pg::PgSink;
 use serde_json::json;
-use support::{count, migrated_db, pool};
+use support::{count, first, migrated_db, pool};
 
 /// 2025-03-09 00:00:00 UTC.
 const MIDNIGHT: u64 = 1_741_478_400;
@@ -67,7 +67,7 @@ async fn request_columns_round_trip() {
         .build()
         .unwrap();
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::all_written()
     );
 
@@ -158,7 +158,7 @@ async fn usage_columns_round_trip() {
         .build()
         .unwrap();
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::all_written()
     );
 
@@ -209,7 +209,7 @@ async fn large_batch_is_split_across_streams_and_fully_written() {
         .collect();
     let batch = Batch::from_parts(requests, usage);
     assert_eq!(
-        sink.write(&batch).await.unwrap(),
+        sink.write(&batch, first()).await.unwrap(),
         WriteSummary::all_written()
     );
     let client = db.client();
@@ -229,7 +229,7 @@ async fn large_batch_is_split_across_streams_and_fully_written() {
     assert_eq!(distinct, 1_000);
     // An empty batch is a no-op.
     assert_eq!(
-        sink.write(&Batch::new()).await.unwrap(),
+        sink.write(&Batch::new(), first()).await.unwrap(),
         WriteSummary::all_written()
     );
 }

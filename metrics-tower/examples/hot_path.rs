@@ -44,7 +44,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use metrics_core::{
-    Batch, Collector, CollectorHandle, MemorySink, MetricsSink, SinkError, WriteSummary,
+    Batch, Collector, CollectorHandle, MemorySink, MetricsSink, SinkError, WriteAttempt,
+    WriteSummary,
 };
 use metrics_tower::MetricsLayer;
 use tower::{Layer, Service, ServiceExt};
@@ -55,7 +56,11 @@ struct NoopSink;
 
 #[metrics_core::async_trait]
 impl MetricsSink for NoopSink {
-    async fn write(&self, _batch: &Batch) -> Result<WriteSummary, SinkError> {
+    async fn write(
+        &self,
+        _batch: &Batch,
+        _attempt: WriteAttempt,
+    ) -> Result<WriteSummary, SinkError> {
         Ok(WriteSummary::all_written())
     }
 }

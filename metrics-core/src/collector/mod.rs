@@ -2,6 +2,7 @@
 //! [`Collector`] (this module is private, its items are re-exported).
 
 mod batch;
+mod error;
 mod queue;
 mod retry;
 mod stats;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+pub use error::{BuildError, ShutdownError};
 pub use retry::RetryPolicy;
 pub use stats::CollectorStats;
 pub use worker::Worker;
@@ -23,7 +25,6 @@ use queue::{Pushed, Queue};
 use stats::Counters;
 use worker::{Config, Control};
 
-use crate::error::{BuildError, ShutdownError};
 use crate::record::Record;
 use crate::sink::MetricsSink;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::BuildError;
+use super::error::BuildError;
 
 /// How the collector retries a batch whose write failed with a retryable
 /// [`SinkError`](crate::SinkError) (see

@@ -28,13 +28,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// [`flush`]: crate::CollectorHandle::flush
 /// [`shutdown`]: crate::CollectorHandle::shutdown
 ///
+/// The struct is `#[non_exhaustive]`, so a new counter is not a breaking
+/// change: read its fields, and build one (in tests) from
+/// [`Default`] and field assignments.
+///
 /// ```
 /// use metrics_core::CollectorStats;
-/// let s = CollectorStats { received: 10, written: 7, dropped_queue_full: 2, pending: 1, ..Default::default() };
+/// let mut s = CollectorStats::default();
+/// (s.received, s.written, s.dropped_queue_full, s.pending) = (10, 7, 2, 1);
 /// assert_eq!(s.dropped(), 2);
 /// assert!(s.is_consistent());
 /// ```
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CollectorStats {
     /// Records handed to `record()` (accepted or not).
     pub received: u64,

@@ -17,11 +17,12 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::batch::{Batcher, Wait};
+use super::error::ShutdownError;
 use super::queue::{Drainer, Queue};
 use super::retry::{Backoff, RetryPolicy};
 use super::stats::{CollectorStats, DropReason};
-use crate::error::{ShutdownError, SinkError};
-use crate::sink::{Batch, MetricsSink};
+use crate::error::SinkError;
+use crate::sink::{Batch, BatchId, MetricsSink, WriteAttempt};
 
 /// Messages from the handles to the worker (a small bounded channel, apart
 /// from the record queue so a full queue never delays a shutdown). The
@@ -339,7 +340,30 @@ impl<S> Drop for WorkerState<S> {
         counters.on_dropped(DropReason::Shutdown, in_hand);
         let queued = self.drainer.take_all(&self.shared.queue);
         counters.on_dropped_queued(DropReason::Shutdown, queued);
+        // Every way the worker ends passes here once, so this is the one
+        // place for the totals; each drop reason warned once when it first
+        // happened, and this line says how many it came to.
+        log_dropped_totals(&self.shared.stats());
     }
+}
+
+/// The `warn!` line with the final drop totals by reason, when anything was
+/// dropped at all.
+fn log_dropped_totals(s: &CollectorStats) {
+    if s.dropped() == 0 {
+        return;
+    }
+    tracing::warn!(
+        dropped = s.dropped(),
+        dropped_queue_full = s.dropped_queue_full,
+        dropped_retries_exhausted = s.dropped_retries_exhausted,
+        dropped_rejected = s.dropped_rejected,
+        dropped_shutdown = s.dropped_shutdown,
+        dropped_closed = s.dropped_closed,
+        received = s.received,
+        written = s.written,
+        "metrics collector stopped; records were dropped (totals by reason)"
+    );
 }
 
 // ===== writing =====
@@ -354,7 +378,7 @@ enum Outcome {
 }
 
 /// One batch: attempts bounded by `export_timeout`, panics caught, retryable
-/// errors retried per the policy.
+/// errors retried per the policy, every attempt under the batch's one id.
 async fn write_with_retry<S: MetricsSink>(
     sink: &S,
     batch: &Batch,
@@ -363,16 +387,17 @@ async fn write_with_retry<S: MetricsSink>(
 ) -> Outcome {
     let counters = &shared.counters;
     let mut backoff = Backoff::start(&config.retry, Instant::now());
-    let mut first = true;
+    // One id for every attempt at this batch: the sink's way to recognise a
+    // retry (the `MetricsSink` retry contract).
+    let mut attempt = WriteAttempt::first(BatchId::generate());
     loop {
-        if !first {
+        if attempt.is_retry() {
             counters.on_retry();
         }
-        first = false;
         // The call itself sits inside the async block so that a sink that
         // panics before returning its future is caught too.
-        let attempt = AssertUnwindSafe(async { sink.write(batch).await }).catch_unwind();
-        let err = match tokio::time::timeout(config.export_timeout, attempt).await {
+        let write = AssertUnwindSafe(async { sink.write(batch, attempt).await }).catch_unwind();
+        let err = match tokio::time::timeout(config.export_timeout, write).await {
             Ok(Ok(Ok(summary))) => {
                 return Outcome::Written {
                     rejected: summary.rejected,
@@ -395,6 +420,7 @@ async fn write_with_retry<S: MetricsSink>(
             Some(delay) => tokio::time::sleep(delay).await,
             None => return Outcome::Dropped(DropReason::RetriesExhausted),
         }
+        attempt = attempt.retry();
     }
 }
 

@@ -486,7 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn slowest_requests_are_ordered_limited_and_clipped_to_the_raw_retention() {
-        use crate::record::CorrelationId;
+        use crate::id::CorrelationId;
         let store = MemorySink::new();
         let now = at(T0 + 10 * 86_400);
         let corr = |s: &str| CorrelationId::from_header(&http::HeaderValue::from_str(s).unwrap());

@@ -44,7 +44,8 @@ pub async fn settle() {
     }
 }
 
-/// Every event's level and message, of the threads that asked for them.
+/// Every event's level, message and fields, of the threads that asked for
+/// them.
 ///
 /// metrics-core has no tracing-subscriber dev-dependency, so the few methods a
 /// `Subscriber` needs are written out here. One subscriber is installed as
@@ -81,12 +82,17 @@ impl Subscriber for PerThread {
         let Some(captured) = CAPTURING.with(|c| c.borrow().clone()) else {
             return;
         };
+        // The message, then every other field as ` name=value`.
         let mut message = String::new();
+        let mut fields = String::new();
         event.record(&mut |field: &Field, value: &dyn std::fmt::Debug| {
             if field.name() == "message" {
                 message = format!("{value:?}");
+            } else {
+                fields.push_str(&format!(" {}={value:?}", field.name()));
             }
         });
+        message.push_str(&fields);
         captured
             .0
             .lock()

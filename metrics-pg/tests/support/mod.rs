@@ -3,10 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics_core::{Method, RequestRecord, Route, UsageEvent, UserId};
+use metrics_core::{BatchId, Method, RequestRecord, Route, UsageEvent, UserId, WriteAttempt};
 use metrics_pg::deadpool_postgres::Pool;
 use test_support::TestDb;
 use test_support::tokio_postgres::Client;
+
+/// The first attempt at a new batch, as the collector passes it.
+pub fn first() -> WriteAttempt {
+    WriteAttempt::first(BatchId::generate())
+}
 
 /// A fresh database, migrated, with its schema name (the test database's
 /// unique name, so the tests also run isolated on a shared external server).
