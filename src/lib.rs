@@ -1,51 +1,106 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
+use metrics_core::{CollectorBuilder, CollectorHandle, CollectorStats, MemorySink, MetricsSink};
+use metrics_core::{SharedAdminCheck, StaticAdmins};
+use metrics_tower::MetricsLayer;
+use metrics_tower::identity::ExtensionIdentity;
+use metrics_tower::route::DefaultRoute;
 
-pub use metrics_core::query::{MetricsQuery, QueryError, SharedMetricsQuery};
-pub use metrics_core::{
-    self as core, AccessToken, AdminCheck, AdminCheckError, Batch, BuildError, CachedAdminCheck,
-    Collector, CollectorHandle, CollectorStats, CorrelationId, ErrorType, Identity, MemorySink,
-    MemorySnapshot, MetricsSink, Record, RequestRecord, RetryPolicy, Route, SharedAdminCheck,
-    ShutdownError, SinkError, StaticAdmins, UsageEvent, UserId, WriteSummary, async_trait,
-};
-pub use metrics_tower::{
-    self as tower, DefaultRoute, ExtensionIdentity, MakeIdentity, MakeRoute, MetricsLayer,
-    MetricsService, TrustedProxyHeaders,
-};
+pub use metrics_core::{BuildError, ShutdownError};
 
+/// The crates behind the facade, for what the modules below leave out.
+pub use metrics_core as core;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use metrics_pg as pg;
-
-#[cfg(feature = "databricks")]
-#[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
-pub use metrics_core::DatabricksAdminCheck;
-
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use metrics_tower::axum::{
-    AdminRejection, DEFAULT_EVENT_TYPES, MetricsApi, MetricsDashboard, RequireAdmin,
-    RequireAdminLayer,
-};
+pub use metrics_tower as tower;
 
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod store;
 
-/// Capacity of the in-memory store made by [`AppMetricsBuilder::memory`].
-pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+/// Writing records somewhere else: the [`MetricsSink`](sink::MetricsSink)
+/// trait, the records it receives and the in-memory store.
+pub mod sink {
+    pub use metrics_core::{
+        Batch, BoxError, CorrelationId, ErrorType, MemorySink, MemorySnapshot, Method, MetricsSink,
+        Record, RequestRecord, Route, SinkError, UsageEvent, WriteSummary, async_trait,
+    };
+}
+
+/// The collector between the request path and the store: its builder (see
+/// [`AppMetricsBuilder::configure_collector`]), handle, counters and retry
+/// policy.
+pub mod collector {
+    pub use metrics_core::{
+        Collector, CollectorBuilder, CollectorHandle, CollectorStats, RetryPolicy,
+    };
+}
+
+/// The dashboard's questions and answers, and the [`MetricsQuery`](query::MetricsQuery)
+/// trait a store answers them through.
+pub mod query {
+    pub use metrics_core::query::*;
+}
+
+/// Who the caller is: the [`Identity`](identity::Identity) extension and the
+/// sources that find it ([`MakeIdentity`](identity::MakeIdentity); see
+/// [`AppMetricsBuilder::identity`]).
+pub mod identity {
+    pub use metrics_core::{AccessToken, Identity, UserId};
+    pub use metrics_tower::identity::*;
+}
+
+/// The request layer's pieces: [`MetricsLayer`](layer::MetricsLayer) (see
+/// [`AppMetricsBuilder::configure_layer`]), exclusions and route labels.
+pub mod layer {
+    pub use metrics_tower::exclude::{
+        DEFAULT_EXCLUDED_PATHS, DEFAULT_EXCLUDED_PREFIXES, Exclusions, RequestHead,
+    };
+    pub use metrics_tower::route::{
+        DefaultRoute, MakeRoute, NormalizedPath, RouteLabel, RouteStats,
+    };
+    pub use metrics_tower::{MetricsLayer, MetricsService};
+}
+
+/// Who may read the dashboard: the [`AdminCheck`](admin::AdminCheck) trait
+/// and its implementations, and the guard for your own admin routes
+/// ([`RequireAdminLayer`](admin::RequireAdminLayer); with `axum`,
+/// [`RequireAdmin`](admin::RequireAdmin), which takes the check from any
+/// state `SharedAdminCheck: FromRef` of, [`AppMetrics`] included).
+pub mod admin {
+    #[cfg(feature = "databricks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "databricks")))]
+    pub use metrics_core::DatabricksAdminCheck;
+    pub use metrics_core::{
+        AdminCheck, AdminCheckError, CachedAdminCheck, SharedAdminCheck, StaticAdmins,
+    };
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub use metrics_tower::admin::RequireAdmin;
+    pub use metrics_tower::admin::{AdminRejection, RequireAdminLayer};
+}
+
+/// The dashboard API and page routers (see [`AppMetrics::api`] and
+/// [`AppMetrics::dashboard`]).
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod api {
+    pub use metrics_tower::axum::api::{DEFAULT_EVENT_TYPES, MetricsApi};
+    pub use metrics_tower::axum::dashboard::MetricsDashboard;
+}
+
+use store::{Kind, Store};
 
 /// Errors from starting [`AppMetrics`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No storage was chosen: call `.memory()` or `.sink(..)` on the builder.
-    #[error("no metrics store configured: call .memory() or .sink(..) on AppMetrics::builder()")]
-    NoStore,
     /// The collector configuration is invalid (or no Tokio runtime is running).
     #[error(transparent)]
     Collector(#[from] BuildError),
@@ -56,198 +111,65 @@ pub enum Error {
     Postgres(#[from] metrics_pg::Error),
 }
 
-/// Where the facade's layer finds the user of a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IdentitySource {
-    /// The [`Identity`] extension set by the app's own auth (the default).
-    #[default]
-    Extension,
-    /// Trusted proxy headers (`X-Forwarded-Email` / `X-Forwarded-User`,
-    /// `X-Forwarded-Access-Token`): only behind a proxy that sets them.
-    TrustedProxyHeaders,
-}
+/// The collector builder the facade hands to
+/// [`AppMetricsBuilder::configure_collector`]: every store's sink is shared
+/// behind one `Arc`, so one closure type fits them all.
+pub type SharedCollectorBuilder = CollectorBuilder<Arc<dyn MetricsSink>>;
 
-impl<B> MakeIdentity<B> for IdentitySource {
-    fn identity(&self, req: &mut Request<B>) -> Option<UserId> {
-        match self {
-            Self::Extension => ExtensionIdentity.identity(req),
-            Self::TrustedProxyHeaders => TrustedProxyHeaders.identity(req),
-        }
-    }
-}
+type LayerStep = Box<dyn FnOnce(MetricsLayer) -> MetricsLayer + Send>;
+type CollectorStep = Box<dyn FnOnce(SharedCollectorBuilder) -> SharedCollectorBuilder + Send>;
 
-enum Store {
-    None,
-    Memory(MemorySink),
-    Sink(Arc<dyn MetricsSink>),
-    #[cfg(feature = "postgres")]
-    Postgres(postgres::PgStore),
-}
-
-/// Builds [`AppMetrics`]: choose a store, tune the layer and the collector,
-/// then [`start`](Self::start).
+/// Builds [`AppMetrics`] around a store (see [`AppMetrics::builder`]): who
+/// the caller is, who the admins are, and the layer's and collector's own
+/// settings; then [`start`](Self::start).
 #[must_use]
-pub struct AppMetricsBuilder {
+pub struct AppMetricsBuilder<I = ExtensionIdentity> {
     store: Store,
-    exclude_paths: Option<Vec<String>>,
-    exclude_prefixes: Option<Vec<String>>,
-    identity: IdentitySource,
-    max_routes: Option<usize>,
-    queue_capacity: Option<usize>,
-    max_batch: Option<usize>,
-    linger: Option<Duration>,
-    retry: Option<RetryPolicy>,
+    identity: I,
+    layer: Vec<LayerStep>,
+    collector: Vec<CollectorStep>,
     admins: Option<SharedAdminCheck>,
-    query: Option<SharedMetricsQuery>,
 }
 
-impl std::fmt::Debug for AppMetricsBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let store = match &self.store {
-            Store::None => "none",
-            Store::Memory(_) => "memory",
-            Store::Sink(_) => "sink",
-            #[cfg(feature = "postgres")]
-            Store::Postgres(_) => "postgres",
-        };
+impl<I> fmt::Debug for AppMetricsBuilder<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppMetricsBuilder")
-            .field("store", &store)
-            .field("exclude_paths", &self.exclude_paths)
-            .field("exclude_prefixes", &self.exclude_prefixes)
-            .field("identity", &self.identity)
+            .field("store", &self.store)
+            .field("identity", &std::any::type_name::<I>())
+            .field("layer_steps", &self.layer.len())
+            .field("collector_steps", &self.collector.len())
             .field("admins", &self.admins)
-            .field("query", &self.query.is_some())
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-impl AppMetricsBuilder {
-    /// Stores records in memory (bounded to [`DEFAULT_MEMORY_CAPACITY`]
-    /// records): for development, demos and tests.
-    pub fn memory(self) -> Self {
-        self.memory_with_capacity(DEFAULT_MEMORY_CAPACITY)
-    }
-
-    /// Stores records in memory, keeping at most `capacity` records.
-    pub fn memory_with_capacity(mut self, capacity: usize) -> Self {
-        self.store = Store::Memory(MemorySink::with_capacity(capacity));
-        self
-    }
-
-    /// Writes records through any [`MetricsSink`].
-    pub fn sink(mut self, sink: impl MetricsSink) -> Self {
-        self.store = Store::Sink(Arc::new(sink));
-        self
-    }
-
-    /// Stores records in PostgreSQL through `pool`: [`start`](Self::start)
-    /// migrates the schema (`app_metrics` unless [`Self::postgres_schema`]
-    /// says otherwise), creates the daily partitions, starts the collector
-    /// with a [`pg::PgSink`], an hourly partition-maintenance task and the
-    /// [`pg::Scheduler`] (rollups every minute, retention daily at 02:00 UTC,
-    /// each run once across app instances thanks to an advisory lock).
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub fn postgres(mut self, pool: metrics_pg::deadpool_postgres::Pool) -> Self {
-        self.store = Store::Postgres(postgres::PgStore::from_pool(pool));
-        self
-    }
-
-    /// Like [`Self::postgres`], with a pool built from a connection string
-    /// (`postgres://user:pass@host:port/db` or `key=value` pairs; no TLS).
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
-        self.store = Store::Postgres(postgres::PgStore::from_url(url.into()));
-        self
-    }
-
-    /// The schema the PostgreSQL tables live in (default `app_metrics`).
-    /// Only meaningful after [`Self::postgres`] or [`Self::postgres_url`].
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub fn postgres_schema(mut self, schema: impl Into<String>) -> Self {
-        if let Store::Postgres(pg) = &mut self.store {
-            pg.schema = schema.into();
+impl<I> AppMetricsBuilder<I> {
+    /// Where the user of a request comes from: any
+    /// [`MakeIdentity`](identity::MakeIdentity), a closure
+    /// `Fn(&mut Request<B>) -> Option<UserId>` included. The default,
+    /// [`ExtensionIdentity`](identity::ExtensionIdentity), reads the
+    /// [`Identity`](identity::Identity) your own auth layer inserted;
+    /// [`TrustedProxyHeaders`](identity::TrustedProxyHeaders) reads an
+    /// authenticating proxy's headers. The layer records that user, and the
+    /// dashboard API and page use the same source, so they identify callers
+    /// wherever they are mounted.
+    pub fn identity<I2>(self, make_identity: I2) -> AppMetricsBuilder<I2> {
+        AppMetricsBuilder {
+            store: self.store,
+            identity: make_identity,
+            layer: self.layer,
+            collector: self.collector,
+            admins: self.admins,
         }
-        self
-    }
-
-    /// Paths that are never recorded, exactly matched (replaces the defaults
-    /// `/health`, `/ready`, `/ping`).
-    pub fn exclude_paths<I, S>(mut self, paths: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.exclude_paths = Some(paths.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Path prefixes that are never recorded (replaces the defaults
-    /// `/internal/`, `/admin/system/`).
-    pub fn exclude_prefixes<I, S>(mut self, prefixes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.exclude_prefixes = Some(prefixes.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Reads the user from trusted proxy headers (see [`IdentitySource`]).
-    pub fn trusted_proxy_headers(mut self) -> Self {
-        self.identity = IdentitySource::TrustedProxyHeaders;
-        self
-    }
-
-    /// Chooses where the user of a request comes from.
-    pub fn identity(mut self, source: IdentitySource) -> Self {
-        self.identity = source;
-        self
-    }
-
-    /// Caps the number of distinct route labels (see
-    /// [`MetricsLayer::max_routes`]).
-    pub fn max_routes(mut self, max: usize) -> Self {
-        self.max_routes = Some(max);
-        self
-    }
-
-    /// Capacity of the collector's queue: the most records held in memory
-    /// while the store is slow or down.
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = Some(capacity);
-        self
-    }
-
-    /// Records per batch written to the store.
-    pub fn max_batch(mut self, max: usize) -> Self {
-        self.max_batch = Some(max);
-        self
-    }
-
-    /// How long a batch waits for more records after its first one.
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = Some(linger);
-        self
-    }
-
-    /// Retry policy for failed writes.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
     }
 
     /// Who may read the dashboard API (the admin endpoints answer 403 to
     /// everyone else). Without it nobody is an admin: the admin endpoints
     /// answer 403 and a warning is logged at start. Wrap remote checks in
-    /// [`CachedAdminCheck`]:
+    /// [`CachedAdminCheck`](admin::CachedAdminCheck):
     /// `.admins(CachedAdminCheck::new(DatabricksAdminCheck::from_env()?))`.
-    pub fn admins(mut self, check: impl AdminCheck) -> Self {
-        self.admins = Some(SharedAdminCheck::new(check));
-        self
+    pub fn admins(self, check: impl metrics_core::AdminCheck) -> Self {
+        self.admins_shared(SharedAdminCheck::new(check))
     }
 
     /// Like [`admins`](Self::admins), for a check that is already shared
@@ -257,74 +179,107 @@ impl AppMetricsBuilder {
         self
     }
 
-    /// The store the dashboard API reads. The memory and PostgreSQL stores
-    /// bring their own; set this with [`sink`](Self::sink) to serve the API
-    /// from your store (without it, a custom sink's API answers 503).
-    pub fn query(mut self, query: impl MetricsQuery) -> Self {
-        self.query = Some(Arc::new(query));
+    /// Tunes the [`MetricsLayer`] with its own builder methods: exclusions
+    /// (`exclude_path` adds to the defaults, `exclusions` replaces them),
+    /// `exclude_if`, `max_routes`, `correlation_id`, `timeout_statuses`.
+    /// Steps run in the order given, when [`start`](Self::start) builds the
+    /// layer; the identity is [`identity`](Self::identity)'s.
+    ///
+    /// ```
+    /// # use app_metrics::AppMetrics;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), app_metrics::Error> {
+    /// let metrics = AppMetrics::memory()
+    ///     .configure_layer(|layer| {
+    ///         layer
+    ///             .exclude_path("/metrics-probe") // /health, /ready, ... stay excluded
+    ///             .exclude_if(|head| head.method() == http::Method::OPTIONS)
+    ///             .max_routes(500)
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn configure_layer<F>(mut self, step: F) -> Self
+    where
+        F: FnOnce(MetricsLayer) -> MetricsLayer + Send + 'static,
+    {
+        self.layer.push(Box::new(step));
         self
     }
 
-    /// Starts the collector on the current Tokio runtime and returns the
-    /// running [`AppMetrics`].
-    pub async fn start(self) -> Result<AppMetrics, Error> {
+    /// Tunes the collector with its own builder methods: `queue_capacity`
+    /// (the memory cap while the store is down), `max_batch`, `linger`,
+    /// `retry`, `export_timeout`. Steps run in the order given, after the
+    /// store's defaults (PostgreSQL: batches of 10,000); an invalid setting
+    /// makes [`start`](Self::start) fail with [`Error::Collector`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use app_metrics::AppMetrics;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), app_metrics::Error> {
+    /// let metrics = AppMetrics::memory()
+    ///     .configure_collector(|collector| {
+    ///         collector
+    ///             .queue_capacity(50_000)
+    ///             .export_timeout(Duration::from_secs(5))
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn configure_collector<F>(mut self, step: F) -> Self
+    where
+        F: FnOnce(SharedCollectorBuilder) -> SharedCollectorBuilder + Send + 'static,
+    {
+        self.collector.push(Box::new(step));
+        self
+    }
+
+    /// Prepares the store (PostgreSQL: migrations, partitions, background
+    /// jobs), starts the collector on the current Tokio runtime and returns
+    /// the running [`AppMetrics`].
+    pub async fn start(self) -> Result<AppMetrics<I>, Error>
+    where
+        I: Clone + Send + Sync + 'static,
+    {
         #[cfg(feature = "postgres")]
         let mut maintenance = None;
-        let mut query = self.query;
-        let (collector, memory) = match self.store {
-            Store::None => return Err(Error::NoStore),
-            Store::Memory(sink) => {
-                let handle = tune(
-                    Collector::builder(sink.clone()),
-                    self.queue_capacity,
-                    self.max_batch,
-                    self.linger,
-                    self.retry,
-                )
-                .spawn()?;
-                query.get_or_insert_with(|| Arc::new(sink.clone()));
-                (handle, Some(sink))
+        // The store-specific collector default (PostgreSQL: bigger batches
+        // make binary COPY several times faster, see docs/operations.md;
+        // linger still bounds the latency) runs before the user's steps.
+        let (sink, query, memory, max_batch): (Arc<dyn MetricsSink>, _, _, _) = match self.store.0 {
+            Kind::Memory(sink) => {
+                let query: metrics_core::query::SharedMetricsQuery = Arc::new(sink.clone());
+                (Arc::new(sink.clone()), Some(query), Some(sink), None)
             }
-            Store::Sink(sink) => {
-                let handle = tune(
-                    Collector::builder(sink),
-                    self.queue_capacity,
-                    self.max_batch,
-                    self.linger,
-                    self.retry,
-                )
-                .spawn()?;
-                (handle, None)
-            }
+            Kind::Sink { sink, query } => (sink, query, None, None),
             #[cfg(feature = "postgres")]
-            Store::Postgres(pg) => {
+            Kind::Postgres(pg) => {
                 let started = pg.start().await?;
-                // Bigger batches make binary COPY several times faster (see
-                // docs/operations.md); linger still bounds the latency.
-                let max_batch = self.max_batch.or(Some(postgres::DEFAULT_PG_MAX_BATCH));
-                let handle = tune(
-                    Collector::builder(started.sink),
-                    self.queue_capacity,
-                    max_batch,
-                    self.linger,
-                    self.retry,
-                )
-                .spawn()?;
                 maintenance = Some(started.maintenance);
-                query.get_or_insert_with(|| Arc::new(started.query));
-                (handle, None)
+                let query: metrics_core::query::SharedMetricsQuery = Arc::new(started.query);
+                let max_batch = Some(postgres::DEFAULT_PG_MAX_BATCH);
+                (Arc::new(started.sink), Some(query), None, max_batch)
             }
         };
-        let mut layer = MetricsLayer::new(collector.clone()).identity_with(self.identity);
-        if let Some(paths) = self.exclude_paths {
-            layer = layer.exclude_paths(paths);
+        let mut builder = metrics_core::Collector::builder(sink);
+        if let Some(max) = max_batch {
+            builder = builder.max_batch(max);
         }
-        if let Some(prefixes) = self.exclude_prefixes {
-            layer = layer.exclude_prefixes(prefixes);
-        }
-        if let Some(max) = self.max_routes {
-            layer = layer.max_routes(max);
-        }
+        let collector = self
+            .collector
+            .into_iter()
+            .fold(builder, |b, step| step(b))
+            .spawn()?;
+        let layer = self
+            .layer
+            .into_iter()
+            .fold(MetricsLayer::new(collector.clone()), |l, step| step(l))
+            .identity_with(self.identity.clone());
         let admins = self.admins.unwrap_or_else(|| {
             tracing::warn!(
                 "no admin check configured (AppMetricsBuilder::admins): the dashboard API's admin endpoints answer 403 to everyone"
@@ -336,6 +291,7 @@ impl AppMetricsBuilder {
                 collector,
                 memory,
                 layer,
+                identity: self.identity,
                 admins,
                 query,
                 #[cfg(feature = "postgres")]
@@ -345,72 +301,84 @@ impl AppMetricsBuilder {
     }
 }
 
-fn tune<S: MetricsSink>(
-    mut b: metrics_core::CollectorBuilder<S>,
-    queue_capacity: Option<usize>,
-    max_batch: Option<usize>,
-    linger: Option<Duration>,
-    retry: Option<RetryPolicy>,
-) -> metrics_core::CollectorBuilder<S> {
-    if let Some(c) = queue_capacity {
-        b = b.queue_capacity(c);
-    }
-    if let Some(m) = max_batch {
-        b = b.max_batch(m);
-    }
-    if let Some(l) = linger {
-        b = b.linger(l);
-    }
-    if let Some(r) = retry {
-        b = b.retry(r);
-    }
-    b
-}
-
-/// A running app-metrics: the collector, the store, and the layer to put on
-/// your service. Cheap to clone (it is an `Arc` inside), so handlers can hold it
-/// as state.
+/// A running app-metrics: the collector, the store, the layer to put on
+/// your service and the dashboard routers. Cheap to clone (it is an `Arc`
+/// inside), so handlers can hold it as state; `I` is the identity source
+/// given to [`AppMetricsBuilder::identity`].
+///
+/// # The one order that works
+///
+/// Routes first, the dashboard routers beside them, the metrics layer last
+/// (so it wraps every route above it, the dashboard's included), and your
+/// own auth layer after it when it sets the [`Identity`](identity::Identity):
 ///
 /// ```
 /// use std::time::Duration;
 /// use app_metrics::AppMetrics;
+/// use app_metrics::admin::StaticAdmins;
+/// use app_metrics::identity::TrustedProxyHeaders;
 /// use axum::{routing::get, Router};
 /// # use tower::ServiceExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let metrics = AppMetrics::builder().memory().start().await?;
+/// let metrics = AppMetrics::memory()
+///     .identity(TrustedProxyHeaders)
+///     .admins(StaticAdmins::parse("ada@example.com"))
+///     .start()
+///     .await?;
 /// let app = Router::new()
 ///     .route("/users/{id}", get(|| async { "ada" }))
+///     .nest("/api/v1/metrics", metrics.api_router())
+///     .merge(metrics.dashboard_router_at("/metrics"))
 ///     .layer(metrics.layer());
 ///
-/// let res = app.oneshot(http::Request::get("/users/7").body(axum::body::Body::empty())?).await?;
+/// let req = http::Request::get("/users/7").header("x-forwarded-email", "bob@example.com");
+/// let res = app.clone().oneshot(req.body(axum::body::Body::empty())?).await?;
 /// axum::body::to_bytes(res.into_body(), usize::MAX).await?; // the record is made at body end
 ///
 /// let stats = metrics.shutdown(Duration::from_secs(5)).await?;
 /// assert_eq!(stats.written, 1);
 /// let stored = metrics.memory_sink().unwrap().snapshot();
 /// assert_eq!(stored.requests()[0].route, "/users/{id}");
+/// assert_eq!(stored.requests()[0].user_id.as_ref().unwrap().as_str(), "bob@example.com");
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct AppMetrics {
-    inner: Arc<Inner>,
+///
+/// Mounted after the layer instead, the API and page still identify their
+/// callers (they use the same identity source), but their own calls are not
+/// recorded.
+pub struct AppMetrics<I = ExtensionIdentity> {
+    inner: Arc<Inner<I>>,
 }
 
-struct Inner {
+struct Inner<I> {
     collector: CollectorHandle,
     memory: Option<MemorySink>,
-    layer: MetricsLayer<DefaultRoute, IdentitySource>,
+    layer: MetricsLayer<DefaultRoute, I>,
+    /// For the dashboard API and page.
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "only the axum routers use it")
+    )]
+    identity: I,
     admins: SharedAdminCheck,
-    query: Option<SharedMetricsQuery>,
+    query: Option<metrics_core::query::SharedMetricsQuery>,
     #[cfg(feature = "postgres")]
     maintenance: std::sync::Mutex<Option<postgres::Maintenance>>,
 }
 
-impl std::fmt::Debug for AppMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<I> Clone for AppMetrics<I> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<I> fmt::Debug for AppMetrics<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppMetrics")
             .field("collector", &self.inner.collector)
             .field("memory", &self.inner.memory.is_some())
@@ -419,25 +387,55 @@ impl std::fmt::Debug for AppMetrics {
 }
 
 impl AppMetrics {
-    /// Starts configuring app-metrics.
-    pub fn builder() -> AppMetricsBuilder {
+    /// Starts configuring app-metrics around `store` (a
+    /// [`store::Memory`], [`store::Postgres`] or [`store::CustomSink`], or
+    /// a [`Store`] chosen at run time). The shortcuts below take the
+    /// store's defaults.
+    pub fn builder(store: impl Into<Store>) -> AppMetricsBuilder {
         AppMetricsBuilder {
-            store: Store::None,
-            exclude_paths: None,
-            exclude_prefixes: None,
-            identity: IdentitySource::default(),
-            max_routes: None,
-            queue_capacity: None,
-            max_batch: None,
-            linger: None,
-            retry: None,
+            store: store.into(),
+            identity: ExtensionIdentity,
+            layer: Vec::new(),
+            collector: Vec::new(),
             admins: None,
-            query: None,
         }
     }
 
+    /// Records in memory ([`store::Memory::new`]): for development, demos
+    /// and tests.
+    pub fn memory() -> AppMetricsBuilder {
+        Self::builder(store::Memory::new())
+    }
+
+    /// Records in PostgreSQL through `pool`, tables in the `app_metrics`
+    /// schema ([`store::Postgres`] for another schema).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(pool: metrics_pg::deadpool_postgres::Pool) -> AppMetricsBuilder {
+        Self::builder(store::Postgres::new(pool))
+    }
+
+    /// Like [`postgres`](Self::postgres), with a pool built from a
+    /// connection string.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres_url(url: impl Into<String>) -> AppMetricsBuilder {
+        Self::builder(store::Postgres::from_url(url))
+    }
+
+    /// Records written through any [`MetricsSink`](sink::MetricsSink), with
+    /// no query side ([`store::CustomSink::query`] adds one).
+    pub fn with_sink(sink: impl MetricsSink) -> AppMetricsBuilder {
+        Self::builder(store::CustomSink::new(sink))
+    }
+}
+
+impl<I> AppMetrics<I> {
     /// The layer that records every request of the service it wraps.
-    pub fn layer(&self) -> MetricsLayer<DefaultRoute, IdentitySource> {
+    pub fn layer(&self) -> MetricsLayer<DefaultRoute, I>
+    where
+        I: Clone,
+    {
         self.inner.layer.clone()
     }
 
@@ -446,100 +444,24 @@ impl AppMetrics {
         &self.inner.collector
     }
 
-    /// The in-memory store, when the builder chose [`AppMetricsBuilder::memory`].
+    /// The in-memory store, when the store is [`store::Memory`].
     pub fn memory_sink(&self) -> Option<&MemorySink> {
         self.inner.memory.as_ref()
     }
 
     /// The admin check the dashboard API uses (share it with your own
-    /// admin-only routes via [`RequireAdminLayer`]).
+    /// admin-only routes: [`RequireAdmin`](admin::RequireAdmin) finds it in
+    /// an `AppMetrics` state, [`RequireAdminLayer`](admin::RequireAdminLayer)
+    /// takes it).
     pub fn admins(&self) -> &SharedAdminCheck {
         &self.inner.admins
     }
 
     /// The store the dashboard API reads, if there is one (memory and
     /// PostgreSQL always; a custom sink only with
-    /// [`AppMetricsBuilder::query`]).
-    pub fn query(&self) -> Option<&SharedMetricsQuery> {
+    /// [`store::CustomSink::query`]).
+    pub fn query(&self) -> Option<&metrics_core::query::SharedMetricsQuery> {
         self.inner.query.as_ref()
-    }
-
-    /// The dashboard API of DESIGN §5 (performance, usage, time series,
-    /// an endpoint's slowest requests, usage-event ingest, the caller's own
-    /// count, the OpenAPI document),
-    /// wired to this store, collector and admin check. Tune it (event
-    /// vocabulary, body limit, clock skew) before taking its router:
-    /// `metrics.api().allow_event_types(["export"]).router()`.
-    ///
-    /// With a custom sink and no [`AppMetricsBuilder::query`], the query
-    /// endpoints answer 503 (`no query store configured`); ingest still works.
-    #[cfg(feature = "axum")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn api(&self) -> MetricsApi {
-        let query = self
-            .inner
-            .query
-            .clone()
-            .unwrap_or_else(|| Arc::new(NoQueryStore));
-        MetricsApi::new(
-            query,
-            self.inner.collector.clone(),
-            self.inner.admins.clone(),
-        )
-    }
-
-    /// The dashboard API's router with default settings, to mount with
-    /// `.nest("/api/v1/metrics", metrics.api_router())` inside the router
-    /// that has [`layer`](Self::layer) (the layer provides the caller's
-    /// identity). Works with any router state.
-    #[cfg(feature = "axum")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn api_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
-        self.api().router()
-    }
-
-    /// The dashboard page of DESIGN §7 ("Application Metrics", its assets
-    /// and `tracker.js`), shown to the same administrators as the API
-    /// ([`admins`](Self::admins)). It reads the API at `/api/v1/metrics`;
-    /// if [`api_router`](Self::api_router) is nested elsewhere, say where:
-    /// `metrics.dashboard().api_path("/internal/metrics").router_at("/metrics")`.
-    #[cfg(feature = "axum")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn dashboard(&self) -> MetricsDashboard {
-        MetricsDashboard::new(self.inner.admins.clone())
-    }
-
-    /// The dashboard at `mount`, to merge into the router that has
-    /// [`layer`](Self::layer): `.merge(metrics.dashboard_router_at("/metrics"))`
-    /// serves the page at `/metrics/` (`/metrics` redirects there),
-    /// `/metrics/tracker.js` and `/metrics/assets/*`. Default settings; see
-    /// [`dashboard`](Self::dashboard) to change the API path. Works with any
-    /// router state.
-    ///
-    /// # Panics
-    ///
-    /// If `mount` does not start with `/`.
-    #[cfg(feature = "axum")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    #[track_caller]
-    pub fn dashboard_router_at<S: Clone + Send + Sync + 'static>(
-        &self,
-        mount: &str,
-    ) -> axum::Router<S> {
-        self.dashboard().router_at(mount)
-    }
-
-    /// The dashboard's routes relative to its mount (`/`, `/tracker.js`,
-    /// `/assets/*`), beside [`api_router`](Self::api_router). axum's
-    /// `.nest("/metrics", metrics.dashboard_router())` routes `/metrics`
-    /// only, not `/metrics/` (see
-    /// [`metrics_tower::axum::dashboard`](metrics_tower::axum::dashboard#mounting));
-    /// prefer [`dashboard_router_at`](Self::dashboard_router_at), which serves
-    /// both.
-    #[cfg(feature = "axum")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn dashboard_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
-        self.dashboard().router()
     }
 
     /// The collector's counters right now.
@@ -572,55 +494,89 @@ impl AppMetrics {
     }
 }
 
-/// The query store of an app whose custom sink brought none: every query
-/// answers 503 with a message that says what to configure.
 #[cfg(feature = "axum")]
-#[derive(Debug)]
-struct NoQueryStore;
-
-#[cfg(feature = "axum")]
-#[async_trait]
-impl MetricsQuery for NoQueryStore {
-    async fn performance(
-        &self,
-        _: &metrics_core::query::PerformanceQuery,
-    ) -> Result<metrics_core::query::PerformanceReport, QueryError> {
-        Err(no_query_store())
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<I> AppMetrics<I>
+where
+    I: metrics_tower::identity::MakeIdentity<axum::body::Body> + Clone + Send + Sync + 'static,
+{
+    /// The dashboard API (performance, usage, time series, an endpoint's
+    /// slowest requests, usage-event ingest, the caller's own count, the
+    /// OpenAPI document), wired to this store, collector, admin check and
+    /// identity source. Tune it (event vocabulary, body limit, clock skew)
+    /// before taking its router:
+    /// `metrics.api().allow_event_types(["export"]).router()`.
+    ///
+    /// With a custom sink without a query store, the query endpoints answer
+    /// 503 (`no query store configured`); ingest still works.
+    pub fn api(&self) -> api::MetricsApi {
+        let query = self
+            .inner
+            .query
+            .clone()
+            .unwrap_or_else(|| Arc::new(store::NoQueryStore));
+        api::MetricsApi::new(
+            query,
+            self.inner.collector.clone(),
+            self.inner.admins.clone(),
+        )
+        .identity_with(self.inner.identity.clone())
     }
 
-    async fn usage(
-        &self,
-        _: &metrics_core::query::UsageQuery,
-    ) -> Result<metrics_core::query::UsageReport, QueryError> {
-        Err(no_query_store())
+    /// The dashboard API's router with default settings:
+    /// `.nest("/api/v1/metrics", metrics.api_router())`, before
+    /// [`layer`](Self::layer) so its calls are recorded too (see
+    /// [the one order that works](Self#the-one-order-that-works)). Works
+    /// with any router state.
+    pub fn api_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        self.api().router()
     }
 
-    async fn time_series(
-        &self,
-        _: &metrics_core::query::TimeSeriesQuery,
-    ) -> Result<metrics_core::query::TimeSeries, QueryError> {
-        Err(no_query_store())
+    /// The dashboard page ("Application Metrics", its assets and
+    /// `tracker.js`), shown to the same administrators as the API
+    /// ([`admins`](Self::admins)) and identifying callers the same way. It
+    /// reads the API at `/api/v1/metrics`; if
+    /// [`api_router`](Self::api_router) is nested elsewhere, say where:
+    /// `metrics.dashboard().api_path("/internal/metrics").router_at("/metrics")`.
+    pub fn dashboard(&self) -> api::MetricsDashboard {
+        api::MetricsDashboard::new(self.inner.admins.clone())
+            .identity_with(self.inner.identity.clone())
     }
 
-    async fn user_event_count(
+    /// The dashboard at `mount`, to merge beside the API:
+    /// `.merge(metrics.dashboard_router_at("/metrics"))` serves the page at
+    /// `/metrics/` (`/metrics` redirects there), `/metrics/tracker.js` and
+    /// `/metrics/assets/*`. Default settings; see
+    /// [`dashboard`](Self::dashboard) to change the API path. Works with any
+    /// router state.
+    ///
+    /// # Panics
+    ///
+    /// If `mount` does not start with `/`.
+    #[track_caller]
+    pub fn dashboard_router_at<S: Clone + Send + Sync + 'static>(
         &self,
-        _: &str,
-        _: &metrics_core::aggregate::TimeRange,
-    ) -> Result<u64, QueryError> {
-        Err(no_query_store())
+        mount: &str,
+    ) -> axum::Router<S> {
+        self.dashboard().router_at(mount)
     }
 
-    async fn slowest_requests(
-        &self,
-        _: &metrics_core::query::SlowRequestsQuery,
-    ) -> Result<metrics_core::query::SlowRequests, QueryError> {
-        Err(no_query_store())
+    /// The dashboard's routes relative to its mount (`/`, `/tracker.js`,
+    /// `/assets/*`). axum's `.nest("/metrics", metrics.dashboard_router())`
+    /// routes `/metrics` only, not `/metrics/` (see
+    /// [`metrics_tower::axum::dashboard`](metrics_tower::axum::dashboard#mounting));
+    /// prefer [`dashboard_router_at`](Self::dashboard_router_at), which
+    /// serves both.
+    pub fn dashboard_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        self.dashboard().router()
     }
 }
 
+/// [`RequireAdmin`](admin::RequireAdmin) in a router whose state is the
+/// `AppMetrics` asks its admin check.
 #[cfg(feature = "axum")]
-fn no_query_store() -> QueryError {
-    QueryError::Unavailable(
-        "no query store configured: a custom sink needs AppMetricsBuilder::query(..) to serve the dashboard API".into(),
-    )
+impl<I> axum::extract::FromRef<AppMetrics<I>> for SharedAdminCheck {
+    fn from_ref(metrics: &AppMetrics<I>) -> Self {
+        metrics.inner.admins.clone()
+    }
 }

@@ -23,9 +23,14 @@ const URL_POOL_SIZE: usize = 8;
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 pub(crate) struct PgStore {
-    pool: Option<Pool>,
-    url: Option<String>,
+    source: Source,
     pub(crate) schema: String,
+}
+
+/// Where the pool comes from.
+enum Source {
+    Pool(Pool),
+    Url(String),
 }
 
 pub(crate) struct Started {
@@ -37,26 +42,23 @@ pub(crate) struct Started {
 impl PgStore {
     pub(crate) fn from_pool(pool: Pool) -> Self {
         Self {
-            pool: Some(pool),
-            url: None,
+            source: Source::Pool(pool),
             schema: metrics_pg::DEFAULT_SCHEMA.to_owned(),
         }
     }
 
     pub(crate) fn from_url(url: String) -> Self {
         Self {
-            pool: None,
-            url: Some(url),
+            source: Source::Url(url),
             schema: metrics_pg::DEFAULT_SCHEMA.to_owned(),
         }
     }
 
     /// Migrates, creates today's partitions, and starts the maintenance task.
     pub(crate) async fn start(self) -> Result<Started, Error> {
-        let pool = match (self.pool, self.url) {
-            (Some(pool), _) => pool,
-            (None, Some(url)) => metrics_pg::create_pool(&url, URL_POOL_SIZE)?,
-            (None, None) => return Err(Error::NoStore),
+        let pool = match self.source {
+            Source::Pool(pool) => pool,
+            Source::Url(url) => metrics_pg::create_pool(&url, URL_POOL_SIZE)?,
         };
         {
             let mut client = pool.get().await.map_err(metrics_pg::Error::Pool)?;

@@ -12,8 +12,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use app_metrics::core::Method;
-use app_metrics::{AppMetrics, AppMetricsBuilder, RequestRecord, Route, UsageEvent, UserId};
+use app_metrics::AppMetrics;
+use app_metrics::identity::{TrustedProxyHeaders, UserId};
+use app_metrics::layer::Exclusions;
+use app_metrics::sink::{Method, RequestRecord, Route, UsageEvent};
+use app_metrics::store::{Memory, Postgres, Store};
 use axum::Router;
 use axum::body::Body;
 use http::Request;
@@ -42,7 +45,7 @@ const DEFAULT_TEN: [&str; 10] = [
 
 /// The facade with one store behind the API router.
 struct Api {
-    metrics: AppMetrics,
+    metrics: AppMetrics<TrustedProxyHeaders>,
     router: Router,
     /// Keeps the PostgreSQL test database alive (dropped with the test).
     _db: Option<TestDb>,
@@ -50,23 +53,21 @@ struct Api {
 
 impl Api {
     async fn memory() -> Self {
-        Self::start(AppMetrics::builder().memory(), None).await
+        Self::start(Memory::new().into(), None).await
     }
 
     async fn postgres() -> Self {
         let db = TestDb::new().await;
-        let builder = AppMetrics::builder()
-            .postgres_url(db.url())
-            .postgres_schema(db.name());
-        Self::start(builder, Some(db)).await
+        let store = Postgres::from_url(db.url()).schema(db.name());
+        Self::start(store.into(), Some(db)).await
     }
 
-    async fn start(builder: AppMetricsBuilder, db: Option<TestDb>) -> Self {
-        let metrics = builder
-            .trusted_proxy_headers()
-            .admins(app_metrics::StaticAdmins::new([ADMIN]))
-            .exclude_prefixes([BASE])
-            .linger(Duration::from_millis(5))
+    async fn start(store: Store, db: Option<TestDb>) -> Self {
+        let metrics = AppMetrics::builder(store)
+            .identity(TrustedProxyHeaders)
+            .admins(app_metrics::admin::StaticAdmins::new([ADMIN]))
+            .configure_layer(|l| l.exclusions(Exclusions::none().prefix(BASE)))
+            .configure_collector(|c| c.linger(Duration::from_millis(5)))
             .start()
             .await
             .expect("the facade starts");
@@ -157,7 +158,7 @@ fn usage(kind: &str, page: Option<&str>, user: &str) -> UsageEvent {
 fn event(kind: &str) -> Value {
     json!({
         "event_type": kind,
-        "timestamp": app_metrics::core::query::format_rfc3339(SystemTime::now()),
+        "timestamp": app_metrics::query::format_rfc3339(SystemTime::now()),
     })
 }
 
@@ -224,8 +225,8 @@ async fn every_read_answers_time_range_start_time_and_end_time(api: Api) {
     }
     // A custom range answers the window it used.
     let now = SystemTime::now();
-    let from = app_metrics::core::query::format_rfc3339(now - Duration::from_secs(7_200));
-    let to = app_metrics::core::query::format_rfc3339(now - Duration::from_secs(3_600));
+    let from = app_metrics::query::format_rfc3339(now - Duration::from_secs(7_200));
+    let to = app_metrics::query::format_rfc3339(now - Duration::from_secs(3_600));
     let body = api
         .ok(&format!("/performance?start_date={from}&end_date={to}"))
         .await;
@@ -466,7 +467,7 @@ async fn error_details_are_an_object(api: Api) {
 // ===== 9. drill-down (issue 11): extra parameters and an extra route =====
 
 fn with_id(mut r: RequestRecord, id: &str) -> RequestRecord {
-    r.correlation_id = app_metrics::core::CorrelationId::from_header(&id.parse().unwrap());
+    r.correlation_id = app_metrics::sink::CorrelationId::from_header(&id.parse().unwrap());
     r
 }
 

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use app_metrics::AppMetrics;
+use app_metrics::identity::TrustedProxyHeaders;
+use app_metrics::store::Postgres;
 use axum::{Router, body::Body, routing::get};
 use http_body_util::BodyExt;
 use test_support::TestDb;
@@ -26,10 +28,8 @@ async fn requests_reach_postgres_through_the_facade() {
     let db = TestDb::new().await;
     // The test's own schema keeps it isolated even on a shared DATABASE_URL.
     let schema = db.name().to_owned();
-    let metrics = AppMetrics::builder()
-        .postgres_url(db.url())
-        .postgres_schema(&schema)
-        .trusted_proxy_headers()
+    let metrics = AppMetrics::builder(Postgres::from_url(db.url()).schema(&schema))
+        .identity(TrustedProxyHeaders)
         .start()
         .await
         .expect("start with PostgreSQL");
@@ -118,8 +118,7 @@ async fn requests_reach_postgres_through_the_facade() {
 
 #[tokio::test]
 async fn unreachable_database_is_a_clear_start_error() {
-    let err = AppMetrics::builder()
-        .postgres_url("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+    let err = AppMetrics::postgres_url("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
         .start()
         .await
         .expect_err("nothing listens on port 1");
@@ -148,9 +147,7 @@ async fn started_facade_rolls_up_closed_hours_in_the_background() {
         .await
         .unwrap();
 
-    let metrics = AppMetrics::builder()
-        .postgres_url(db.url())
-        .postgres_schema(&schema)
+    let metrics = AppMetrics::builder(Postgres::from_url(db.url()).schema(&schema))
         .start()
         .await
         .unwrap();

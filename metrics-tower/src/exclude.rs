@@ -57,56 +57,103 @@ impl<'a> RequestHead<'a> {
 
 type Predicate = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
-/// Exclusion rules: exact paths, prefixes and an optional predicate.
+/// Which requests are not recorded: exact paths, path prefixes and
+/// predicates; a request matching any of them is excluded.
+///
+/// [`Exclusions::default`] holds the defaults
+/// ([`DEFAULT_EXCLUDED_PATHS`], [`DEFAULT_EXCLUDED_PREFIXES`]), and every
+/// method adds to what is there. [`MetricsLayer::exclude_path`](crate::MetricsLayer::exclude_path)
+/// and its siblings add to the layer's set; replacing the set, defaults
+/// included, is the explicit [`MetricsLayer::exclusions`](crate::MetricsLayer::exclusions).
+///
+/// ```
+/// use http::{Method, Request};
+/// use metrics_tower::exclude::Exclusions;
+///
+/// // Only these, without the defaults.
+/// let only = Exclusions::none().path("/status").matching(|h| h.method() == Method::OPTIONS);
+/// assert!(only.matches(&Request::get("/status").body(()).unwrap()));
+/// assert!(!only.matches(&Request::get("/health").body(()).unwrap()));
+///
+/// // The defaults and one more prefix.
+/// let more = Exclusions::default().prefix("/debug/");
+/// assert!(more.matches(&Request::get("/health").body(()).unwrap()));
+/// assert!(more.matches(&Request::get("/debug/pprof").body(()).unwrap()));
+/// ```
 #[derive(Clone)]
-pub(crate) struct Exclusions {
-    paths: Box<[Box<str>]>,
-    prefixes: Box<[Box<str>]>,
+pub struct Exclusions {
+    paths: Vec<Box<str>>,
+    prefixes: Vec<Box<str>>,
     predicate: Option<Arc<Predicate>>,
 }
 
 impl Default for Exclusions {
+    /// The defaults: [`DEFAULT_EXCLUDED_PATHS`] and
+    /// [`DEFAULT_EXCLUDED_PREFIXES`].
     fn default() -> Self {
-        Self {
-            paths: to_boxed(DEFAULT_EXCLUDED_PATHS),
-            prefixes: to_boxed(DEFAULT_EXCLUDED_PREFIXES),
-            predicate: None,
-        }
+        Self::none()
+            .paths(DEFAULT_EXCLUDED_PATHS)
+            .prefixes(DEFAULT_EXCLUDED_PREFIXES)
     }
-}
-
-fn to_boxed<I>(items: I) -> Box<[Box<str>]>
-where
-    I: IntoIterator,
-    I::Item: AsRef<str>,
-{
-    items.into_iter().map(|s| Box::from(s.as_ref())).collect()
 }
 
 impl Exclusions {
-    pub(crate) fn set_paths<I>(&mut self, paths: I)
+    /// Excludes nothing.
+    pub fn none() -> Self {
+        Self {
+            paths: Vec::new(),
+            prefixes: Vec::new(),
+            predicate: None,
+        }
+    }
+
+    /// Also excludes `path`, matched exactly (the query string is ignored).
+    pub fn path(mut self, path: impl AsRef<str>) -> Self {
+        self.paths.push(Box::from(path.as_ref()));
+        self
+    }
+
+    /// Also excludes each of `paths`, matched exactly.
+    pub fn paths<I>(self, paths: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.paths = to_boxed(paths);
+        paths.into_iter().fold(self, Self::path)
     }
 
-    pub(crate) fn set_prefixes<I>(&mut self, prefixes: I)
+    /// Also excludes every path starting with `prefix`.
+    pub fn prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        self.prefixes.push(Box::from(prefix.as_ref()));
+        self
+    }
+
+    /// Also excludes every path starting with one of `prefixes`.
+    pub fn prefixes<I>(self, prefixes: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.prefixes = to_boxed(prefixes);
+        prefixes.into_iter().fold(self, Self::prefix)
     }
 
-    pub(crate) fn set_predicate(&mut self, predicate: Arc<Predicate>) {
-        self.predicate = Some(predicate);
+    /// Also excludes every request for which `predicate` returns `true`
+    /// (predicates added earlier still apply). It runs on the request path,
+    /// and only when no path rule matched: keep it cheap.
+    pub fn matching<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.predicate = Some(match self.predicate.take() {
+            None => Arc::new(predicate),
+            Some(earlier) => Arc::new(move |h: &RequestHead<'_>| earlier(h) || predicate(h)),
+        });
+        self
     }
 
     /// Whether `req` must not be recorded. A few string comparisons; the
-    /// predicate, if any, only runs when no path rule matched.
-    pub(crate) fn matches<B>(&self, req: &Request<B>) -> bool {
+    /// predicates, if any, only run when no path rule matched.
+    pub fn matches<B>(&self, req: &Request<B>) -> bool {
         let path = req.uri().path();
         self.paths.iter().any(|p| **p == *path)
             || self.prefixes.iter().any(|p| path.starts_with(&**p))
@@ -157,17 +204,27 @@ mod tests {
     }
 
     #[test]
-    fn replaced_lists_and_predicate() {
-        let mut e = Exclusions::default();
-        e.set_paths(["/status"]);
-        e.set_prefixes(Vec::<String>::new());
-        e.set_predicate(Arc::new(|h: &RequestHead<'_>| {
-            h.method() == Method::OPTIONS
-        }));
+    fn none_and_added_rules_and_predicates() {
+        let e = Exclusions::none()
+            .path("/status")
+            .matching(|h| h.method() == Method::OPTIONS)
+            .matching(|h| h.headers().contains_key("x-probe"));
         assert!(e.matches(&get("/status")));
         assert!(!e.matches(&get("/health")));
         assert!(!e.matches(&get("/internal/x")));
         let options = Request::options("/anything").body(()).unwrap();
-        assert!(e.matches(&options));
+        assert!(e.matches(&options), "the first predicate still applies");
+        let probe = Request::get("/x").header("x-probe", "1").body(()).unwrap();
+        assert!(e.matches(&probe), "the second predicate too");
+        assert!(!Exclusions::none().matches(&get("/health")));
+    }
+
+    #[test]
+    fn adding_keeps_the_defaults() {
+        let e = Exclusions::default().path("/status").prefixes(["/debug/"]);
+        for excluded in ["/health", "/internal/x", "/status", "/debug/vars"] {
+            assert!(e.matches(&get(excluded)), "{excluded}");
+        }
+        assert!(!e.matches(&get("/users")));
     }
 }

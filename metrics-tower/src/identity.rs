@@ -7,18 +7,58 @@
 //! behind an authenticating proxy that forwards the user in headers (the
 //! Databricks Apps proxy sends `X-Forwarded-Email`, `X-Forwarded-User` and
 //! `X-Forwarded-Access-Token`) opt into [`TrustedProxyHeaders`].
-//! Requests without an identity are recorded with no user.
+//! Requests without an identity are recorded with no user. Any other source
+//! (a JWT, a session cookie) is a [`MakeIdentity`]: a type of yours, or a
+//! closure `Fn(&mut Request<B>) -> Option<UserId>`.
+//!
+//! Routes that are not behind the metrics layer (the dashboard API mounted
+//! outside it, a plain tower service with the admin guard) get the same
+//! identity from an [`IdentityLayer`].
+
+use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, Request};
 use metrics_core::{AccessToken, Identity, UserId};
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// Finds the user behind a request.
 ///
 /// It gets the request mutably so an implementation can leave the
-/// [`Identity`] it found in the extensions, for handlers and the admin guard.
+/// [`Identity`] it found in the extensions, for handlers and the admin guard
+/// (an [`IdentityLayer`] inserts one built from the returned user id when it
+/// does not). Called once per request on the request path: keep it cheap and
+/// never block.
+///
+/// Closures implement it, as tower-http's hooks do:
+///
+/// ```
+/// use http::Request;
+/// use metrics_core::UserId;
+/// use metrics_tower::identity::MakeIdentity;
+///
+/// // The user an upstream gateway put in a header of its own.
+/// let from_gateway = |req: &mut Request<()>| {
+///     req.headers()
+///         .get("x-gateway-user")
+///         .and_then(|v| v.to_str().ok())
+///         .map(UserId::from)
+/// };
+/// let mut req = Request::builder().header("x-gateway-user", "ada").body(()).unwrap();
+/// assert_eq!(from_gateway.identity(&mut req).unwrap().as_str(), "ada");
+/// ```
 pub trait MakeIdentity<B> {
     /// The user id to record with `req`, if any.
     fn identity(&self, req: &mut Request<B>) -> Option<UserId>;
+}
+
+impl<B, F> MakeIdentity<B> for F
+where
+    F: Fn(&mut Request<B>) -> Option<UserId>,
+{
+    fn identity(&self, req: &mut Request<B>) -> Option<UserId> {
+        self(req)
+    }
 }
 
 /// Reads the [`Identity`] extension set by the app's authentication (the
@@ -60,7 +100,7 @@ impl<B> MakeIdentity<B> for NoIdentity {
 /// ```
 /// use http::Request;
 /// use metrics_core::Identity;
-/// use metrics_tower::{MakeIdentity, TrustedProxyHeaders};
+/// use metrics_tower::{identity::MakeIdentity, identity::TrustedProxyHeaders};
 ///
 /// let mut req = Request::builder()
 ///     .header("x-forwarded-email", "ada@example.com")
@@ -113,6 +153,112 @@ impl<B> MakeIdentity<B> for TrustedProxyHeaders {
         let user = identity.user_id().clone();
         req.extensions_mut().insert(identity);
         Some(user)
+    }
+}
+
+// ===== IdentityLayer =====
+
+/// Makes sure the [`Identity`] extension is set, from a [`MakeIdentity`],
+/// for services that are not behind a [`MetricsLayer`](crate::MetricsLayer)
+/// configured with the same source.
+///
+/// A request that already carries an [`Identity`] passes untouched (the
+/// metrics layer or the app's auth ran first). Otherwise `make_identity`
+/// runs; when it finds a user and left no [`Identity`] itself, one is
+/// inserted with that user id. The dashboard API and page routers use it
+/// (`MetricsApi::identity_with`), so they answer the same wherever they are
+/// mounted.
+///
+/// ```
+/// use http::Request;
+/// use metrics_core::Identity;
+/// use metrics_tower::identity::{IdentityLayer, TrustedProxyHeaders};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let service = ServiceBuilder::new()
+///     .layer(IdentityLayer::new(TrustedProxyHeaders))
+///     .service(service_fn(|req: Request<()>| async move {
+///         let user = req.extensions().get::<Identity>().map(|i| i.user_id().to_string());
+///         Ok::<_, std::convert::Infallible>(user)
+///     }));
+/// let req = Request::builder().header("x-forwarded-email", "ada@example.com").body(()).unwrap();
+/// assert_eq!(service.oneshot(req).await.unwrap().as_deref(), Some("ada@example.com"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityLayer<I> {
+    make_identity: I,
+}
+
+impl<I> IdentityLayer<I> {
+    /// A layer finding the identity with `make_identity`.
+    pub fn new(make_identity: I) -> Self {
+        Self { make_identity }
+    }
+}
+
+impl<S, I: Clone> Layer<S> for IdentityLayer<I> {
+    type Service = IdentityService<S, I>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdentityService {
+            inner,
+            make_identity: self.make_identity.clone(),
+        }
+    }
+}
+
+/// The service made by [`IdentityLayer`]. Its future is the inner one.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityService<S, I> {
+    inner: S,
+    make_identity: I,
+}
+
+impl<S, I> IdentityService<S, I> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, I, B> Service<Request<B>> for IdentityService<S, I>
+where
+    S: Service<Request<B>>,
+    I: MakeIdentity<B>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        ensure_identity(&self.make_identity, &mut req);
+        self.inner.call(req)
+    }
+}
+
+/// The rule of [`IdentityLayer`]: an existing [`Identity`] wins; otherwise
+/// the one `make_identity` left, or one built from the user it returned.
+pub(crate) fn ensure_identity<B>(make_identity: &impl MakeIdentity<B>, req: &mut Request<B>) {
+    if req.extensions().get::<Identity>().is_some() {
+        return;
+    }
+    if let Some(user) = make_identity.identity(req) {
+        if req.extensions().get::<Identity>().is_none() {
+            req.extensions_mut().insert(Identity::new(user));
+        }
     }
 }
 
@@ -180,6 +326,49 @@ mod tests {
             TrustedProxyHeaders.identity(&mut r).unwrap().as_str(),
             "ada"
         );
+    }
+
+    #[test]
+    fn closures_are_identities() {
+        let fixed = |_: &mut Request<()>| Some(UserId::from("jwt-user"));
+        let mut r = req(&[]);
+        assert_eq!(fixed.identity(&mut r).unwrap().as_str(), "jwt-user");
+        assert!(
+            r.extensions().get::<Identity>().is_none(),
+            "the closure inserts nothing"
+        );
+    }
+
+    #[test]
+    fn ensure_identity_inserts_the_returned_user_and_keeps_an_existing_one() {
+        let fixed = |_: &mut Request<()>| Some(UserId::from("jwt-user"));
+        let mut r = req(&[]);
+        ensure_identity(&fixed, &mut r);
+        assert_eq!(
+            r.extensions().get::<Identity>().unwrap().user_id().as_str(),
+            "jwt-user"
+        );
+
+        let mut r = req(&[]);
+        r.extensions_mut().insert(Identity::new("ada"));
+        ensure_identity(&fixed, &mut r);
+        assert_eq!(
+            r.extensions().get::<Identity>().unwrap().user_id().as_str(),
+            "ada"
+        );
+
+        // The proxy's own identity (with its token) is kept, not rebuilt.
+        let mut r = req(&[
+            ("x-forwarded-user", b"bob"),
+            ("x-forwarded-access-token", b"t"),
+        ]);
+        ensure_identity(&TrustedProxyHeaders, &mut r);
+        let identity = r.extensions().get::<Identity>().unwrap();
+        assert_eq!(identity.access_token().unwrap().expose(), "t");
+
+        let mut r = req(&[]);
+        ensure_identity(&NoIdentity, &mut r);
+        assert!(r.extensions().get::<Identity>().is_none());
     }
 
     #[test]

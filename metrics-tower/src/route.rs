@@ -70,7 +70,7 @@ pub enum RouteLabel<'a> {
 /// ```
 /// use http::Request;
 /// use metrics_core::Route;
-/// use metrics_tower::{MakeRoute, RouteLabel};
+/// use metrics_tower::route::{MakeRoute, RouteLabel};
 ///
 /// /// Everything under /static/ is one label; the rest is normalised.
 /// #[derive(Clone, Debug)]
@@ -86,9 +86,48 @@ pub enum RouteLabel<'a> {
 ///     }
 /// }
 /// ```
+///
+/// Closures implement it too, as tower-http's hooks do. Rust infers a
+/// closure's signature with the label borrowing from the request only when
+/// it is written where that signature is expected, so pass it through
+/// [`from_fn`] (functions need nothing):
+///
+/// ```
+/// use http::Request;
+/// use metrics_tower::route::{self, MakeRoute, RouteLabel};
+///
+/// // Routes are the first path segment, e.g. `/reports` for `/reports/2024/q1`.
+/// let first_segment = route::from_fn(|req: &Request<()>| {
+///     let path = req.uri().path();
+///     let end = path[1..].find('/').map_or(path.len(), |i| i + 1);
+///     RouteLabel::Template(&path[..end])
+/// });
+///
+/// let req = Request::get("/reports/2024/q1").body(()).unwrap();
+/// assert!(matches!(first_segment.make_route(&req), RouteLabel::Template("/reports")));
+/// ```
 pub trait MakeRoute<B> {
     /// The label for `req`.
     fn make_route<'a>(&self, req: &'a Request<B>) -> RouteLabel<'a>;
+}
+
+impl<B, F> MakeRoute<B> for F
+where
+    F: for<'a> Fn(&'a Request<B>) -> RouteLabel<'a>,
+{
+    fn make_route<'a>(&self, req: &'a Request<B>) -> RouteLabel<'a> {
+        self(req)
+    }
+}
+
+/// Returns `f`, a closure, as a [`MakeRoute`]: it only states the
+/// signature (the label may borrow from the request), which Rust cannot
+/// infer for a closure stored first and used later.
+pub fn from_fn<B, F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a Request<B>) -> RouteLabel<'a>,
+{
+    f
 }
 
 /// The default [`MakeRoute`].
@@ -133,7 +172,7 @@ impl<B> MakeRoute<B> for NormalizedPath {
 /// The path is never percent-decoded, so invalid encodings are just text.
 ///
 /// ```
-/// use metrics_tower::{normalize_path, MAX_LABEL_LEN};
+/// use metrics_tower::route::{normalize_path, MAX_LABEL_LEN};
 /// let mut buf = [0u8; MAX_LABEL_LEN];
 /// assert_eq!(normalize_path("/users/42/orders", &mut buf), Some("/users/{id}/orders"));
 /// assert_eq!(

@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Extension;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use metrics_core::{
     AccessToken, AdminCheck, AdminCheckError, Identity, SharedAdminCheck, StaticAdmins, async_trait,
 };
-use metrics_tower::axum::{AdminRejection, RequireAdmin, RequireAdminLayer};
-use metrics_tower::{MetricsLayer, TrustedProxyHeaders};
+use metrics_tower::{MetricsLayer, identity::TrustedProxyHeaders};
+use metrics_tower::{admin::AdminRejection, admin::RequireAdmin, admin::RequireAdminLayer};
 use serde_json::{Value, json};
 use support::Recorded;
 use tower::ServiceExt;
@@ -177,20 +177,50 @@ async fn extractor_answers_401_403_503_200() {
     let check = standard();
     let app = Router::new()
         .route("/secret", get(hello))
-        .layer(Extension(SharedAdminCheck::from_arc(check.clone())))
+        .with_state(SharedAdminCheck::from_arc(check.clone()))
         .layer(proxy_identity());
     assert_matrix(&app, "/secret").await;
     assert_eq!(check.calls(), 3, "no call without an identity");
 }
 
+/// The check comes from the app's own state through `FromRef`, as axum
+/// shares a pool: no extension to forget (that was a run-time 500).
 #[tokio::test]
-async fn extractor_without_a_configured_check_is_500() {
+async fn extractor_reads_the_check_from_the_app_state() {
+    #[derive(Clone)]
+    struct AppState {
+        admins: SharedAdminCheck,
+        greeting: &'static str,
+    }
+    impl FromRef<AppState> for SharedAdminCheck {
+        fn from_ref(state: &AppState) -> Self {
+            state.admins.clone()
+        }
+    }
+    let check = standard();
+    let state = AppState {
+        admins: SharedAdminCheck::from_arc(check.clone()),
+        greeting: "hello",
+    };
     let app = Router::new()
-        .route("/secret", get(hello))
+        .route(
+            "/secret",
+            get(
+                |State(state): State<AppState>, RequireAdmin(admin): RequireAdmin| async move {
+                    format!("{} {}", state.greeting, admin.user_id())
+                },
+            ),
+        )
+        .with_state(state)
         .layer(proxy_identity());
-    let answer = send(&app, get_as("/secret", Some("ada@example.com"))).await;
-    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(answer.json()["status_code"], 500);
+    assert_matrix(&app, "/secret").await;
+    assert_eq!(check.calls(), 3, "no call without an identity");
+}
+
+/// Under the layer the extractor takes the layer's decision: the state's
+/// check (which admits nobody) is not asked.
+fn nobody() -> SharedAdminCheck {
+    SharedAdminCheck::new(StaticAdmins::parse(""))
 }
 
 // ===== layer =====
@@ -212,6 +242,7 @@ async fn layer_answers_401_403_503_200_without_calling_the_inner_service() {
         .layer(RequireAdminLayer::new(SharedAdminCheck::from_arc(
             check.clone(),
         )))
+        .with_state(nobody())
         .layer(proxy_identity());
     assert_matrix(&app, "/a").await;
     assert_eq!(
@@ -266,7 +297,8 @@ async fn layer_guards_a_nested_router_only() {
                 .route("/performance", get(hello))
                 .layer(RequireAdminLayer::new(SharedAdminCheck::from_arc(
                     check.clone(),
-                ))),
+                )))
+                .with_state(nobody()),
         )
         .layer(proxy_identity());
     assert_eq!(
@@ -288,7 +320,8 @@ async fn guard_behind_metrics_layer_with_proxy_headers() {
                 .route("/performance", get(hello))
                 .layer(RequireAdminLayer::new(SharedAdminCheck::from_arc(
                     standard(),
-                ))),
+                )))
+                .with_state(nobody()),
         )
         .layer(MetricsLayer::new(recorded.collector.clone()).identity_with(TrustedProxyHeaders));
     assert_matrix(&app, "/api/v1/metrics/performance").await;
@@ -407,6 +440,7 @@ async fn logs_never_show_tokens() {
         .layer(RequireAdminLayer::new(SharedAdminCheck::from_arc(
             standard(),
         )))
+        .with_state(nobody())
         .layer(proxy_identity());
     assert_matrix(&app, "/secret").await;
 
@@ -458,6 +492,7 @@ mod databricks {
         Router::new()
             .route("/performance", get(hello))
             .layer(RequireAdminLayer::new(SharedAdminCheck::new(check)))
+            .with_state(super::nobody())
             .layer(proxy_identity())
     }
 

@@ -13,7 +13,7 @@ use api_support::*;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use metrics_core::{Method, RequestRecord, Route, SharedAdminCheck, UsageEvent, UserId};
-use metrics_tower::axum::DEFAULT_EVENT_TYPES;
+use metrics_tower::axum::api::DEFAULT_EVENT_TYPES;
 use serde_json::{Value, json};
 
 /// The admin reads, each with its required parameters.

@@ -18,7 +18,7 @@ use api_support::*;
 use axum::body::Body;
 use http::{Method, Request};
 use metrics_core::{RequestRecord, Route, SharedAdminCheck, UsageEvent, UserId};
-use metrics_tower::axum::MetricsApi;
+use metrics_tower::axum::api::MetricsApi;
 use metrics_tower::axum::api::{DEFAULT_EVENT_TYPES, OPENAPI_JSON};
 use serde_json::{Value, json};
 

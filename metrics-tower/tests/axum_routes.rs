@@ -13,7 +13,9 @@ use http::Request;
 use http_body_util::BodyExt;
 use metrics_core::{CorrelationId, ErrorType, Identity, Route};
 use metrics_tower::axum::MatchedPathRoute;
-use metrics_tower::{MetricsLayer, TrustedProxyHeaders};
+use metrics_tower::exclude::Exclusions;
+use metrics_tower::route::RouteLabel;
+use metrics_tower::{MetricsLayer, identity::TrustedProxyHeaders};
 use support::Recorded;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -106,6 +108,53 @@ async fn strict_matched_path_route_labels_everything_else_unmatched() {
 }
 
 #[tokio::test]
+async fn closures_choose_the_route_and_the_user() {
+    let rec = Recorded::new();
+    let layer = MetricsLayer::new(rec.collector.clone())
+        // Everything under /files/ is one label; the rest keeps MatchedPath.
+        .route_with(metrics_tower::route::from_fn(|req: &Request<Body>| {
+            if req.uri().path().starts_with("/files/") {
+                RouteLabel::Fixed(Route::from_static("/files/{*path}"))
+            } else {
+                req.extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or(RouteLabel::Unknown, |p| RouteLabel::Template(p.as_str()))
+            }
+        }))
+        // The user from a header of the app's own gateway.
+        .identity_with(|req: &mut Request<Body>| {
+            req.headers()
+                .get("x-gateway-user")
+                .and_then(|v| v.to_str().ok())
+                .map(metrics_core::UserId::from)
+        });
+    let app: Router = Router::new()
+        .route("/files/{*path}", get(|| async { "file" }))
+        .route("/a", get(|| async { "a" }))
+        .layer(layer);
+    let req = Request::get("/files/x/y.txt")
+        .header("x-gateway-user", "ada")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, req).await;
+    send(&app, get_req("/a")).await;
+    let mut got: Vec<_> = rec
+        .records()
+        .await
+        .into_iter()
+        .map(|r| (r.route.to_string(), r.user_id.map(|u| u.to_string())))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("/a".to_owned(), None),
+            ("/files/{*path}".to_owned(), Some("ada".to_owned()))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn layer_outside_the_router_normalises_paths() {
     // Wrapped around the whole router, the layer runs before routing and
     // sees no MatchedPath: the normaliser takes over.
@@ -143,8 +192,7 @@ async fn default_exclusions_apply_and_excluded_responses_still_get_an_id() {
 async fn custom_exclusions_replace_the_defaults() {
     let rec = Recorded::new();
     let app = app(MetricsLayer::new(rec.collector.clone())
-        .exclude_paths(["/"])
-        .exclude_prefixes(["/api/v1/users/9"])
+        .exclusions(Exclusions::none().path("/").prefix("/api/v1/users/9"))
         .exclude_if(|head| head.headers().contains_key("x-synthetic")));
     send(&app, get_req("/")).await;
     send(&app, get_req("/api/v1/users/99")).await;
@@ -162,6 +210,32 @@ async fn custom_exclusions_replace_the_defaults() {
             ("/health".to_owned(), 200)
         ]
     );
+}
+
+#[tokio::test]
+async fn added_exclusions_keep_the_defaults() {
+    let rec = Recorded::new();
+    let app = app(MetricsLayer::new(rec.collector.clone())
+        .exclude_path("/")
+        .exclude_prefix("/api/v1/users/9")
+        .exclude_if(|head| head.headers().contains_key("x-synthetic"))
+        .exclude_if(|head| head.method() == http::Method::OPTIONS));
+    send(&app, get_req("/")).await;
+    send(&app, get_req("/api/v1/users/99")).await;
+    let synthetic = Request::get("/api/v1/users/1")
+        .header("x-synthetic", "1")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, synthetic).await;
+    let options = Request::options("/api/v1/users/1")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, options).await;
+    // The defaults still hold: the probe and the internal path are not recorded.
+    send(&app, get_req("/health")).await;
+    send(&app, get_req("/internal/metrics")).await;
+    send(&app, get_req("/api/v1/users/1")).await;
+    assert_eq!(routes(&rec).await, [("/api/v1/users/{id}".to_owned(), 200)]);
 }
 
 #[tokio::test]

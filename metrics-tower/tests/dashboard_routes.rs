@@ -17,7 +17,7 @@ use axum::body::Body;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use metrics_core::{AdminCheck, AdminCheckError, Identity, SharedAdminCheck, async_trait};
-use metrics_tower::axum::MetricsDashboard;
+use metrics_tower::axum::dashboard::MetricsDashboard;
 use tower::ServiceExt;
 use tower::util::MapRequestLayer;
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use app_metrics::AppMetrics;
+use app_metrics::identity::TrustedProxyHeaders;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -24,17 +25,21 @@ pub const MAX_SLOW_MS: u64 = 5_000;
 /// Where the example app mounts the dashboard API.
 pub const API_PREFIX: &str = "/api/v1/metrics";
 
-/// Builds the example app's router around an already started [`AppMetrics`]:
-/// the demo routes, the dashboard API under [`API_PREFIX`], and the metrics
-/// layer outermost (it records every request, the API's included, and
-/// gives the API the caller's identity).
-pub fn app(metrics: &AppMetrics) -> Router {
+/// The example's app-metrics: callers are identified by the headers of an
+/// authenticating proxy (as the Databricks Apps proxy sends them).
+pub type Metrics = AppMetrics<TrustedProxyHeaders>;
+
+/// Builds the example app's router around an already started [`Metrics`]:
+/// the demo routes, the dashboard API under [`API_PREFIX`] and the page
+/// under `/metrics/`, and the metrics layer last, so it wraps (and records)
+/// every route above it, the API's included.
+pub fn app(metrics: &Metrics) -> Router {
     app_with(metrics, None)
 }
 
 /// [`app`], with the development-only [`demo::AutoLogin`] outermost when
 /// `auto_login` is given.
-pub fn app_with(metrics: &AppMetrics, auto_login: Option<demo::AutoLogin>) -> Router {
+pub fn app_with(metrics: &Metrics, auto_login: Option<demo::AutoLogin>) -> Router {
     let router = routes(metrics);
     match auto_login {
         Some(login) => router.layer(axum::middleware::from_fn(move |req, next| {
@@ -44,7 +49,7 @@ pub fn app_with(metrics: &AppMetrics, auto_login: Option<demo::AutoLogin>) -> Ro
     }
 }
 
-fn routes(metrics: &AppMetrics) -> Router {
+fn routes(metrics: &Metrics) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/demo/items/{id}", get(item))
@@ -99,7 +104,7 @@ async fn status(Path(code): Path<u16>) -> Response {
 
 /// What the collector has seen, and the last records the memory store holds
 /// (a debugging view; the admin-only dashboard API answers the real questions).
-async fn recorded(State(metrics): State<AppMetrics>) -> Json<serde_json::Value> {
+async fn recorded(State(metrics): State<Metrics>) -> Json<serde_json::Value> {
     let s = metrics.stats();
     let mut body = json!({
         "collector": {
@@ -192,7 +197,7 @@ fn demo_events(n: u64, now: SystemTime) -> String {
         "form_submit",
         "export_triggered",
     ];
-    let ts = app_metrics::core::query::format_rfc3339(now);
+    let ts = app_metrics::query::format_rfc3339(now);
     let events: Vec<serde_json::Value> = (0..1 + n % 3)
         .map(|i| {
             let k = (n / 7 + i) as usize;

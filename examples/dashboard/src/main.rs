@@ -14,7 +14,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use app_metrics::{AppMetrics, CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
+use app_metrics::AppMetrics;
+use app_metrics::admin::{CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
+use app_metrics::identity::TrustedProxyHeaders;
+use app_metrics::store::{Memory, Postgres, Store};
 use example_dashboard::demo::AutoLogin;
 use example_dashboard::{app_with, demo_traffic};
 
@@ -33,7 +36,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("BIND must be host:port, e.g. 127.0.0.1:8080 ({e})"))?;
 
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-    let builder = AppMetrics::builder().trusted_proxy_headers();
+    let (store, store_name): (Store, _) = match &database_url {
+        Some(url) => (Postgres::from_url(url).into(), "postgres"),
+        None => (Memory::new().into(), "memory"),
+    };
+    let builder = AppMetrics::builder(store).identity(TrustedProxyHeaders);
     let builder = match std::env::var("DATABRICKS_HOST") {
         Ok(host) if !host.trim().is_empty() => {
             let check = DatabricksAdminCheck::from_env().map_err(|e| {
@@ -52,10 +59,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             builder.admins(admins)
         }
-    };
-    let (builder, store) = match &database_url {
-        Some(url) => (builder.postgres_url(url), "postgres"),
-        None => (builder.memory(), "memory"),
     };
     let metrics = builder.start().await?;
 
@@ -80,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
     })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store, "example-dashboard listening");
+    tracing::info!(%addr, store = store_name, "example-dashboard listening");
     println!("example-dashboard listening on http://{addr}");
     println!("  dashboard page:     http://{addr}/metrics/  (as an admin)");
     println!("  demo pages:         http://{addr}/demo/  (usage events through tracker.js)");

@@ -12,15 +12,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use app_metrics::core::query::format_rfc3339;
+use app_metrics::admin::{AdminCheck, AdminCheckError, StaticAdmins};
+use app_metrics::identity::{Identity, TrustedProxyHeaders, UserId};
+use app_metrics::layer::Exclusions;
 use app_metrics::pg::RollupJob;
 use app_metrics::pg::deadpool_postgres::Pool;
-use app_metrics::{
-    AdminCheck, AdminCheckError, AppMetrics, AppMetricsBuilder, Identity, StaticAdmins, UsageEvent,
-    UserId, async_trait,
-};
+use app_metrics::query::format_rfc3339;
+use app_metrics::sink::{UsageEvent, async_trait};
+use app_metrics::store::Postgres;
+use app_metrics::{AppMetrics, AppMetricsBuilder};
 use axum::Router;
 use axum::body::Body;
+use example_dashboard::Metrics;
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -48,7 +51,7 @@ const HOUR: u64 = 3_600;
 /// store in a schema named after the database, identity from trusted proxy
 /// headers, [`ADMIN`] the only admin, a short linger so flushes are quick.
 struct App {
-    metrics: AppMetrics,
+    metrics: Metrics,
     router: Router,
     pool: Pool,
     db: TestDb,
@@ -60,7 +63,11 @@ impl App {
     }
 
     /// [`start`](Self::start) with extra builder settings.
-    async fn start_with(configure: impl FnOnce(AppMetricsBuilder) -> AppMetricsBuilder) -> Self {
+    async fn start_with(
+        configure: impl FnOnce(
+            AppMetricsBuilder<TrustedProxyHeaders>,
+        ) -> AppMetricsBuilder<TrustedProxyHeaders>,
+    ) -> Self {
         let db = TestDb::new().await;
         let pool = app_metrics::pg::create_pool(db.url(), 8).unwrap();
         let metrics = configure(builder(pool.clone(), db.name()))
@@ -155,12 +162,10 @@ impl App {
     }
 }
 
-fn builder(pool: Pool, schema: &str) -> AppMetricsBuilder {
-    AppMetrics::builder()
-        .postgres(pool)
-        .postgres_schema(schema)
-        .trusted_proxy_headers()
-        .linger(Duration::from_millis(5))
+fn builder(pool: Pool, schema: &str) -> AppMetricsBuilder<TrustedProxyHeaders> {
+    AppMetrics::builder(Postgres::new(pool).schema(schema))
+        .identity(TrustedProxyHeaders)
+        .configure_collector(|c| c.linger(Duration::from_millis(5)))
 }
 
 fn get(path: &str, user: Option<&str>) -> Request<Body> {
@@ -653,7 +658,9 @@ async fn ingest_limits_and_custom_range_rules_over_the_pg_store() {
 #[tokio::test]
 async fn a_fresh_schema_answers_zeros_and_empty_lists() {
     // The API's own requests are not recorded here, so they are no data.
-    let app = App::start_with(|b| b.exclude_prefixes([BASE])).await;
+    let app =
+        App::start_with(|b| b.configure_layer(|l| l.exclusions(Exclusions::none().prefix(BASE))))
+            .await;
     let body = app.api("/performance", Some(ADMIN)).await.ok();
     assert_eq!(body["time_range"], "24h");
     assert_eq!(
@@ -964,12 +971,10 @@ async fn error_responses_echo_the_correlation_id_and_store_it() {
 #[tokio::test]
 async fn a_stopped_database_is_503_for_queries_and_invisible_to_the_app() {
     let db = TestServer::dedicated().await.create_db().await;
-    let metrics = AppMetrics::builder()
-        .postgres_url(db.url())
-        .postgres_schema(db.name())
-        .trusted_proxy_headers()
+    let metrics = AppMetrics::builder(Postgres::from_url(db.url()).schema(db.name()))
+        .identity(TrustedProxyHeaders)
         .admins(StaticAdmins::new([ADMIN]))
-        .linger(Duration::from_millis(5))
+        .configure_collector(|c| c.linger(Duration::from_millis(5)))
         .start()
         .await
         .unwrap();

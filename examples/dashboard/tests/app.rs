@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use app_metrics::AppMetrics;
+use app_metrics::identity::TrustedProxyHeaders;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -25,10 +26,9 @@ async fn get(app: &axum::Router, path: &str, user: Option<&str>) -> (u16, http::
 
 #[tokio::test]
 async fn demo_routes_are_recorded_with_templates_users_and_correlation_ids() {
-    let metrics = AppMetrics::builder()
-        .memory()
-        .trusted_proxy_headers()
-        .linger(Duration::from_millis(10))
+    let metrics = AppMetrics::memory()
+        .identity(TrustedProxyHeaders)
+        .configure_collector(|c| c.linger(Duration::from_millis(10)))
         .start()
         .await
         .unwrap();
@@ -67,7 +67,11 @@ async fn demo_routes_are_recorded_with_templates_users_and_correlation_ids() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_route_is_capped_and_timed_to_the_body_end() {
-    let metrics = AppMetrics::builder().memory().start().await.unwrap();
+    let metrics = AppMetrics::memory()
+        .identity(TrustedProxyHeaders)
+        .start()
+        .await
+        .unwrap();
     let app = example_dashboard::app(&metrics);
     let (s, _, body) = get(&app, "/api/demo/slow?ms=999999", None).await;
     assert_eq!(s, 200);
@@ -86,7 +90,11 @@ async fn slow_route_is_capped_and_timed_to_the_body_end() {
 
 #[tokio::test]
 async fn recorded_view_reports_collector_counters() {
-    let metrics = AppMetrics::builder().memory().start().await.unwrap();
+    let metrics = AppMetrics::memory()
+        .identity(TrustedProxyHeaders)
+        .start()
+        .await
+        .unwrap();
     let app = example_dashboard::app(&metrics);
     get(&app, "/api/demo/items/1", None).await;
     metrics.flush().await.unwrap();
@@ -100,7 +108,11 @@ async fn recorded_view_reports_collector_counters() {
 
 #[tokio::test]
 async fn demo_pages_load_the_tracker_and_their_script() {
-    let metrics = AppMetrics::builder().memory().start().await.unwrap();
+    let metrics = AppMetrics::memory()
+        .identity(TrustedProxyHeaders)
+        .start()
+        .await
+        .unwrap();
     let app = example_dashboard::app(&metrics);
     for page in ["/demo/", "/demo/reports.html"] {
         let (s, h, body) = get(&app, page, None).await;
@@ -127,7 +139,7 @@ async fn demo_pages_load_the_tracker_and_their_script() {
         "export_triggered",
     ] {
         assert!(body.contains(&format!("'{kind}'")), "{kind}");
-        assert!(app_metrics::DEFAULT_EVENT_TYPES.contains(&kind));
+        assert!(app_metrics::api::DEFAULT_EVENT_TYPES.contains(&kind));
     }
     let (s, h, _) = get(&app, "/demo", None).await;
     assert_eq!((s, h["location"].to_str().unwrap()), (308, "/demo/"));
@@ -136,10 +148,9 @@ async fn demo_pages_load_the_tracker_and_their_script() {
 #[tokio::test]
 async fn auto_login_signs_in_only_requests_without_identity_headers() {
     const ADMIN: &str = "admin@example.com";
-    let metrics = AppMetrics::builder()
-        .memory()
-        .trusted_proxy_headers()
-        .admins(app_metrics::StaticAdmins::new([ADMIN]))
+    let metrics = AppMetrics::memory()
+        .identity(TrustedProxyHeaders)
+        .admins(app_metrics::admin::StaticAdmins::new([ADMIN]))
         .start()
         .await
         .unwrap();

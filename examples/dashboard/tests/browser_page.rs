@@ -12,9 +12,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use app_metrics::{
-    AppMetrics, CorrelationId, RequestRecord, Route, StaticAdmins, UsageEvent, UserId,
-};
+use app_metrics::AppMetrics;
+use app_metrics::admin::StaticAdmins;
+use app_metrics::identity::{TrustedProxyHeaders, UserId};
+use app_metrics::layer::Exclusions;
+use app_metrics::sink::{CorrelationId, RequestRecord, Route, UsageEvent};
+use example_dashboard::Metrics;
 use http::{HeaderValue, Method};
 use serde_json::{Value, json};
 use test_support::browser::{Browser, Page, SeenRequest};
@@ -27,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 struct Site {
     base: String,
-    metrics: AppMetrics,
+    metrics: Metrics,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -40,13 +43,18 @@ impl Drop for Site {
 impl Site {
     /// The example app on a free port, `ADMIN` its only admin.
     async fn start() -> Self {
-        let metrics = AppMetrics::builder()
-            .memory()
-            .trusted_proxy_headers()
-            .linger(Duration::from_millis(5))
+        let metrics = AppMetrics::memory()
+            .identity(TrustedProxyHeaders)
+            .configure_collector(|c| c.linger(Duration::from_millis(5)))
             .admins(StaticAdmins::parse(ADMIN))
             // The page's own traffic would change the numbers under test.
-            .exclude_prefixes(["/metrics", "/api/v1/metrics/", "/favicon.ico"])
+            .configure_layer(|l| {
+                l.exclusions(Exclusions::none().prefixes([
+                    "/metrics",
+                    "/api/v1/metrics/",
+                    "/favicon.ico",
+                ]))
+            })
             .start()
             .await
             .unwrap();

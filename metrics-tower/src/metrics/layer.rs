@@ -10,14 +10,15 @@ use crate::identity::ExtensionIdentity;
 use crate::route::{DEFAULT_MAX_ROUTES, DefaultRoute, RouteLabels, RouteStats};
 
 /// A tower [`Layer`] that records one [`RequestRecord`](metrics_core::RequestRecord)
-/// per request into a collector (see the [module docs](crate::metrics) for
+/// per request into a collector (see the [crate docs](crate#the-layer) for
 /// what is recorded when).
 ///
 /// Defaults: route labels from [`DefaultRoute`], user from the
 /// [`Identity`](metrics_core::Identity) extension ([`ExtensionIdentity`]),
-/// correlation ids on, at most 1,000 distinct route labels, and the exclusions
-/// [`DEFAULT_EXCLUDED_PATHS`](crate::DEFAULT_EXCLUDED_PATHS) and
-/// [`DEFAULT_EXCLUDED_PREFIXES`](crate::DEFAULT_EXCLUDED_PREFIXES).
+/// correlation ids on, at most 1,000 distinct route labels, and the default
+/// [`Exclusions`] ([`DEFAULT_EXCLUDED_PATHS`](crate::exclude::DEFAULT_EXCLUDED_PATHS)
+/// and [`DEFAULT_EXCLUDED_PREFIXES`](crate::exclude::DEFAULT_EXCLUDED_PREFIXES)),
+/// which [`exclude_path`](Self::exclude_path) and its siblings add to.
 ///
 /// Clones share the route label set and its overflow counter.
 ///
@@ -38,7 +39,7 @@ use crate::route::{DEFAULT_MAX_ROUTES, DefaultRoute, RouteLabels, RouteStats};
 ///     // After the routes: the layer then sees axum's `MatchedPath`.
 ///     .layer(
 ///         MetricsLayer::new(collector.clone())
-///             .exclude_paths(["/health"])
+///             .exclude_path("/metrics-probe")
 ///             .max_routes(200),
 ///     );
 ///
@@ -88,7 +89,7 @@ impl<R, I> MetricsLayer<R, I> {
         Arc::make_mut(&mut self.core)
     }
 
-    /// Chooses route labels with `make_route` (see [`MakeRoute`](crate::MakeRoute)).
+    /// Chooses route labels with `make_route` (see [`MakeRoute`](crate::route::MakeRoute)).
     pub fn route_with<R2>(self, make_route: R2) -> MetricsLayer<R2, I> {
         MetricsLayer {
             core: self.core,
@@ -98,8 +99,8 @@ impl<R, I> MetricsLayer<R, I> {
     }
 
     /// Finds the user of each request with `make_identity` (see
-    /// [`MakeIdentity`](crate::MakeIdentity)), for example
-    /// [`TrustedProxyHeaders`](crate::TrustedProxyHeaders).
+    /// [`MakeIdentity`](crate::identity::MakeIdentity)), for example
+    /// [`TrustedProxyHeaders`](crate::identity::TrustedProxyHeaders).
     pub fn identity_with<I2>(self, make_identity: I2) -> MetricsLayer<R, I2> {
         MetricsLayer {
             core: self.core,
@@ -108,35 +109,38 @@ impl<R, I> MetricsLayer<R, I> {
         }
     }
 
-    /// Replaces the paths excluded exactly (the query string is ignored).
-    pub fn exclude_paths<P>(mut self, paths: P) -> Self
-    where
-        P: IntoIterator,
-        P::Item: AsRef<str>,
-    {
-        self.core_mut().exclusions.set_paths(paths);
+    /// Also excludes `path`, matched exactly (the query string is ignored);
+    /// the defaults stay. See [`exclusions`](Self::exclusions) to replace
+    /// them.
+    pub fn exclude_path(mut self, path: impl AsRef<str>) -> Self {
+        let core = self.core_mut();
+        core.exclusions = std::mem::take(&mut core.exclusions).path(path);
         self
     }
 
-    /// Replaces the excluded path prefixes.
-    pub fn exclude_prefixes<P>(mut self, prefixes: P) -> Self
-    where
-        P: IntoIterator,
-        P::Item: AsRef<str>,
-    {
-        self.core_mut().exclusions.set_prefixes(prefixes);
+    /// Also excludes every path starting with `prefix`; the defaults stay.
+    pub fn exclude_prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        let core = self.core_mut();
+        core.exclusions = std::mem::take(&mut core.exclusions).prefix(prefix);
         self
     }
 
-    /// Also excludes every request for which `predicate` returns `true`. It
-    /// runs on the request path: keep it cheap.
+    /// Also excludes every request for which `predicate` returns `true`
+    /// (earlier predicates still apply). It runs on the request path: keep
+    /// it cheap.
     pub fn exclude_if<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
     {
-        self.core_mut()
-            .exclusions
-            .set_predicate(Arc::new(predicate));
+        let core = self.core_mut();
+        core.exclusions = std::mem::take(&mut core.exclusions).matching(predicate);
+        self
+    }
+
+    /// Replaces every exclusion, the defaults included, with `exclusions`:
+    /// `.exclusions(Exclusions::none())` records health probes too.
+    pub fn exclusions(mut self, exclusions: Exclusions) -> Self {
+        self.core_mut().exclusions = exclusions;
         self
     }
 

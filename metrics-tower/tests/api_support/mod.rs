@@ -21,8 +21,8 @@ use metrics_core::{
     AdminCheck, AdminCheckError, Collector, CollectorHandle, Identity, MemorySink,
     SharedAdminCheck, StaticAdmins, Worker, async_trait,
 };
-use metrics_tower::axum::MetricsApi;
-use metrics_tower::{MetricsLayer, TrustedProxyHeaders};
+use metrics_tower::axum::api::MetricsApi;
+use metrics_tower::{MetricsLayer, identity::TrustedProxyHeaders};
 use serde_json::Value;
 use tower::ServiceExt;
 

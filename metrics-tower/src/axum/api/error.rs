@@ -11,7 +11,7 @@ use metrics_core::query::{QueryError, UnknownSeriesKind};
 use serde::Serialize;
 
 use super::MAX_BATCH_SIZE;
-use crate::axum::AdminRejection;
+use crate::admin::AdminRejection;
 
 /// One problem with one event of a batch (the 422's `details`).
 #[derive(Debug, Serialize)]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use super::ApiState;
 use super::error::{ApiError, json};
 use super::params::{Params, range_name};
-use crate::axum::AdminRejection;
+use crate::admin::AdminRejection;
 
 /// The caller's identity, for the endpoints open to every authenticated
 /// user: 401 (the guard's body) without one.

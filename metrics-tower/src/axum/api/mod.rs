@@ -2,10 +2,15 @@
 //! dashboard's queries, the browser's usage-event ingest and the API's own
 //! OpenAPI document.
 //!
-//! Mount it with `.nest("/api/v1/metrics", api.router())` under a
-//! [`MetricsLayer`](crate::MetricsLayer) (or the app's own auth layer) that
-//! puts the caller's [`Identity`](metrics_core::Identity) into the request
-//! extensions; the API does no authentication of its own.
+//! Mount it with `.nest("/api/v1/metrics", api.router())`. The API does no
+//! authentication of its own: it reads the caller's
+//! [`Identity`](metrics_core::Identity) from the request extensions, and
+//! when none is there it asks its own [`MakeIdentity`] (the
+//! [`identity_with`](MetricsApi::identity_with) source, the `Identity`
+//! extension only by default). So it answers the same wherever it is
+//! mounted: inside the [`MetricsLayer`](crate::MetricsLayer) (then its calls
+//! are recorded too) or beside it, where its calls are not recorded but are
+//! still identified. Give it the source the metrics layer uses.
 //!
 //! | method, path | who | success |
 //! |---|---|---|
@@ -51,7 +56,7 @@
 //! 401, not a 422). The four admin endpoints go through the admin guard,
 //! [`RequireAdminLayer`] (403 for non-admins, 503 when the admin check
 //! fails: fail secure), with the bodies of
-//! [`AdminRejection`](super::AdminRejection).
+//! [`AdminRejection`](crate::admin::AdminRejection).
 //!
 //! # Errors
 //!
@@ -177,7 +182,9 @@ use axum::routing::{get, post};
 use metrics_core::query::SharedMetricsQuery;
 use metrics_core::{CollectorHandle, SharedAdminCheck};
 
-use super::RequireAdminLayer;
+use super::SharedIdentity;
+use crate::admin::RequireAdminLayer;
+use crate::identity::{IdentityLayer, MakeIdentity};
 
 /// The event types accepted by default: the original API's ten (see the
 /// [module docs](self#default-vocabulary)).
@@ -216,9 +223,9 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The dashboard API and usage-event ingest, as a mountable axum router.
 ///
-/// Configure it with the builder methods, then mount
-/// [`router`](Self::router) under `/api/v1/metrics` inside a layer that sets
-/// the caller's [`Identity`](metrics_core::Identity). See the
+/// Configure it with the builder methods (the caller's identity with
+/// [`identity_with`](Self::identity_with)), then mount
+/// [`router`](Self::router) under `/api/v1/metrics`. See the
 /// [module docs](self) for every endpoint, status and rule.
 ///
 /// # Example
@@ -228,8 +235,9 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// use axum::{Router, body::Body};
 /// use http::{Request, StatusCode};
 /// use metrics_core::{Collector, MemorySink, SharedAdminCheck, StaticAdmins};
-/// use metrics_tower::axum::MetricsApi;
-/// use metrics_tower::{MetricsLayer, TrustedProxyHeaders};
+/// use metrics_tower::MetricsLayer;
+/// use metrics_tower::axum::api::MetricsApi;
+/// use metrics_tower::identity::TrustedProxyHeaders;
 /// use tower::ServiceExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -241,10 +249,11 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 ///     collector.clone(),
 ///     SharedAdminCheck::new(StaticAdmins::parse("ada@example.com")),
 /// )
+/// .identity_with(TrustedProxyHeaders)
 /// .allow_event_types(["checkout"]);
 /// let app: Router = Router::new()
 ///     .nest("/api/v1/metrics", api.router())
-///     // Outermost: records every request and sets the identity from the proxy headers.
+///     // Last, so it wraps every route above: records each request, the API's too.
 ///     .layer(MetricsLayer::new(collector.clone()).identity_with(TrustedProxyHeaders));
 ///
 /// let beacon = Request::post("/api/v1/metrics/usage-events")
@@ -272,6 +281,7 @@ pub struct MetricsApi {
     query: SharedMetricsQuery,
     collector: CollectorHandle,
     admins: SharedAdminCheck,
+    identity: SharedIdentity,
     event_types: BTreeSet<String>,
     max_body_bytes: usize,
     skew_future: Duration,
@@ -282,8 +292,8 @@ pub struct MetricsApi {
 impl MetricsApi {
     /// An API answering queries from `query`, queueing usage events into
     /// `collector` and asking `admins` who may read the dashboard; with the
-    /// default vocabulary, a 1 MiB body limit and a +5 min / −24 h skew
-    /// window.
+    /// caller from the `Identity` extension only, the default vocabulary, a
+    /// 1 MiB body limit and a +5 min / −24 h skew window.
     pub fn new(
         query: SharedMetricsQuery,
         collector: CollectorHandle,
@@ -293,12 +303,27 @@ impl MetricsApi {
             query,
             collector,
             admins,
+            identity: SharedIdentity::default(),
             event_types: DEFAULT_EVENT_TYPES.iter().map(|&t| t.to_owned()).collect(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             skew_future: Duration::from_secs(5 * 60),
             skew_past: Duration::from_secs(24 * 3_600),
             clock: Arc::new(SystemTime::now),
         }
+    }
+
+    /// Finds the caller of requests that reach the API without an
+    /// [`Identity`](metrics_core::Identity) extension with `make_identity`
+    /// (default: none, so they answer 401); see
+    /// [`IdentityLayer`](crate::identity::IdentityLayer) for the rule. Use
+    /// the metrics layer's source, so the API works whether or not it is
+    /// mounted inside that layer.
+    pub fn identity_with<I>(mut self, make_identity: I) -> Self
+    where
+        I: MakeIdentity<axum::body::Body> + Send + Sync + 'static,
+    {
+        self.identity = SharedIdentity::new(make_identity);
+        self
     }
 
     /// Replaces the accepted event types (default [`DEFAULT_EVENT_TYPES`]).
@@ -363,9 +388,10 @@ impl MetricsApi {
         document::served(self)
     }
 
-    /// The router, for `.nest("/api/v1/metrics", api.router())`. Works with
-    /// any router state. Unknown paths under it answer 404 and known paths
-    /// with another method 405 (with `Allow`), both with the error envelope.
+    /// The router, for `.nest("/api/v1/metrics", api.router())`, before or
+    /// after the metrics layer. Works with any router state. Unknown paths
+    /// under it answer 404 and known paths with another method 405 (with
+    /// `Allow`), both with the error envelope.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let state = Arc::new(ApiState::new(self));
         let admin_only = Router::new()
@@ -384,6 +410,7 @@ impl MetricsApi {
             .method_not_allowed_fallback(handlers::method_not_allowed)
             .fallback(handlers::not_found)
             .with_state(state)
+            .layer(IdentityLayer::new(self.identity.clone()))
     }
 }
 
@@ -393,6 +420,7 @@ impl fmt::Debug for MetricsApi {
         f.debug_struct("MetricsApi")
             .field("collector", &self.collector)
             .field("admins", &self.admins)
+            .field("identity", &self.identity)
             .field("event_types", &self.event_types)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("skew_future", &self.skew_future)

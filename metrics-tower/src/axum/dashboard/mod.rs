@@ -27,11 +27,13 @@
 //! # Who sees the page
 //!
 //! The page goes through the same guard as the API's admin endpoints
-//! ([`RequireAdmin`](super::RequireAdmin) with the builder's
+//! ([`RequireAdmin`](crate::admin::RequireAdmin) with the builder's
 //! [`SharedAdminCheck`]), so it needs the caller's
 //! [`Identity`](metrics_core::Identity) in the request extensions, set by
 //! the app's auth or by [`MetricsLayer`](crate::MetricsLayer) outside the
-//! router. The page itself holds no numbers: they come from the API, which
+//! router, or else found by its own
+//! [`identity_with`](MetricsDashboard::identity_with) source (as the API
+//! does), so it answers the same inside or beside the metrics layer. The page itself holds no numbers: they come from the API, which
 //! checks again on every call. The tracker and the assets are public, as a
 //! login page's stylesheet would be.
 //!
@@ -56,7 +58,7 @@
 //! use axum::{Router, body::Body};
 //! use http::Request;
 //! use metrics_core::{SharedAdminCheck, StaticAdmins};
-//! use metrics_tower::axum::MetricsDashboard;
+//! use metrics_tower::axum::dashboard::MetricsDashboard;
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -87,6 +89,8 @@ use metrics_core::SharedAdminCheck;
 
 use self::assets::Assets;
 use self::page::Page;
+use super::SharedIdentity;
+use crate::identity::{IdentityLayer, MakeIdentity};
 
 /// Where the page looks for the API unless told otherwise.
 pub const DEFAULT_API_PATH: &str = "/api/v1/metrics";
@@ -100,7 +104,7 @@ pub const DEFAULT_API_PATH: &str = "/api/v1/metrics";
 /// use axum::{Router, body::Body};
 /// use http::{Request, StatusCode};
 /// use metrics_core::{Identity, SharedAdminCheck, StaticAdmins};
-/// use metrics_tower::axum::MetricsDashboard;
+/// use metrics_tower::axum::dashboard::MetricsDashboard;
 /// use tower::ServiceExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -126,6 +130,7 @@ pub const DEFAULT_API_PATH: &str = "/api/v1/metrics";
 #[derive(Debug, Clone)]
 pub struct MetricsDashboard {
     admins: SharedAdminCheck,
+    identity: SharedIdentity,
     api_path: String,
 }
 
@@ -135,8 +140,21 @@ impl MetricsDashboard {
     pub fn new(admins: SharedAdminCheck) -> Self {
         Self {
             admins,
+            identity: SharedIdentity::default(),
             api_path: DEFAULT_API_PATH.to_owned(),
         }
+    }
+
+    /// Finds the caller of page requests that arrive without an
+    /// [`Identity`](metrics_core::Identity) extension with `make_identity`
+    /// (default: none, so they get the 401 page); the same rule as
+    /// [`MetricsApi::identity_with`](crate::axum::api::MetricsApi::identity_with).
+    pub fn identity_with<I>(mut self, make_identity: I) -> Self
+    where
+        I: MakeIdentity<axum::body::Body> + Send + Sync + 'static,
+    {
+        self.identity = SharedIdentity::new(make_identity);
+        self
     }
 
     /// Where the page finds the API: the path the API router is nested at,
@@ -207,7 +225,9 @@ impl MetricsDashboard {
                 get(move |request: Request| async move { add_slash(&target, &request) }),
             )
         };
-        router.with_state(state)
+        router
+            .with_state(state)
+            .layer(IdentityLayer::new(self.identity.clone()))
     }
 }
 

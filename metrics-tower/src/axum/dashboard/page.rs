@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use super::DashboardState;
 use super::assets::{Embedded, INDEX_HTML};
-use crate::axum::{AdminRejection, RequireAdmin};
+use crate::admin::{AdminRejection, RequireAdmin};
 
 /// Where the API path goes in the template (HTML-escaped).
 const API_PLACEHOLDER: &str = "{{api_path}}";
@@ -35,7 +35,6 @@ pub(super) const NOT_ADMIN_TEXT: &str =
     "Admin access required. Only workspace administrators can view metrics.";
 const CHECK_FAILED_TEXT: &str =
     "Unable to verify administrator privileges. Please try again later.";
-const NOT_CONFIGURED_TEXT: &str = "The metrics dashboard is not configured correctly.";
 
 /// The rendered page (each as it is and gzipped): the usual one, made when
 /// the router is built, and the one with a `<base>` for a router nested
@@ -99,8 +98,7 @@ pub(super) async fn page(State(state): State<Arc<DashboardState>>, request: Requ
     let (mut parts, _body) = request.into_parts();
     let base = state.base_for(parts.extensions.get::<NestedPath>());
     // The dashboard's own check, for the same decision as the API's guard.
-    parts.extensions.insert(state.admins.clone());
-    let mut response = match RequireAdmin::from_request_parts(&mut parts, &()).await {
+    let mut response = match RequireAdmin::from_request_parts(&mut parts, &state.admins).await {
         Ok(_) => state.page.respond(base.as_deref(), &parts.headers),
         Err(rejection) => refusal(&rejection, base.as_deref()),
     };
@@ -116,7 +114,6 @@ fn refusal(rejection: &AdminRejection, base: Option<&str>) -> Response {
         AdminRejection::Unauthenticated => UNAUTHENTICATED_TEXT,
         AdminRejection::NotAdmin => NOT_ADMIN_TEXT,
         AdminRejection::CheckFailed(_) => CHECK_FAILED_TEXT,
-        AdminRejection::NotConfigured => NOT_CONFIGURED_TEXT,
     };
     let base = base.map_or_else(String::new, |b| {
         format!("<base href=\"{}\">", escape_html(b))
@@ -196,12 +193,7 @@ mod tests {
 
     #[test]
     fn refusal_texts_have_no_digits() {
-        for text in [
-            UNAUTHENTICATED_TEXT,
-            NOT_ADMIN_TEXT,
-            CHECK_FAILED_TEXT,
-            NOT_CONFIGURED_TEXT,
-        ] {
+        for text in [UNAUTHENTICATED_TEXT, NOT_ADMIN_TEXT, CHECK_FAILED_TEXT] {
             assert!(!text.chars().any(|c| c.is_ascii_digit()), "{text}");
         }
     }

@@ -1,6 +1,6 @@
 //! [`RequireAdmin`]: the guard as an axum extractor.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use http::request::Parts;
 use metrics_core::{Identity, SharedAdminCheck};
 
@@ -10,17 +10,34 @@ use super::{AdminRejection, VerifiedAdmin, verify};
 /// administrator; otherwise the handler does not run and an
 /// [`AdminRejection`] answers (401 / 403 / 503).
 ///
-/// Needs an [`Identity`] and a [`SharedAdminCheck`] in the request
-/// extensions (see the [module docs](super)). Works with any router state.
+/// Needs an [`Identity`] in the request extensions (see the
+/// [module docs](super)) and a [`SharedAdminCheck`] from the router state:
+/// the state is the check itself, or holds one (`SharedAdminCheck:
+/// FromRef<YourState>`, derived with `#[derive(FromRef)]` or written by
+/// hand, as axum shares a database pool). A router whose state has no check
+/// does not compile. Under a [`RequireAdminLayer`](super::RequireAdminLayer)
+/// that already let this user through, the check is not asked again.
 ///
 /// # Example
 ///
 /// ```
-/// use axum::{Extension, Router, body::Body, routing::get};
+/// use axum::extract::FromRef;
+/// use axum::{Router, body::Body, routing::get};
 /// use http::Request;
 /// use metrics_core::{Identity, SharedAdminCheck, StaticAdmins};
-/// use metrics_tower::axum::RequireAdmin;
+/// use metrics_tower::admin::RequireAdmin;
 /// use tower::ServiceExt;
+///
+/// #[derive(Clone)]
+/// struct AppState {
+///     admins: SharedAdminCheck,
+/// }
+///
+/// impl FromRef<AppState> for SharedAdminCheck {
+///     fn from_ref(state: &AppState) -> Self {
+///         state.admins.clone()
+///     }
+/// }
 ///
 /// async fn secrets(RequireAdmin(admin): RequireAdmin) -> String {
 ///     format!("hello, {}", admin.user_id())
@@ -28,10 +45,8 @@ use super::{AdminRejection, VerifiedAdmin, verify};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let admins = SharedAdminCheck::new(StaticAdmins::parse("ada@example.com"));
-/// let app: Router = Router::new()
-///     .route("/secrets", get(secrets))
-///     .layer(Extension(admins));
+/// let state = AppState { admins: SharedAdminCheck::new(StaticAdmins::parse("ada@example.com")) };
+/// let app: Router = Router::new().route("/secrets", get(secrets)).with_state(state);
 ///
 /// // Normally the app's auth (or MetricsLayer + TrustedProxyHeaders) sets the identity.
 /// let mut req = Request::get("/secrets").body(Body::empty()).unwrap();
@@ -47,10 +62,14 @@ use super::{AdminRejection, VerifiedAdmin, verify};
 #[derive(Debug, Clone)]
 pub struct RequireAdmin(pub Identity);
 
-impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
+impl<S> FromRequestParts<S> for RequireAdmin
+where
+    S: Send + Sync,
+    SharedAdminCheck: FromRef<S>,
+{
     type Rejection = AdminRejection;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let identity = parts
             .extensions
             .get::<Identity>()
@@ -64,15 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
         {
             return Ok(Self(identity));
         }
-        let check = parts
-            .extensions
-            .get::<SharedAdminCheck>()
-            .cloned()
-            .ok_or_else(|| {
-                tracing::error!("RequireAdmin used without a SharedAdminCheck extension: 500");
-                AdminRejection::NotConfigured
-            })?;
-        verify(&check, &identity).await?;
+        verify(&SharedAdminCheck::from_ref(state), &identity).await?;
         Ok(Self(identity))
     }
 }

@@ -1,29 +1,25 @@
 //! [`AdminRejection`]: the guard's 401 / 403 / 503 (and 500) answers.
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use metrics_core::AdminCheckError;
 
-/// Why the admin guard refused a request. Converts into a JSON response with
-/// the API's error envelope:
+/// Why the admin guard refused a request. Answered as a JSON response with
+/// the API's error envelope (with the `axum` feature it is also an
+/// `IntoResponse`):
 ///
 /// | variant | status | body |
 /// |---|---|---|
 /// | `Unauthenticated` | 401 | `{"error":"Unauthorized","message":"Authentication required","status_code":401}` |
 /// | `NotAdmin` | 403 | `{"error":"Access Denied","message":"Administrator privileges required to access metrics","status_code":403}` |
 /// | `CheckFailed` | 503 | `{"error":"Service Unavailable","message":"Unable to verify administrator privileges","status_code":503}` |
-/// | `NotConfigured` | 500 | `{"error":"Internal Server Error","message":"Admin check is not configured","status_code":500}` |
 ///
 /// The 503 body does not say why the check failed (that is logged), so
 /// backend details never reach clients.
 ///
 /// ```
-/// use axum::response::IntoResponse;
-/// use metrics_tower::axum::AdminRejection;
+/// use metrics_tower::admin::AdminRejection;
 ///
-/// let response = AdminRejection::NotAdmin.into_response();
-/// assert_eq!(response.status(), 403);
+/// assert_eq!(AdminRejection::NotAdmin.status(), 403);
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,14 +33,6 @@ pub enum AdminRejection {
     /// The admin check could not decide; access is denied.
     #[error("unable to verify administrator privileges: {0}")]
     CheckFailed(#[source] AdminCheckError),
-    /// [`RequireAdmin`](super::RequireAdmin) found no
-    /// [`SharedAdminCheck`](metrics_core::SharedAdminCheck) in the request
-    /// extensions: add `.layer(Extension(check))` or use
-    /// [`RequireAdminLayer`](super::RequireAdminLayer).
-    #[error(
-        "no SharedAdminCheck in the request extensions; add .layer(Extension(check)) or use RequireAdminLayer"
-    )]
-    NotConfigured,
 }
 
 impl AdminRejection {
@@ -54,12 +42,11 @@ impl AdminRejection {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::NotAdmin => StatusCode::FORBIDDEN,
             Self::CheckFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The JSON body. Fixed texts, so no serialisation at run time.
-    fn body(&self) -> &'static str {
+    pub(crate) fn body(&self) -> &'static str {
         match self {
             Self::Unauthenticated => {
                 r#"{"error":"Unauthorized","message":"Authentication required","status_code":401}"#
@@ -70,16 +57,13 @@ impl AdminRejection {
             Self::CheckFailed(_) => {
                 r#"{"error":"Service Unavailable","message":"Unable to verify administrator privileges","status_code":503}"#
             }
-            Self::NotConfigured => {
-                r#"{"error":"Internal Server Error","message":"Admin check is not configured","status_code":500}"#
-            }
         }
     }
-}
 
-impl IntoResponse for AdminRejection {
-    fn into_response(self) -> Response {
-        let mut response = Response::new(Body::from(self.body()));
+    /// The answer with `body` (which must be [`body`](Self::body)'s text):
+    /// the status and the JSON and no-store headers.
+    pub(crate) fn response<B>(&self, body: B) -> Response<B> {
+        let mut response = Response::new(body);
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -89,6 +73,13 @@ impl IntoResponse for AdminRejection {
         // Admin answers depend on who asks: keep shared caches out of it.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for AdminRejection {
+    fn into_response(self) -> axum::response::Response {
+        self.response(axum::body::Body::from(self.body()))
     }
 }
 
@@ -102,7 +93,6 @@ mod tests {
             AdminRejection::Unauthenticated,
             AdminRejection::NotAdmin,
             AdminRejection::CheckFailed(AdminCheckError::MissingToken),
-            AdminRejection::NotConfigured,
         ] {
             let status = rejection.status().as_u16();
             assert!(
@@ -111,7 +101,7 @@ mod tests {
                     .ends_with(&format!(r#","status_code":{status}}}"#)),
                 "{rejection:?}"
             );
-            let response = rejection.into_response();
+            let response = rejection.response(rejection.body());
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         }

@@ -5,8 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use axum::response::{IntoResponse, Response};
-use http::Request;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use metrics_core::{Identity, SharedAdminCheck};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -18,11 +19,11 @@ use super::{AdminRejection, VerifiedAdmin, verify};
 /// gets an [`AdminRejection`] (401 / 403 / 503) and the inner service is
 /// never called.
 ///
-/// Requests that pass carry the [`SharedAdminCheck`] and a private "verified"
-/// mark in their extensions, so a [`RequireAdmin`](super::RequireAdmin)
-/// extractor below answers at once. Responses of the inner service go
-/// through unchanged (converted with `IntoResponse`), and its error type is
-/// kept.
+/// Needs only tower and http: it wraps any `Service<Request<B>>` answering
+/// `Response<ResBody>` with `Bytes` frames (hyper, tower, axum). Requests
+/// that pass carry a private "verified" mark in their extensions, so a `RequireAdmin` extractor below answers at
+/// once. Responses of the inner service go through unchanged (their body
+/// wrapped in [`ResponseBody`]), and its error type is kept.
 ///
 /// # Example
 ///
@@ -30,7 +31,7 @@ use super::{AdminRejection, VerifiedAdmin, verify};
 /// use axum::{Router, body::Body, routing::get};
 /// use http::Request;
 /// use metrics_core::{CachedAdminCheck, Identity, SharedAdminCheck, StaticAdmins};
-/// use metrics_tower::axum::RequireAdminLayer;
+/// use metrics_tower::admin::RequireAdminLayer;
 /// use tower::ServiceExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -95,12 +96,12 @@ impl<S> RequireAdminService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for RequireAdminService<S>
+impl<S, B, ResBody> Service<Request<B>> for RequireAdminService<S>
 where
-    S: Service<Request<B>> + Clone,
-    S::Response: IntoResponse,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    ResBody: http_body::Body<Data = Bytes>,
 {
-    type Response = Response;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S, B>;
 
@@ -108,7 +109,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(identity) = req.extensions().get::<Identity>().cloned() else {
             return ResponseFuture {
                 state: State::Rejected {
@@ -120,7 +121,6 @@ where
         // clone stays here for the next poll_ready (tower's usual swap).
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        req.extensions_mut().insert(self.check.clone());
         let check = self.check.clone();
         ResponseFuture {
             state: State::Checking {
@@ -162,12 +162,11 @@ pin_project! {
     }
 }
 
-impl<S, B> Future for ResponseFuture<S, B>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
-    S::Response: IntoResponse,
+    S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Output = Result<Response, S::Error>;
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -176,7 +175,9 @@ where
                 StateProj::Checking { check, pending } => {
                     let identity = match ready!(check.as_mut().poll(cx)) {
                         Ok(identity) => identity,
-                        Err(rejection) => return Poll::Ready(Ok(rejection.into_response())),
+                        Err(rejection) => {
+                            return Poll::Ready(Ok(ResponseBody::rejection(&rejection)));
+                        }
                     };
                     let (mut service, mut req) = pending
                         .take()
@@ -187,13 +188,13 @@ where
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
-                    return future.poll(cx).map_ok(IntoResponse::into_response);
+                    return future.poll(cx).map_ok(|res| res.map(ResponseBody::inner));
                 }
                 StateProj::Rejected { rejection } => {
                     let rejection = rejection
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(rejection.into_response()));
+                    return Poll::Ready(Ok(ResponseBody::rejection(&rejection)));
                 }
             }
         }
@@ -213,5 +214,81 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
+    }
+}
+
+pin_project! {
+    /// Response body of [`RequireAdminService`]: the inner service's body, or
+    /// the fixed JSON text of a rejection. Frames, size hint and end of
+    /// stream are the inner body's.
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Inner {
+            #[pin]
+            inner: B,
+        },
+        // The text is taken by the first poll.
+        Rejected {
+            text: Option<Bytes>,
+        },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(inner: B) -> Self {
+        Self {
+            kind: Kind::Inner { inner },
+        }
+    }
+
+    fn rejection(rejection: &AdminRejection) -> Response<Self> {
+        rejection.response(Self {
+            kind: Kind::Rejected {
+                text: Some(Bytes::from_static(rejection.body().as_bytes())),
+            },
+        })
+    }
+}
+
+impl<B> http_body::Body for ResponseBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { inner } => inner.poll_frame(cx),
+            KindProj::Rejected { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { inner } => inner.is_end_stream(),
+            Kind::Rejected { text } => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { inner } => inner.size_hint(),
+            Kind::Rejected { text } => {
+                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+        }
     }
 }
