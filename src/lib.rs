@@ -24,12 +24,13 @@ pub use metrics_tower as tower;
 mod postgres;
 pub mod store;
 
-/// Writing records somewhere else: the [`MetricsSink`](sink::MetricsSink)
+/// Writing records somewhere else: the [`MetricsSink`]
 /// trait, the records it receives and the in-memory store.
 pub mod sink {
     pub use metrics_core::{
-        Batch, BoxError, CorrelationId, ErrorType, MemorySink, MemorySnapshot, Method, MetricsSink,
-        Record, RequestRecord, Route, SinkError, UsageEvent, WriteSummary, async_trait,
+        Batch, BatchId, BoxError, CorrelationId, ErrorType, MemorySink, MemorySnapshot, Method,
+        MetricsSink, Record, RequestRecord, Route, SinkError, UsageEvent, WriteAttempt,
+        WriteSummary, async_trait,
     };
 }
 
@@ -56,7 +57,7 @@ pub mod identity {
     pub use metrics_tower::identity::*;
 }
 
-/// The request layer's pieces: [`MetricsLayer`](layer::MetricsLayer) (see
+/// The request layer's pieces: [`MetricsLayer`] (see
 /// [`AppMetricsBuilder::configure_layer`]), exclusions and route labels.
 pub mod layer {
     pub use metrics_tower::exclude::{
@@ -147,7 +148,7 @@ impl<I> AppMetricsBuilder<I> {
     /// Where the user of a request comes from: any
     /// [`MakeIdentity`](identity::MakeIdentity), a closure
     /// `Fn(&mut Request<B>) -> Option<UserId>` included. The default,
-    /// [`ExtensionIdentity`](identity::ExtensionIdentity), reads the
+    /// [`ExtensionIdentity`], reads the
     /// [`Identity`](identity::Identity) your own auth layer inserted;
     /// [`TrustedProxyHeaders`](identity::TrustedProxyHeaders) reads an
     /// authenticating proxy's headers. The layer records that user, and the
@@ -423,7 +424,7 @@ impl AppMetrics {
         Self::builder(store::Postgres::from_url(url))
     }
 
-    /// Records written through any [`MetricsSink`](sink::MetricsSink), with
+    /// Records written through any [`MetricsSink`], with
     /// no query side ([`store::CustomSink::query`] adds one).
     pub fn with_sink(sink: impl MetricsSink) -> AppMetricsBuilder {
         Self::builder(store::CustomSink::new(sink))
