@@ -1,6 +1,6 @@
 //! Dashboard time ranges (`24h|7d|30d|90d` or a custom RFC 3339 start/end,
-//! validated as DESIGN §5 says) and UTC bucketing at hour / 5-minute
-//! resolution.
+//! validated by the API's rules, see [`RangeError`]) and UTC bucketing at
+//! hour / 5-minute resolution.
 //!
 //! Every function that needs the current time takes `now` as an argument, so
 //! callers pass their clock and tests need no sleeping.
@@ -76,8 +76,9 @@ pub struct TimeRange {
     preset: Option<Preset>,
 }
 
-/// Why a time range or interval parameter was refused. Each rule of DESIGN §5
-/// has its own variant and message, written for the API's `message` field.
+/// Why a time range or interval parameter was refused. Each rule of a custom
+/// range has its own variant and message, written for the API's `message`
+/// field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimeRangeError {

@@ -122,8 +122,7 @@ pub enum DecodeError {
 ///
 /// Hourly buckets of a quiet endpoint hold a handful of samples. A plain
 /// DDSketch picks one order statistic and returns its bin's representative,
-/// which on small buckets is far from PostgreSQL's `percentile_cont` (measured:
-/// a median 9 % and up to 94 % off at p99), because `percentile_cont`
+/// which on small buckets is far from PostgreSQL's `percentile_cont`, because `percentile_cont`
 /// interpolates between two neighbouring order statistics. So a sketch keeps
 /// the raw values while it holds at most `exact_limit` of them (default
 /// [`DEFAULT_EXACT_LIMIT`]) and then answers *exactly* what `percentile_cont`

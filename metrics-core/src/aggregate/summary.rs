@@ -1,8 +1,8 @@
 //! Summary math for performance records and usage events: fold records into a
 //! mergeable summary, merge summaries of many buckets, and render the
-//! `aggregated_values` keys of DESIGN §4.
+//! `aggregated_values` keys of the hourly rollups.
 //!
-//! An *error* is a request with status ≥ 400 (DESIGN §5), so the error count is
+//! An *error* is a request with status ≥ 400 (the API's rule), so the error count is
 //! derived from the status distribution and never stored twice.
 
 use std::collections::BTreeMap;

@@ -284,8 +284,8 @@ impl<S: MetricsSink> CollectorBuilder<S> {
                 reason: "must be at least 1",
             });
         }
-        // Keeps counts far from overflowing (and the old channel-based
-        // queue's limit, so no setting that worked before now fails).
+        // Keeps the queue's counts far from overflowing; no capacity this
+        // large could be held in memory anyway.
         if self.queue_capacity > usize::MAX >> 4 {
             return Err(BuildError::InvalidSetting {
                 setting: "queue_capacity",
@@ -436,8 +436,8 @@ impl CollectorHandle {
     ///
     /// Never awaits and never panics. It locks one shard of the queue,
     /// normally uncontended (see [the queue](Collector#the-queue)): it waits
-    /// only if every shard is locked at that instant, each for the few
-    /// nanoseconds of a push or a buffer swap. It wakes the worker only when
+    /// only if every shard is locked at that instant, each only for a push or
+    /// a buffer swap. It wakes the worker only when
     /// a shard reaches the threshold the worker left (about once per batch),
     /// never per record.
     #[inline]

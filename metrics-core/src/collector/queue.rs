@@ -17,8 +17,9 @@
 //! at a time. Every critical section is O(1) and allocation-free in the steady
 //! state: a producer pushes one record; the worker swaps the shard's buffer
 //! for an empty one of the same capacity, or updates a few counters. So a
-//! producer can wait only while other threads hold *every* shard, each for a
-//! few nanoseconds (unless the OS preempts a lock holder, as with any lock).
+//! producer can wait only while other threads hold *every* shard, each for
+//! one such critical section (unless the OS preempts a lock holder, as with
+//! any lock).
 //! The buffer grows, under the lock, only when more records arrive between two
 //! drains than ever before; the worker sizes the buffers it hands back to the
 //! recent traffic, outside the lock.
@@ -50,12 +51,31 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::TryLockError;
+use std::sync::atomic::Ordering;
+
+// The model-checking build (`--cfg app_metrics_loom`, see `model`) swaps the
+// primitives whose interleavings matter for loom's models of them; the code
+// below is the same in both builds.
+#[cfg(app_metrics_loom)]
+use loom::{
+    sync::atomic::AtomicUsize,
+    sync::{Mutex, MutexGuard},
+    thread_local,
+};
+#[cfg(not(app_metrics_loom))]
+use std::{
+    sync::atomic::AtomicUsize,
+    sync::{Mutex, MutexGuard},
+    thread_local,
+};
 
 use super::stats::Padded;
 use crate::record::Record;
 use crate::sink::Batch;
+
+#[cfg(all(test, app_metrics_loom))]
+mod model;
 
 /// Most shards, whatever the core count (a power of two, and at most 64 so
 /// the producers' "busy shards" set fits in a `u64`).
@@ -168,6 +188,7 @@ pub(crate) struct Queue {
     capacity: usize,
 }
 
+#[cfg(not(app_metrics_loom))]
 thread_local! {
     /// This thread's home shard (an index masked by each queue), assigned
     /// round-robin on first use so that the first threads get distinct
@@ -175,9 +196,23 @@ thread_local! {
     static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+// Loom's `thread_local!` takes no `const` initialiser.
+#[cfg(app_metrics_loom)]
+thread_local! {
+    static HOME: Cell<usize> = Cell::new(usize::MAX);
+}
+
 /// Hands out home shards round-robin. A process-wide hint, not state: every
 /// collector masks it with its own shard count.
+#[cfg(not(app_metrics_loom))]
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+// Loom's atomics cannot be built in a `static`; a lazy one is reset for every
+// execution of a model, so each starts from the same hint.
+#[cfg(app_metrics_loom)]
+loom::lazy_static! {
+    static ref NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+}
 
 #[inline]
 fn home_hint() -> usize {
@@ -513,7 +548,7 @@ impl Drainer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(app_metrics_loom)))]
 mod tests {
     use std::time::{Duration, SystemTime};
 

@@ -3,7 +3,7 @@
 //! here in [`MemorySink`](crate::MemorySink)), the query parameters and the
 //! report types the HTTP API serialises.
 //!
-//! The report types serialise to exactly the JSON of DESIGN §5 (the API
+//! The report types serialise to exactly the JSON of the HTTP API (the API
 //! router adds the range it answered for around them), so every store gives
 //! the same body shape and an empty store answers zeros and empty lists.
 //!
@@ -51,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{PerformanceSummary, Resolution, TimeRange};
 use crate::error::BoxError;
 
-/// The store behind the dashboard API: answers the five questions of
-/// DESIGN §5 for a validated [`TimeRange`].
+/// The store behind the dashboard API: answers each of its reports for a
+/// validated [`TimeRange`].
 ///
 /// Implementations must
 /// * never double count: each instant of the range is answered from exactly

@@ -1,9 +1,9 @@
 //! The wall-clock start time of a request without a second clock read.
 //!
 //! Every request needs a monotonic start (for the duration) and a wall-clock
-//! timestamp (for the record and a generated correlation id). A clock read
-//! costs 30–45 ns on these machines, so instead of reading both clocks per
-//! request, each thread keeps an anchor pair (monotonic, wall) and derives
+//! timestamp (for the record and a generated correlation id). A clock read is
+//! a sizeable share of the layer's own cost (figures in docs/benchmarks.md),
+//! so instead of reading both clocks per request, each thread keeps an anchor pair (monotonic, wall) and derives
 //! the wall time from the monotonic start. The anchor is refreshed at least
 //! once a second, so NTP slewing or a clock step shows up within a second and
 //! the derived time never drifts from `SystemTime::now()` by more than that
