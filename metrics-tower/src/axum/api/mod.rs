@@ -315,7 +315,7 @@ impl MetricsApi {
     /// Finds the caller of requests that reach the API without an
     /// [`Identity`](metrics_core::Identity) extension with `make_identity`
     /// (default: none, so they answer 401); see
-    /// [`IdentityLayer`](crate::identity::IdentityLayer) for the rule. Use
+    /// [`IdentityLayer`] for the rule. Use
     /// the metrics layer's source, so the API works whether or not it is
     /// mounted inside that layer.
     pub fn identity_with<I>(mut self, make_identity: I) -> Self
