@@ -99,6 +99,25 @@ impl Api {
         self.send(req).await
     }
 
+    /// GET `BASE + path` as `user`, or anonymously.
+    async fn get_as(&self, path: &str, user: Option<&str>) -> (u16, Value) {
+        let mut req = Request::get(format!("{BASE}{path}"));
+        if let Some(user) = user {
+            req = req.header("x-forwarded-email", user);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    /// POST a raw JSON body to `/usage-events` as `user`, or anonymously.
+    async fn post_body(&self, user: Option<&str>, body: String) -> (u16, Value) {
+        let mut req = Request::post(format!("{BASE}/usage-events"))
+            .header("content-type", "application/json");
+        if let Some(user) = user {
+            req = req.header("x-forwarded-email", user);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
     /// GET as the admin, asserting a 200.
     async fn ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path, ADMIN).await;
@@ -202,6 +221,9 @@ contract_suite!(
     error_details_are_an_object,
     time_series_endpoint_filter_narrows_the_requests_only,
     requests_lists_an_endpoints_slowest_requests,
+    reads_are_for_admins_and_ingest_needs_an_identity_first,
+    batch_limits_and_custom_range_rules,
+    an_empty_store_answers_zeros_and_empty_lists,
 );
 
 // ===== 1. start_time / end_time =====
@@ -607,4 +629,197 @@ async fn requests_lists_an_endpoints_slowest_requests(api: Api) {
     assert_eq!(status, 403);
     let (status, body) = api.get("/requests", ADMIN).await;
     assert_eq!(status, 422, "{body}");
+}
+
+// ===== the rest of the HTTP contract, on both stores =====
+
+const ADMIN_READS: [&str; 4] = [
+    "/performance",
+    "/usage",
+    "/time-series?metric_type=both",
+    "/requests?endpoint=/a",
+];
+
+async fn reads_are_for_admins_and_ingest_needs_an_identity_first(api: Api) {
+    let unauthenticated =
+        json!({"error": "Unauthorized", "message": "Authentication required", "status_code": 401});
+    let denied = json!({
+        "error": "Access Denied",
+        "message": "Administrator privileges required to access metrics",
+        "status_code": 403
+    });
+    for path in ADMIN_READS {
+        assert_eq!(
+            api.get_as(path, None).await,
+            (401, unauthenticated.clone()),
+            "{path}"
+        );
+        assert_eq!(
+            api.get_as(path, Some(USER)).await,
+            (403, denied.clone()),
+            "{path}"
+        );
+        let (status, body) = api.get_as(path, Some(ADMIN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // Identity before anything else: an anonymous batch is a 401 whatever
+    // its body, and the caller's own count needs one too.
+    for events in [vec![event("page_view")], vec![]] {
+        let body = json!({ "events": events }).to_string();
+        assert_eq!(
+            api.post_body(None, body).await,
+            (401, unauthenticated.clone())
+        );
+    }
+    assert_eq!(api.get_as("/usage/count", None).await.0, 401);
+    api.metrics.flush().await.unwrap();
+    let usage = api.ok("/usage").await;
+    assert_eq!(
+        usage["metrics"]["total_events"], 0,
+        "a refused batch is never stored: {usage}"
+    );
+}
+
+async fn batch_limits_and_custom_range_rules(api: Api) {
+    let events: Vec<Value> = (0..1001).map(|_| event("file_uploaded")).collect();
+    let (status, body) = api.post_events(USER, &events).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body,
+        json!({"detail": "Batch size exceeds maximum of 1000 events", "max_batch_size": 1000, "received": 1001})
+    );
+    let pad = "x".repeat(1024 * 1024);
+    let (status, body) = api
+        .post_body(Some(USER), format!(r#"{{"pad":"{pad}","events":[]}}"#))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("1048576"),
+        "{body}"
+    );
+    api.metrics.flush().await.unwrap();
+    assert_eq!(api.ok("/usage").await["metrics"]["total_events"], 0);
+
+    let now = SystemTime::now();
+    let ago = |secs: u64| now - Duration::from_secs(secs);
+    let ahead = |secs: u64| now + Duration::from_secs(secs);
+    let range = |start: SystemTime, end: SystemTime| {
+        format!(
+            "start_date={}&end_date={}",
+            app_metrics::query::format_rfc3339(start),
+            app_metrics::query::format_rfc3339(end)
+        )
+    };
+    const DAY: u64 = 86_400;
+    let cases = [
+        (
+            range(ago(90 * DAY + 11), ago(10)),
+            "the range from start_date to end_date must not span more than 90 days",
+        ),
+        (
+            range(ago(3600), ahead(3600)),
+            "end_date must not be in the future",
+        ),
+        (
+            range(ago(3600), ago(3600)),
+            "start_date must be before end_date",
+        ),
+        (
+            range(ago(3600), ago(7200)),
+            "start_date must be before end_date",
+        ),
+        (
+            range(ago(95 * DAY), ago(10 * DAY)),
+            "start_date must not be more than 90 days ago (data is kept for 90 days)",
+        ),
+    ];
+    for path in [
+        "/performance?",
+        "/usage?",
+        "/time-series?metric_type=both&",
+        "/usage/count?",
+    ] {
+        for (q, expected) in &cases {
+            let (status, body) = api.get(&format!("{path}{q}"), ADMIN).await;
+            assert_eq!(
+                (status, body["message"].as_str()),
+                (400, Some(*expected)),
+                "{path}{q}"
+            );
+        }
+        // Exactly 90 days up to a little ahead of now (clamped to the
+        // server's now) is served as a custom range.
+        let end = ahead(30);
+        let body = api
+            .ok(&format!(
+                "{path}{}",
+                range(end - Duration::from_secs(90 * DAY), end)
+            ))
+            .await;
+        assert_eq!(body["time_range"], "custom", "{path}: {body}");
+        let (status, body) = api.get(&format!("{path}time_range=1y"), ADMIN).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("time_range must be one of")
+        );
+        let q = format!(
+            "start_date=yesterday&end_date={}",
+            app_metrics::query::format_rfc3339(now)
+        );
+        let (status, body) = api.get(&format!("{path}{q}"), ADMIN).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("RFC 3339"),
+            "{body}"
+        );
+    }
+}
+
+async fn an_empty_store_answers_zeros_and_empty_lists(api: Api) {
+    let body = api.ok("/performance").await;
+    assert_eq!(body["time_range"], "24h");
+    assert_eq!(
+        body["metrics"],
+        json!({
+            "total_requests": 0, "avg_response_time_ms": 0.0, "p50_response_time_ms": 0.0,
+            "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate": 0.0,
+            "active_users": 0
+        })
+    );
+    assert_eq!(body["endpoints"], json!([]));
+    for range in ["24h", "7d", "30d", "90d"] {
+        let body = api.ok(&format!("/usage?time_range={range}")).await;
+        assert_eq!(body["time_range"], range);
+        assert_eq!(
+            body["metrics"],
+            json!({"total_events": 0, "unique_users": 0, "active_users": 0, "active_users_current_hour": 0}),
+            "{range}"
+        );
+        assert_eq!(body["event_distribution"], json!({}));
+        assert_eq!(body["page_views"], json!({}));
+        let body = api
+            .ok(&format!("/time-series?metric_type=both&time_range={range}"))
+            .await;
+        assert_eq!(body["metric_type"], "both");
+        assert_eq!(body["data_points"], json!([]), "{range}");
+        let body = api
+            .ok(&format!("/requests?endpoint=/a&time_range={range}"))
+            .await;
+        assert_eq!(
+            (&body["requests"], &body["status_codes"]),
+            (&json!([]), &json!({})),
+            "{range}"
+        );
+    }
+    let body = api.ok("/time-series?metric_type=performance").await;
+    assert_eq!(
+        (&body["metric_type"], &body["interval"]),
+        (&json!("performance"), &json!("5min"))
+    );
+    assert_eq!(body["data_points"], json!([]));
+    let (status, body) = api.get("/usage/count", USER).await;
+    assert_eq!((status, &body["count"]), (200, &json!(0)));
 }
