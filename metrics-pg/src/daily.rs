@@ -29,13 +29,12 @@ use metrics_core::aggregate::{
 };
 use tokio_postgres::{Client, Transaction};
 
+use crate::conn;
 use crate::error::Error;
-use crate::job::from_unix_secs;
-use crate::rollup::{ALL, AbortOnDrop, Kind};
+use crate::job::{AbortOnDrop, JOB_ACQUIRE_TIMEOUT};
 use crate::schema::SchemaName;
-
-const HOUR: i64 = 3_600;
-const DAY: i64 = 86_400;
+use crate::tables::{ALL, Kind};
+use crate::units::{DAY, HOUR, from_unix_secs};
 
 /// What a pass of [`build_complete_days`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,7 +113,7 @@ async fn build_day_on(
     day: i64,
     acc: Option<DayAcc>,
 ) -> Result<Option<u64>, Error> {
-    let mut conn = pool.get().await.map_err(Error::Pool)?;
+    let mut conn = conn::acquire(pool, JOB_ACQUIRE_TIMEOUT).await?;
     let client: &mut Client = &mut conn;
     let tx = client
         .transaction()

@@ -5,8 +5,8 @@ use tokio_postgres::GenericClient;
 
 use crate::error::Error;
 use crate::job::thousands;
-use crate::partition::PARTITIONED_TABLES;
 use crate::schema::SchemaName;
+use crate::tables::PARTITIONED_TABLES;
 
 /// Raw-row thresholds checked after every rollup and retention run.
 ///

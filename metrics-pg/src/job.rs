@@ -3,12 +3,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Object, Pool};
 
+use crate::conn;
 use crate::error::Error;
 use crate::schema::SchemaName;
+
+/// How long a job waits for a pooled connection (as long as its
+/// statements may run: a job is never in a hurry, but must not wait for
+/// ever on a pool that never frees one).
+pub(crate) const JOB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// First key of the rollup job's advisory lock ("amRU"); the second is
 /// `hashtext(schema)`, so instances using different schemas never contend.
@@ -150,32 +156,6 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
-/// Seconds since the Unix epoch (negative before it).
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => {
-            let d = e.duration();
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            // -0.5 s is in the hour/second before the epoch.
-            if d.subsec_nanos() > 0 {
-                -secs - 1
-            } else {
-                -secs
-            }
-        }
-    }
-}
-
-/// The instant `secs` seconds after the Unix epoch.
-pub(crate) fn from_unix_secs(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
-}
-
 /// A session-level advisory lock held on a pooled connection.
 ///
 /// Session locks outlive transactions, which lets a job commit one hour at a
@@ -197,7 +177,7 @@ impl JobLock {
         class: i32,
         schema: &SchemaName,
     ) -> Result<Option<Self>, Error> {
-        let client = pool.get().await.map_err(Error::Pool)?;
+        let client = conn::acquire(pool, JOB_ACQUIRE_TIMEOUT).await?;
         let mut guard = Self {
             client: Some(client),
         };
@@ -264,7 +244,7 @@ impl JobLock {
 impl Drop for JobLock {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            drop(Object::take(client));
+            conn::discard(client);
         }
     }
 }
@@ -274,6 +254,43 @@ impl fmt::Debug for JobLock {
         f.debug_struct("JobLock")
             .field("held", &self.client.is_some())
             .finish()
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped: a cancelled
+/// run (the scheduler stopping) must not leave hour tasks running on. The
+/// aborted task drops its open transaction, which rolls back.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> AbortOnDrop<T> {
+    pub(crate) fn spawn(f: impl Future<Output = T> + Send + 'static) -> Self {
+        Self(tokio::spawn(f))
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| match done {
+                Ok(v) => v,
+                // A panic in the task is a panic of the run, as before the spawn.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only our Drop aborts the task, and then nobody polls it.
+                Err(e) => unreachable!("rollup task cancelled while awaited: {e}"),
+            })
     }
 }
 
@@ -289,14 +306,6 @@ mod tests {
         assert_eq!(thousands(800_000), "800,000");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(12_345_678), "12,345,678");
-    }
-
-    #[test]
-    fn unix_seconds_round_trip() {
-        for s in [-7201, -3600, -1, 0, 1, 3599, 1_767_225_600] {
-            assert_eq!(unix_secs(from_unix_secs(s)), s);
-        }
-        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_millis(500)), -1);
     }
 
     #[test]

@@ -39,6 +39,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod conn;
 mod copy_out;
 mod daily;
 mod error;
@@ -53,6 +54,8 @@ mod rollup;
 mod schedule;
 mod schema;
 mod sink;
+mod tables;
+mod units;
 
 pub use error::Error;
 pub use governance::Governance;
@@ -64,10 +67,11 @@ pub use partition::{
 pub use pool::create_pool;
 pub use query::PgMetricsQuery;
 pub use retention::RetentionJob;
-pub use rollup::{ALL, RollupJob};
+pub use rollup::RollupJob;
 pub use schedule::{Scheduler, SchedulerConfig, SchedulerHandle};
 pub use schema::{DEFAULT_SCHEMA, SchemaName};
 pub use sink::{PgSink, PgSinkBuilder};
+pub use tables::ALL;
 
 /// Re-exported so users can build their own pool without naming the crates.
 pub use deadpool_postgres;

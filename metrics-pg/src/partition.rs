@@ -19,9 +19,11 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::schema::SchemaName;
+use crate::tables::{
+    PARTITIONED_TABLES, default_partition_name, parse_partition_day, partition_name,
+};
 
 /// The partitioned raw tables.
-pub(crate) const PARTITIONED_TABLES: [&str; 2] = ["performance_metrics", "usage_events"];
 
 /// Days before `today` covered by [`maintain_partitions`].
 pub const DAYS_BEHIND: u8 = 1;
@@ -107,16 +109,6 @@ pub async fn create_partitions(
     Ok(report)
 }
 
-/// The partition name of `table` for `day`.
-pub(crate) fn partition_name(table: &str, day: Date) -> String {
-    format!(
-        "{table}_p{:04}{:02}{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
-}
-
 /// `YYYY-MM-DD 00:00:00+00`, a timestamptz literal for the start of `day`.
 fn day_start_literal(day: Date) -> String {
     format!(
@@ -137,7 +129,7 @@ fn parse_day(text: &str) -> Option<Date> {
 
 /// The UTC days that have rows in `table`'s default partition.
 async fn stray_days(client: &Client, schema: &SchemaName, table: &str) -> Result<Vec<Date>, Error> {
-    let default = schema.qualify(&format!("{table}_default"));
+    let default = schema.qualify(&default_partition_name(table));
     let rows = client
         .query(
             &format!(
@@ -170,7 +162,7 @@ async fn create_day(
     };
     let (lower, upper) = (day_start_literal(day), day_start_literal(next));
     let parent = schema.qualify(table);
-    let default = schema.qualify(&format!("{table}_default"));
+    let default = schema.qualify(&default_partition_name(table));
     let part = schema.qualify(&name);
 
     let tx = client
@@ -232,6 +224,37 @@ async fn create_day(
     report.created.push(name);
     report.rows_moved += moved;
     Ok(())
+}
+
+/// The day partitions of `table` (`table_pYYYYMMDD`) with the start of their
+/// day (seconds since the epoch), oldest first. The default partition and
+/// anything not named by `maintain_partitions` are left alone.
+pub(crate) async fn day_partitions(
+    client: &Client,
+    schema: &SchemaName,
+    table: &str,
+) -> Result<Vec<(String, i64)>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent \
+             JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = $1 AND p.relname = $2",
+            &[&schema.as_str(), &table],
+        )
+        .await
+        .map_err(|e| Error::db("listing raw partitions", e))?;
+    let mut out: Vec<(String, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.get(0);
+            let day = parse_partition_day(table, &name)?;
+            Some((name, day.midnight().assume_utc().unix_timestamp()))
+        })
+        .collect();
+    out.sort_by_key(|(_, day)| *day);
+    Ok(out)
 }
 
 #[cfg(test)]

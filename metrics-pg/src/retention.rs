@@ -28,20 +28,16 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Pool;
-use time::{Date, Month};
 use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::governance::Governance;
-use crate::job::{
-    Clock, JobLock, JobReport, RETENTION_LOCK_CLASS, ROLLUP_LOCK_CLASS, from_unix_secs, unix_secs,
-};
-use crate::partition::PARTITIONED_TABLES;
-use crate::rollup::{Kind, RollupOptions, hours_to_roll, roll_closed_hours, roll_hour};
+use crate::job::{Clock, JobLock, JobReport, RETENTION_LOCK_CLASS, ROLLUP_LOCK_CLASS};
+use crate::partition::day_partitions;
+use crate::rollup::{RollupOptions, hours_to_roll, roll_closed_hours, roll_hour};
 use crate::schema::SchemaName;
-
-const DAY: i64 = 86_400;
-const HOUR: i64 = 3_600;
+use crate::tables::{Kind, PARTITIONED_TABLES};
+use crate::units::{DAY, HOUR, duration_secs, floor_hour, from_unix_secs, unix_secs};
 
 /// Drops expired raw partitions (after rolling any hour not yet rolled) and
 /// deletes expired rollups. Run it daily (the [`Scheduler`](crate::Scheduler)
@@ -173,7 +169,7 @@ impl RetentionJob {
         .await?;
 
         let now_secs = unix_secs(now);
-        let raw_cutoff = now_secs.saturating_sub(secs(self.raw_retention));
+        let raw_cutoff = now_secs.saturating_sub(duration_secs(self.raw_retention));
         for table in PARTITIONED_TABLES {
             let Some(kind) = Kind::of_table(table) else {
                 continue;
@@ -186,7 +182,7 @@ impl RetentionJob {
             }
         }
 
-        let keep = secs(self.rollup_retention.max(self.raw_retention));
+        let keep = duration_secs(self.rollup_retention.max(self.raw_retention));
         // Hour [h, h+1h) expires when h + 1h <= cutoff, i.e. h <= cutoff - 1h.
         let last_expired = from_unix_secs(now_secs.saturating_sub(keep) - HOUR);
         report.rollup_rows_deleted = client
@@ -218,7 +214,7 @@ impl RetentionJob {
                     self.schema.qualify("aggregated_metrics_5min")
                 ),
                 &[&from_unix_secs(
-                    crate::rollup::floor_hour(now_secs.saturating_sub(keep) - HOUR) + HOUR,
+                    floor_hour(now_secs.saturating_sub(keep) - HOUR) + HOUR,
                 )],
             )
             .await
@@ -301,83 +297,5 @@ impl RetentionJob {
         report.partitions_dropped.push(name.to_owned());
         report.raw_rows_dropped += u64::try_from(rows).unwrap_or(0);
         Ok(())
-    }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
-}
-
-/// The day partitions of `table` (`table_pYYYYMMDD`) with the start of their
-/// day (seconds since the epoch), oldest first. The default partition and
-/// anything not named by `maintain_partitions` are left alone.
-pub(crate) async fn day_partitions(
-    client: &Client,
-    schema: &SchemaName,
-    table: &str,
-) -> Result<Vec<(String, i64)>, Error> {
-    let rows = client
-        .query(
-            "SELECT c.relname FROM pg_inherits i \
-             JOIN pg_class c ON c.oid = i.inhrelid \
-             JOIN pg_class p ON p.oid = i.inhparent \
-             JOIN pg_namespace n ON n.oid = p.relnamespace \
-             WHERE n.nspname = $1 AND p.relname = $2",
-            &[&schema.as_str(), &table],
-        )
-        .await
-        .map_err(|e| Error::db("listing raw partitions", e))?;
-    let mut out: Vec<(String, i64)> = rows
-        .iter()
-        .filter_map(|r| {
-            let name: String = r.get(0);
-            let day = parse_partition_day(table, &name)?;
-            Some((name, day.midnight().assume_utc().unix_timestamp()))
-        })
-        .collect();
-    out.sort_by_key(|(_, day)| *day);
-    Ok(out)
-}
-
-/// `performance_metrics_p20250309` → 2025-03-09.
-fn parse_partition_day(table: &str, name: &str) -> Option<Date> {
-    let digits = name.strip_prefix(table)?.strip_prefix("_p")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let y: i32 = digits[0..4].parse().ok()?;
-    let m: u8 = digits[4..6].parse().ok()?;
-    let d: u8 = digits[6..8].parse().ok()?;
-    Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use time::macros::date;
-
-    use super::*;
-    use crate::partition::partition_name;
-
-    #[test]
-    fn partition_names_parse_back() {
-        let d = date!(2025 - 03 - 09);
-        for table in PARTITIONED_TABLES {
-            assert_eq!(
-                parse_partition_day(table, &partition_name(table, d)),
-                Some(d)
-            );
-        }
-        assert_eq!(
-            parse_partition_day("usage_events", "usage_events_default"),
-            None
-        );
-        assert_eq!(
-            parse_partition_day("usage_events", "performance_metrics_p20250309"),
-            None
-        );
-        assert_eq!(
-            parse_partition_day("usage_events", "usage_events_p20251309"),
-            None
-        );
     }
 }

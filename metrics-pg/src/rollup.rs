@@ -69,57 +69,23 @@ use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
+use crate::conn;
 use crate::copy_out::{CopyTuples, bytes, fixed};
 use crate::daily::{Acc, DayAccs, Key};
 use crate::error::Error;
 use crate::governance::Governance;
-use crate::job::{Clock, JobLock, JobReport, ROLLUP_LOCK_CLASS, from_unix_secs, unix_secs};
+use crate::job::{AbortOnDrop, Clock, JOB_ACQUIRE_TIMEOUT, JobLock, JobReport, ROLLUP_LOCK_CLASS};
 use crate::schema::SchemaName;
-
-/// The `endpoint_path`, `method` and `event_type` of the all-endpoints and
-/// all-types rollup rows. Route templates start with `/` (or are
-/// `<unmatched>`), so `*` never collides with a real key.
-pub const ALL: &str = "*";
-
-const HOUR: i64 = 3600;
-const DAY: i64 = 86_400;
-/// Width of an `aggregated_metrics_5min` slot, and slots per hour.
-const SLOT: i64 = 300;
-const SLOTS: usize = (HOUR / SLOT) as usize;
+use crate::tables::{ALL, Kind, default_partition_name};
+use crate::units::{
+    HOUR, PG_EPOCH_UNIX_MICROS, SLOT, SLOTS_PER_HOUR, floor_day, floor_hour, from_unix_secs,
+    slot_of, ts_literal, unix_secs,
+};
 
 /// `statement_timeout` of each rollup transaction: generous (an hour of a
 /// busy service streams in seconds), but a stuck statement must not hold the
 /// job's lock for ever.
 const ROLL_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '600s'";
-
-/// The raw tables and their rollup `metric_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Kind {
-    Performance,
-    Usage,
-}
-
-impl Kind {
-    pub(crate) const ALL: [Self; 2] = [Self::Performance, Self::Usage];
-
-    pub(crate) fn table(self) -> &'static str {
-        match self {
-            Self::Performance => "performance_metrics",
-            Self::Usage => "usage_events",
-        }
-    }
-
-    pub(crate) fn metric_type(self) -> &'static str {
-        match self {
-            Self::Performance => "performance",
-            Self::Usage => "usage",
-        }
-    }
-
-    pub(crate) fn of_table(table: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.table() == table)
-    }
-}
 
 /// Rolls closed hours of raw rows up into `aggregated_metrics`: one
 /// transaction per hour, raw rows streamed by binary `COPY` into sketches,
@@ -278,42 +244,6 @@ impl RollupJob {
     }
 }
 
-/// Start of the hour containing `secs`.
-pub(crate) fn floor_hour(secs: i64) -> i64 {
-    secs.div_euclid(HOUR) * HOUR
-}
-
-/// Start of the UTC day containing `secs`.
-pub(crate) fn floor_day(secs: i64) -> i64 {
-    secs.div_euclid(DAY) * DAY
-}
-
-/// The 5-minute slot (0..12) of an instant `secs` within the hour `hour`.
-/// Rows outside the hour (cannot happen: the `COPY` selects the hour) are
-/// clamped rather than dropped.
-#[inline]
-fn slot_of(hour: i64, secs: i64) -> usize {
-    usize::try_from((secs - hour).div_euclid(SLOT))
-        .unwrap_or(0)
-        .min(SLOTS - 1)
-}
-
-/// `'YYYY-MM-DD HH:MM:SS+00'`, a timestamptz literal (COPY takes no
-/// parameters). Only ever built from our own integers.
-pub(crate) fn ts_literal(secs: i64) -> String {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00'",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// Rolls every closed hour that needs it, both raw tables, one transaction
 /// per hour, up to `options.concurrency` hours at once on connections of
 /// `pool` (the caller's locked session only reads the bookkeeping).
@@ -400,43 +330,6 @@ async fn record_empty_hours(
     Ok(())
 }
 
-/// A spawned task that is aborted when its handle is dropped: a cancelled
-/// run (the scheduler stopping) must not leave hour tasks running on. The
-/// aborted task drops its open transaction, which rolls back.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T: Send + 'static> AbortOnDrop<T> {
-    pub(crate) fn spawn(f: impl Future<Output = T> + Send + 'static) -> Self {
-        Self(tokio::spawn(f))
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = T;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<T> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|done| match done {
-                Ok(v) => v,
-                // A panic in the task is a panic of the run, as before the spawn.
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Only our Drop aborts the task, and then nobody polls it.
-                Err(e) => unreachable!("rollup task cancelled while awaited: {e}"),
-            })
-    }
-}
-
 /// Rolls one hour in its own transaction on a pooled connection.
 async fn roll_hour_on(
     pool: &Pool,
@@ -445,7 +338,7 @@ async fn roll_hour_on(
     hour: i64,
     exact_limit: u32,
 ) -> Result<(i64, u64, u64, Vec<(Key, Acc)>), Error> {
-    let mut conn = pool.get().await.map_err(Error::Pool)?;
+    let mut conn = conn::acquire(pool, JOB_ACQUIRE_TIMEOUT).await?;
     // Parsed once per pooled connection, not once per hour.
     let write = conn
         .prepare_cached(&write_sql(schema))
@@ -536,7 +429,7 @@ async fn first_raw_hour(
         .query_one(
             &format!(
                 "SELECT extract(epoch FROM min(\"timestamp\"))::float8 FROM {}",
-                schema.qualify(&format!("{}_default", kind.table()))
+                schema.qualify(&default_partition_name(kind.table()))
             ),
             &[],
         )
@@ -544,7 +437,7 @@ async fn first_raw_hour(
         .map_err(|e| Error::db("finding the oldest stray raw row", e))?
         .get(0);
     let mut first = stray.map(|s| floor_hour(s.floor() as i64));
-    for (name, day) in crate::retention::day_partitions(client, schema, kind.table()).await? {
+    for (name, day) in crate::partition::day_partitions(client, schema, kind.table()).await? {
         if first.is_some_and(|f| f <= day) {
             break;
         }
@@ -701,10 +594,6 @@ fn copy_sql(schema: &SchemaName, kind: Kind, columns: &str, hour: i64) -> String
         ts_literal(hour + HOUR)
     )
 }
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC), the
-/// origin of binary `timestamptz` values.
-const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
 /// Hashes pending per counter before they are folded into its
 /// [`DistinctUsers`] (bounds the memory of a busy bucket; 64 KiB).
@@ -893,7 +782,7 @@ fn words_hash(mut h: u64, bytes: &[u8]) -> u64 {
 struct PerfHour {
     keys: Keys,
     buckets: Vec<PerfAcc>,
-    slots: [Option<PerfAcc>; SLOTS],
+    slots: [Option<PerfAcc>; SLOTS_PER_HOUR],
     hour_micros: i64,
     exact_limit: u32,
     raw: u64,
@@ -933,7 +822,7 @@ impl PerfHour {
         self.buckets[key].add(status, ms, user);
         let slot = usize::try_from((at - self.hour_micros).div_euclid(SLOT * 1_000_000))
             .unwrap_or(0)
-            .min(SLOTS - 1);
+            .min(SLOTS_PER_HOUR - 1);
         let exact_limit = self.exact_limit;
         self.slots[slot]
             .get_or_insert_with(|| PerfAcc::new(exact_limit))
@@ -1071,7 +960,7 @@ async fn stream_performance(
 /// The non-empty slots of an hour as `aggregated_metrics_5min` rows.
 fn slot_rows<B>(
     hour: i64,
-    slots: [Option<B>; SLOTS],
+    slots: [Option<B>; SLOTS_PER_HOUR],
     render: impl Fn(B) -> (serde_json::Value, i64, Option<Vec<u8>>, Vec<u8>),
 ) -> Vec<SlotRow> {
     slots
@@ -1129,7 +1018,7 @@ async fn stream_usage(
     );
     pin_mut!(rows);
     let mut by_type: HashMap<String, UsageSummary> = HashMap::new();
-    let mut slots: [Option<UsageSummary>; SLOTS] = Default::default();
+    let mut slots: [Option<UsageSummary>; SLOTS_PER_HOUR] = Default::default();
     let mut raw = 0u64;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| Error::db("streaming raw usage events", e))?;

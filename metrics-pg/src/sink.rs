@@ -6,57 +6,20 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool, PoolError};
+use deadpool_postgres::{Object, Pool};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use metrics_core::{
-    Batch, BatchId, MetricsSink, RequestRecord, SinkError, UsageEvent, WriteAttempt, WriteSummary,
-    async_trait,
+    Batch, BatchId, MetricsSink, SinkError, WriteAttempt, WriteSummary, async_trait,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use crate::conn;
 use crate::error::Error;
 use crate::schema::SchemaName;
-
-/// Column types of `performance_metrics`, in COPY order. Spelled out so the
-/// binary encoding never depends on a type lookup at run time.
-const REQUEST_TYPES: [Type; 9] = [
-    Type::UUID,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT4,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
-const REQUEST_COLUMNS: &str = "id, \"timestamp\", endpoint, method, status_code, response_time_ms, user_id, error_type, correlation_id";
-
-/// Column types of `usage_events`, in COPY order.
-const USAGE_TYPES: [Type; 9] = [
-    Type::UUID,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::JSONB,
-];
-const USAGE_COLUMNS: &str =
-    "id, \"timestamp\", received_at, event_type, user_id, page_name, element_id, success, metadata";
-
-/// Added to the statement timeout for the client-side deadline of one COPY
-/// transaction: the server should give up first; this catches a peer that
-/// vanished without closing the socket.
-const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-
-/// How often a connection found closed right after leaving the pool is
-/// replaced before giving up on this attempt.
-const MAX_CLOSED_CONNECTIONS_SKIPPED: usize = 3;
+use crate::tables::{
+    REQUEST_COLUMNS, REQUEST_TYPES, USAGE_COLUMNS, USAGE_TYPES, request_is_valid, usage_is_valid,
+};
 
 /// Writes batches of [`RequestRecord`]s and [`UsageEvent`]s to PostgreSQL:
 /// one binary `COPY ... FROM STDIN` per table and chunk, each chunk in its own
@@ -221,10 +184,7 @@ impl PgSink {
             "COPY {} ({USAGE_COLUMNS}) FROM STDIN (FORMAT binary)",
             schema.qualify("usage_events")
         );
-        let set_statement_timeout = format!(
-            "SET LOCAL statement_timeout = {}",
-            statement_timeout.as_millis().max(1)
-        );
+        let set_statement_timeout = conn::set_statement_timeout(statement_timeout);
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -414,44 +374,17 @@ impl PgSink {
 
     /// One chunk in one transaction on one pooled connection.
     async fn write_chunk(&self, batch: &Batch, chunk: Chunk) -> Result<(), Error> {
-        let mut conn = self.acquire().await?;
-        let deadline = self.inner.statement_timeout + CLIENT_DEADLINE_MARGIN;
-        let result = tokio::time::timeout(deadline, self.copy_chunk(&mut conn, batch, chunk)).await;
-        let result = match result {
-            Ok(r) => r,
-            Err(_elapsed) => Err(Error::Timeout(deadline)),
-        };
+        let mut conn = conn::acquire(&self.inner.pool, self.inner.acquire_timeout).await?;
+        let result = conn::within_deadline(
+            self.inner.statement_timeout,
+            self.copy_chunk(&mut conn, batch, chunk),
+        )
+        .await;
         if let Err(e) = &result {
-            // Never hand a connection in an unknown state back to the pool:
-            // besides broken ones (closed, I/O error, client timeout), a COPY refused before its first row (no
-            // such table, no permission) can leave the driver's connection
-            // closing shortly after, as the abort and the rollback race.
-            // Refused data (the bisection path) leaves it clean: keep it.
-            if !e.is_data_error() {
-                drop(Object::take(conn));
-            }
+            // Refused data (the bisection path) keeps the connection.
+            conn::release_after_error(conn, e);
         }
         result
-    }
-
-    async fn acquire(&self) -> Result<Object, Error> {
-        let wait = self.inner.acquire_timeout;
-        for _ in 0..MAX_CLOSED_CONNECTIONS_SKIPPED {
-            // Our own timeout rather than the pool's: the pool may have been
-            // built without a runtime, where its timeouts are unavailable.
-            let conn = match tokio::time::timeout(wait, self.inner.pool.get()).await {
-                Err(_) | Ok(Err(PoolError::Timeout(_))) => return Err(Error::PoolTimeout(wait)),
-                Ok(Err(e)) => return Err(Error::Pool(e)),
-                Ok(Ok(conn)) => conn,
-            };
-            if conn.is_closed() {
-                // Closed while idle (server restart): discard, take another.
-                drop(Object::take(conn));
-                continue;
-            }
-            return Ok(conn);
-        }
-        Err(Error::PoolTimeout(wait))
     }
 
     async fn copy_chunk(
@@ -460,13 +393,7 @@ impl PgSink {
         batch: &Batch,
         chunk: Chunk,
     ) -> Result<(), Error> {
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| Error::db("starting a write transaction", e))?;
-        tx.batch_execute(&self.inner.set_statement_timeout)
-            .await
-            .map_err(|e| Error::db("setting statement_timeout", e))?;
+        let tx = conn::write_transaction(conn, &self.inner.set_statement_timeout).await?;
         let (sql, types) = match chunk.table {
             Table::Requests => (&self.inner.copy_requests, &REQUEST_TYPES[..]),
             Table::Usage => (&self.inner.copy_usage, &USAGE_TYPES[..]),
@@ -685,17 +612,6 @@ fn split(table: Table, len: usize, streams: usize, min_rows: usize) -> Vec<Chunk
     chunks
 }
 
-/// Mirrors the CHECK constraints of `performance_metrics`, so rows that would
-/// fail them are rejected without a round trip and a bisection.
-fn request_is_valid(r: &RequestRecord) -> bool {
-    (100..=599).contains(&r.status) && r.response_time_ms.is_finite() && r.response_time_ms >= 0.0
-}
-
-/// Mirrors the CHECK constraints of `usage_events`.
-fn usage_is_valid(e: &UsageEvent) -> bool {
-    !e.event_type.is_empty() && e.metadata.as_ref().is_none_or(serde_json::Value::is_object)
-}
-
 /// The rows of `chunk` that would be sent (valid ones).
 fn valid_rows(batch: &Batch, chunk: Chunk) -> u64 {
     let n = match chunk.table {
@@ -713,23 +629,7 @@ fn valid_rows(batch: &Batch, chunk: Chunk) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
-
-    use metrics_core::{Method, Route, UserId};
-
     use super::*;
-
-    fn req(status: u16, ms: f64) -> RequestRecord {
-        let mut r = RequestRecord::new(
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            Route::from_static("/a"),
-            Method::GET,
-            status,
-            Duration::ZERO,
-        );
-        r.response_time_ms = ms;
-        r
-    }
 
     #[test]
     fn split_respects_streams_and_minimum() {
@@ -749,29 +649,5 @@ mod tests {
             assert_eq!(w[0].end, w[1].start);
         }
         assert!(split(Table::Usage, 0, 2, 500).is_empty());
-    }
-
-    #[test]
-    fn validity_mirrors_check_constraints() {
-        assert!(request_is_valid(&req(100, 0.0)));
-        assert!(request_is_valid(&req(599, 1.5)));
-        assert!(!request_is_valid(&req(99, 1.0)));
-        assert!(!request_is_valid(&req(600, 1.0)));
-        assert!(!request_is_valid(&req(200, -0.1)));
-        assert!(!request_is_valid(&req(200, f64::NAN)));
-        assert!(!request_is_valid(&req(200, f64::INFINITY)));
-        let e = UsageEvent::new("click", UserId::new("u"), UNIX_EPOCH);
-        assert!(usage_is_valid(&e));
-        assert!(!usage_is_valid(&UsageEvent::new(
-            "",
-            UserId::new("u"),
-            UNIX_EPOCH
-        )));
-        assert!(!usage_is_valid(
-            &e.clone().with_metadata(Some(serde_json::json!([1])))
-        ));
-        assert!(usage_is_valid(
-            &e.with_metadata(Some(serde_json::json!({"a": [1]})))
-        ));
     }
 }

@@ -73,12 +73,18 @@
 //! |---|---|
 //! | `APP_METRICS_CHROMIUM` | the browser executable (else `/usr/bin/chromium`, then `chromium` on `PATH`) |
 //!
+//! # Module graph
+//!
+//! [`module_graph`] reads a crate's `src/` and finds module cycles, so a test can hold a crate
+//! to modules that depend downward only.
+//!
 //! See `docs/testing.md` in the repository for the whole picture.
 
 pub mod browser;
 mod cluster;
 mod db;
 mod error;
+pub mod module_graph;
 mod server;
 mod url;
 

@@ -48,97 +48,15 @@ use metrics_core::query::{
 };
 use tokio_postgres::types::ToSql;
 
-use super::plan::{HOUR, Plan, Rolled};
-use super::{PerfAcc, PgMetricsQuery, decode_sketch, plan, prepare, ratio, times, to_u64};
+use super::acc::PerfAcc;
+use super::decode::{decode_sketch, ratio, times, to_u64};
+use super::plan::{Plan, Rolled};
+use super::rolled::plan;
+use super::sql::prepare;
+use super::store::PgMetricsQuery;
 use crate::error::Error;
-use crate::job::from_unix_secs;
-use crate::rollup::Kind;
-use crate::schema::SchemaName;
-
-/// The SQL of the drill-down statements, qualified with the schema once.
-#[derive(Debug)]
-pub(super) struct DrillSql {
-    series_rolled: String,
-    series_raw_endpoint: String,
-    series_raw_method: String,
-    slowest: String,
-    status_rolled: String,
-    status_raw: String,
-}
-
-impl DrillSql {
-    pub(super) fn new(schema: &SchemaName) -> Self {
-        let hourly = schema.qualify("aggregated_metrics");
-        let daily = schema.qualify("aggregated_metrics_daily");
-        let pm = schema.qualify("performance_metrics");
-        // Rollup rows of real keys matching the filter (parameters `$e`
-        // endpoint and `$m` method; either may be NULL): never the
-        // all-endpoints `*` row, even when `*` is asked for (no route
-        // template is `*`).
-        let key = |e: u8, m: u8| {
-            format!(
-                "endpoint_path <> '*' AND method <> '*' \
-                 AND (${e}::text IS NULL OR endpoint_path = ${e}::text) \
-                 AND (${m}::text IS NULL OR method = ${m}::text)"
-            )
-        };
-        let key_34 = key(3, 4);
-        // Raw buckets of width $5 over [$1, $2). With an endpoint the
-        // (endpoint, "timestamp") index finds the rows; without one (a
-        // method over every endpoint) the time range does.
-        let series_raw = |cond: &str| {
-            format!(
-                "SELECT floor(extract(epoch FROM \"timestamp\") / $5::int8)::int8 * $5::int8, \
-                        count(*)::int8, count(*) FILTER (WHERE status_code >= 400)::int8, \
-                        array_agg(response_time_ms) \
-                 FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 AND {cond} \
-                 GROUP BY 1"
-            )
-        };
-        Self {
-            series_rolled: format!(
-                "SELECT extract(epoch FROM time_bucket)::int8, sample_count, \
-                        (aggregated_values->>'error_count')::int8, \
-                        (aggregated_values->>'avg')::float8, (aggregated_values->>'p50')::float8, \
-                        (aggregated_values->>'p95')::float8, (aggregated_values->>'p99')::float8, \
-                        CASE WHEN count(*) OVER (PARTITION BY time_bucket) > 1 \
-                             THEN latency_sketch END \
-                 FROM {hourly} WHERE time_bucket >= $1 AND time_bucket < $2 \
-                   AND metric_type = 'performance' AND {key_34}"
-            ),
-            series_raw_endpoint: series_raw(
-                "endpoint = $3::text AND ($4::text IS NULL OR method = $4::text)",
-            ),
-            series_raw_method: series_raw("$3::text IS NULL AND method = $4::text"),
-            slowest: format!(
-                "SELECT \"timestamp\", method, status_code, response_time_ms, user_id, \
-                        correlation_id \
-                 FROM {pm} WHERE endpoint = $1::text AND ($2::text IS NULL OR method = $2::text) \
-                   AND \"timestamp\" >= $3 AND \"timestamp\" < $4 \
-                 ORDER BY response_time_ms DESC, \"timestamp\" DESC, \
-                          correlation_id COLLATE \"C\" NULLS LAST, method COLLATE \"C\", \
-                          status_code, user_id COLLATE \"C\" NULLS LAST \
-                 LIMIT $5"
-            ),
-            status_rolled: format!(
-                "SELECT s.key::int4, sum(s.value::int8)::int8 FROM ( \
-                   SELECT aggregated_values FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) \
-                     AND metric_type = 'performance' AND {key_34} \
-                   UNION ALL \
-                   SELECT aggregated_values FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) \
-                     AND metric_type = 'performance' AND {key_34}) r \
-                 CROSS JOIN LATERAL jsonb_each_text(r.aggregated_values->'status_code_distribution') s \
-                 GROUP BY 1"
-            ),
-            status_raw: format!(
-                "SELECT status_code, count(*)::int8 FROM {pm} \
-                 WHERE endpoint = $3::text AND ($4::text IS NULL OR method = $4::text) \
-                   AND \"timestamp\" >= $1 AND \"timestamp\" < $2 \
-                 GROUP BY 1"
-            ),
-        }
-    }
-}
+use crate::tables::Kind;
+use crate::units::{HOUR, from_unix_secs};
 
 /// The point of a bucket's merged requests.
 fn point_of(acc: &PerfAcc) -> PerformancePoint {

@@ -113,7 +113,7 @@ macro_rules! beside {
                 };
                 let result = run.await;
                 if let Err(e) = &result {
-                    discard_if_broken(conn, e);
+                    $crate::conn::release_after_error(conn, e);
                 }
                 result
             }
@@ -128,17 +128,30 @@ macro_rules! beside {
     }};
 }
 
+mod acc;
 mod cache;
+mod decode;
 mod drill;
 mod plan;
 mod raw;
+mod rolled;
+mod scan;
+mod sql;
+mod store;
+
+pub use self::store::PgMetricsQuery;
+
+use self::acc::PerfAcc;
+use self::decode::{decode_sketch, decode_users, merge_users, ratio, times, to_u64};
+use self::rolled::{plan, series_plan};
+use self::sql::{Sql, prepare, prepare_all};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Object, Pool, PoolError, Transaction};
+use deadpool_postgres::Transaction;
 use metrics_core::aggregate::{
     DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
 };
@@ -147,302 +160,13 @@ use metrics_core::query::{
     PerformanceQuery, PerformanceReport, QueryError, SlowRequests, SlowRequestsQuery, TimeSeries,
     TimeSeriesQuery, UsageMetrics, UsagePoint, UsageQuery, UsageReport, sort_slowest_first,
 };
-use tokio_postgres::IsolationLevel;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use self::cache::{
-    BucketCache, BucketKey, Part, PerfBucket, PointKey, SeriesPoint, Table, UsersKey,
-};
-use self::plan::{HOUR, Plan, Rolled, floor_time};
-use crate::error::{Error, pg_error_is_retryable};
-use crate::job::{from_unix_secs, unix_secs};
-use crate::rollup::{ALL, Kind};
-use crate::schema::SchemaName;
-
-/// Added to the statement timeout for the client-side deadline of a whole
-/// query: the server gives up first; this catches a peer that vanished
-/// without closing the socket.
-const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-
-/// How often a connection found closed right after leaving the pool is
-/// replaced before giving up.
-const MAX_CLOSED_CONNECTIONS_SKIPPED: usize = 3;
-
-/// The dashboard queries ([`MetricsQuery`]) over the tables of a
-/// [`PgSink`](crate::PgSink) and its [`RollupJob`](crate::RollupJob): closed,
-/// rolled-up hours come from the rollups (merged sketches; whole days from
-/// the daily rollups), everything else from raw rows, never both. The module
-/// documentation of `metrics_pg::query` (this file's source) spells out the
-/// algorithm.
-///
-/// Each query is one read-only `REPEATABLE READ` transaction on a pooled
-/// connection with a server-side `statement_timeout` (default 10 s,
-/// [`statement_timeout`](Self::statement_timeout)). Errors map to
-/// [`QueryError`]: the timeout (SQLSTATE 57014) to
-/// [`Timeout`](QueryError::Timeout), connection and pool failures to
-/// [`Unavailable`](QueryError::Unavailable), anything else (a rollup row that
-/// cannot be decoded, a schema that was never migrated) to
-/// [`Internal`](QueryError::Internal).
-///
-/// `user_event_count` reads raw `usage_events` only (rollups keep no
-/// per-user counts), so it counts the events of the raw retention (7 days)
-/// even for longer ranges.
-///
-/// # Example
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use metrics_core::aggregate::{Preset, TimeRange};
-/// use metrics_core::query::{MetricsQuery, PerformanceQuery};
-/// use metrics_pg::PgMetricsQuery;
-///
-/// let pool = metrics_pg::create_pool("postgres://app@localhost/app", 4)?;
-/// let queries = PgMetricsQuery::new(pool, "app_metrics")?
-///     .statement_timeout(Duration::from_secs(5));
-/// let now = SystemTime::now();
-/// let range = TimeRange::preset(Preset::Last7Days, now);
-/// let report = queries.performance(&PerformanceQuery::new(range, now)).await?;
-/// println!(
-///     "{} requests, p95 {:.1} ms, {} users",
-///     report.metrics.total_requests,
-///     report.metrics.p95_response_time_ms,
-///     report.metrics.active_users
-/// );
-/// for row in &report.endpoints {
-///     println!("{} {} p95 {:.1} ms", row.method, row.endpoint, row.p95_response_time_ms);
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct PgMetricsQuery {
-    pool: Pool,
-    schema: SchemaName,
-    statement_timeout: Duration,
-    sql: Arc<Sql>,
-    cache: Arc<BucketCache>,
-    users_cache: Arc<BucketCache<UsersKey, DistinctUsers>>,
-    points_cache: Arc<BucketCache<PointKey, SeriesPoint>>,
-    rows_cache: Arc<BucketCache<BucketKey, raw::SlotRows>>,
-}
-
-/// A connection that broke, or that we stopped waiting for, goes away
-/// instead of back to the pool; after a server-side error (the statement
-/// timeout included) it is usable once the rollback ran.
-fn discard_if_broken(conn: Object, error: &Error) {
-    if error.code().is_none() {
-        drop(Object::take(conn));
-    }
-}
-
-/// How long [`PgMetricsQuery::spare_connection`] waits for a spare connection before
-/// running on the query's own.
-const SPARE_CONNECTION_WAIT: Duration = Duration::from_millis(20);
-
-/// The SQL text of every statement, qualified with the schema once.
-#[derive(Debug)]
-struct Sql {
-    rolled_hours: String,
-    rolled_days: String,
-    perf_buckets: String,
-    perf_rolled: String,
-    perf_raw: String,
-    usage_rolled: String,
-    usage_pages: String,
-    star_users: String,
-    series_hourly_perf: String,
-    series_hourly_usage: String,
-    series_5min_perf: String,
-    series_5min_usage: String,
-    raw_slot_counts: String,
-    series_raw_usage: String,
-    user_event_count: String,
-    drill: drill::DrillSql,
-}
-
-/// Count, error count and merged latency sketch of one key.
-#[derive(Debug, Default)]
-struct PerfAcc {
-    count: u64,
-    errors: u64,
-    sketch: LatencySketch,
-}
-
-impl PerfAcc {
-    fn merge(&mut self, other: &Self) {
-        self.count += other.count;
-        self.errors += other.errors;
-        self.sketch.merge(&other.sketch);
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        self.sketch.quantile(q).map_or(0.0, |e| e.value)
-    }
-
-    fn error_rate(&self) -> f64 {
-        ratio(self.errors, self.count)
-    }
-}
-
-// ===== impl PgMetricsQuery =====
-
-impl PgMetricsQuery {
-    /// The default server-side statement timeout of each query.
-    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-    /// The default size of the decoded-rollup cache.
-    pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
-
-    /// Queries over the tables in `schema` (the schema given to
-    /// [`migrate`](crate::migrate) and the sink), on connections of `pool`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidSchemaName`] when `schema` is not a plain lower-case
-    /// identifier.
-    pub fn new(pool: Pool, schema: &str) -> Result<Self, Error> {
-        let schema = SchemaName::new(schema)?;
-        let sql = Arc::new(Sql::new(&schema));
-        Ok(Self {
-            pool,
-            schema,
-            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
-            sql,
-            cache: Arc::new(BucketCache::new(0)),
-            users_cache: Arc::new(BucketCache::new(0)),
-            points_cache: Arc::new(BucketCache::new(0)),
-            rows_cache: Arc::new(BucketCache::new(0)),
-        }
-        .cache_bytes(Self::DEFAULT_CACHE_BYTES))
-    }
-
-    /// Server-side `statement_timeout` of every statement of a query
-    /// (default 10 s; at least 1 ms). A query cancelled by it answers
-    /// [`QueryError::Timeout`] with this limit.
-    pub fn statement_timeout(mut self, limit: Duration) -> Self {
-        self.statement_timeout = limit.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Memory for the query caches (default 64 MiB; 0 turns them off):
-    /// decoded rollup buckets (per-endpoint sketches, exact below 1,000
-    /// samples, so 24 hours of a busy service are megabytes), the users
-    /// sketches and hourly points of rollups, and decoded raw 5-minute
-    /// slots. Rollup entries are keyed by the bucket's rollup version, raw
-    /// slots by their row count in the query's snapshot (or, inside a
-    /// rolled hour, by the hour's rollup version), so the answers are the
-    /// same as without the caches; see the `query` module documentation.
-    /// Clones of a `PgMetricsQuery` share the caches; this setting gives
-    /// the value new, empty ones.
-    pub fn cache_bytes(mut self, bytes: usize) -> Self {
-        // Three quarters for whole buckets (per-endpoint sketches), the
-        // rest for the all-endpoints/all-types users sketches of usage
-        // reports (16 KiB each) and the stored points of hourly series.
-        self.cache = Arc::new(BucketCache::new(bytes / 8 * 5));
-        self.users_cache = Arc::new(BucketCache::new(bytes / 16 * 3));
-        self.points_cache = Arc::new(BucketCache::new(bytes / 16));
-        self.rows_cache = Arc::new(BucketCache::new(bytes / 8));
-        self
-    }
-
-    /// The schema queried.
-    pub fn schema(&self) -> &SchemaName {
-        &self.schema
-    }
-
-    /// Runs `body` in a read-only `REPEATABLE READ` transaction with the
-    /// statement timeout set, mapping every failure to a [`QueryError`].
-    async fn read<T>(
-        &self,
-        body: impl AsyncFnOnce(&Transaction<'_>, &Self) -> Result<T, Error>,
-    ) -> Result<T, QueryError> {
-        let limit = self.statement_timeout;
-        let mut conn = self.acquire().await.map_err(|e| to_query_error(e, limit))?;
-        let deadline = limit + CLIENT_DEADLINE_MARGIN;
-        let run = async {
-            let tx = self.side_transaction(&mut conn).await?;
-            let out = body(&tx, self).await?;
-            tx.commit()
-                .await
-                .map_err(|e| Error::db("ending a read-only transaction", e))?;
-            Ok::<T, Error>(out)
-        };
-        let result = match tokio::time::timeout(deadline, run).await {
-            Ok(r) => r,
-            Err(_elapsed) => Err(Error::Timeout(deadline)),
-        };
-        if let Err(e) = &result {
-            discard_if_broken(conn, e);
-        }
-        result.map_err(|e| to_query_error(e, limit))
-    }
-
-    /// A pooled connection for a second scan beside the query's own, if one
-    /// is free within [`SPARE_CONNECTION_WAIT`] (else the caller scans on its
-    /// own connection: a busy pool must not slow the query down).
-    async fn spare_connection(&self) -> Option<Object> {
-        // Every connection is taken and none may be opened: do not wait.
-        let status = self.pool.status();
-        if status.available == 0 && status.size >= status.max_size {
-            return None;
-        }
-        match tokio::time::timeout(SPARE_CONNECTION_WAIT, self.pool.get()).await {
-            Ok(Ok(conn)) => Some(conn),
-            _ => None,
-        }
-    }
-
-    /// A read-only `REPEATABLE READ` transaction on `conn` with the
-    /// statement timeout set.
-    async fn side_transaction<'c>(&self, conn: &'c mut Object) -> Result<Transaction<'c>, Error> {
-        let tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| Error::db("starting a read-only transaction", e))?;
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}",
-            self.statement_timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(|e| Error::db("setting statement_timeout", e))?;
-        Ok(tx)
-    }
-
-    async fn acquire(&self) -> Result<Object, Error> {
-        let wait = self.statement_timeout;
-        for _ in 0..MAX_CLOSED_CONNECTIONS_SKIPPED {
-            // Our own timeout: the pool may have been built without one.
-            let conn = match tokio::time::timeout(wait, self.pool.get()).await {
-                Err(_) | Ok(Err(PoolError::Timeout(_))) => return Err(Error::PoolTimeout(wait)),
-                Ok(Err(e)) => return Err(Error::Pool(e)),
-                Ok(Ok(conn)) => conn,
-            };
-            if conn.is_closed() {
-                drop(Object::take(conn));
-                continue;
-            }
-            return Ok(conn);
-        }
-        Err(Error::PoolTimeout(wait))
-    }
-}
-
-fn to_query_error(e: Error, limit: Duration) -> QueryError {
-    match &e {
-        Error::Timeout(_) => QueryError::Timeout(limit),
-        Error::Db { source, .. } if source.code() == Some(&SqlState::QUERY_CANCELED) => {
-            QueryError::Timeout(limit)
-        }
-        Error::Db { source, .. } if pg_error_is_retryable(source) => {
-            QueryError::Unavailable(Box::new(e))
-        }
-        Error::PoolTimeout(_) | Error::Pool(_) => QueryError::Unavailable(Box::new(e)),
-        _ => QueryError::Internal(Box::new(e)),
-    }
-}
+use self::cache::{BucketKey, Part, PerfBucket, PointKey, SeriesPoint, Table, UsersKey};
+use self::plan::{Plan, Rolled};
+use crate::error::Error;
+use crate::tables::{ALL, Kind};
+use crate::units::{HOUR, floor_time, from_unix_secs, unix_secs};
 
 #[async_trait]
 impl MetricsQuery for PgMetricsQuery {
@@ -495,111 +219,6 @@ impl MetricsQuery for PgMetricsQuery {
 
 // ===== the queries =====
 
-async fn prepare(tx: &Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, Error> {
-    tx.prepare_cached(sql)
-        .await
-        .map_err(|e| Error::db("preparing a dashboard query", e))
-}
-
-/// The rollup bookkeeping of `kind` for the hours overlapping `[start, end)`.
-async fn rolled(
-    tx: &Transaction<'_>,
-    sql: &Sql,
-    kind: Kind,
-    start: SystemTime,
-    end: SystemTime,
-) -> Result<Rolled, Error> {
-    let lo = from_unix_secs(floor_time(start, HOUR));
-    let hours_stmt = prepare(tx, &sql.rolled_hours).await?;
-    let days_stmt = prepare(tx, &sql.rolled_days).await?;
-    let params: [&(dyn ToSql + Sync); 3] = [&kind.metric_type(), &lo, &end];
-    // Both go out at once (the driver pipelines them on the connection).
-    let (hours, days) = futures_util::future::try_join(
-        tx.query(&hours_stmt, &params),
-        tx.query(&days_stmt, &params),
-    )
-    .await
-    .map_err(|e| Error::db("reading the rollup bookkeeping", e))?;
-    Ok(Rolled {
-        hours: hours
-            .iter()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1)))
-            .collect(),
-        days: days.iter().map(|r| r.get::<_, i64>(0)).collect(),
-        hour_versions: hours
-            .iter()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(2)))
-            .collect(),
-        day_versions: days
-            .iter()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
-            .collect(),
-    })
-}
-
-/// The plan of `kind` over `[start, end)` read from rollups at `unit`.
-async fn plan(
-    tx: &Transaction<'_>,
-    sql: &Sql,
-    kind: Kind,
-    start: SystemTime,
-    end: SystemTime,
-    unit: i64,
-) -> Result<(Plan, Rolled), Error> {
-    let rolled = rolled(tx, sql, kind, start, end).await?;
-    Ok((Plan::new(start, end, &rolled, unit), rolled))
-}
-
-/// The plan of a time series: rollup rows exist only at 5 minutes and one
-/// hour; any other width reads raw rows only.
-async fn series_plan(
-    tx: &Transaction<'_>,
-    sql: &Sql,
-    kind: Kind,
-    start: SystemTime,
-    end: SystemTime,
-    width: i64,
-) -> Result<(Plan, Rolled), Error> {
-    if width == 300 || width == HOUR {
-        plan(tx, sql, kind, start, end, width).await
-    } else {
-        let none = Rolled::default();
-        Ok((Plan::new(start, end, &none, width), none))
-    }
-}
-
-fn times(secs: &[i64]) -> Vec<SystemTime> {
-    secs.iter().map(|&s| from_unix_secs(s)).collect()
-}
-
-fn decode_sketch(bytes: &[u8], table: &'static str, key: &str) -> Result<LatencySketch, Error> {
-    LatencySketch::from_bytes(bytes).map_err(|e| corrupt(table, key, &e))
-}
-
-fn decode_users(bytes: &[u8], table: &'static str, key: &str) -> Result<DistinctUsers, Error> {
-    DistinctUsers::from_bytes(bytes).map_err(|e| corrupt(table, key, &e))
-}
-
-fn corrupt(table: &'static str, key: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::CorruptRollup {
-        table,
-        key: key.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-/// Merges every non-null users sketch of `arr` into `users`.
-fn merge_users(
-    users: &mut DistinctUsers,
-    arr: Option<Vec<Option<&[u8]>>>,
-    key: &str,
-) -> Result<(), Error> {
-    for bytes in arr.into_iter().flatten().flatten() {
-        users.merge(&decode_users(bytes, "aggregated_metrics", key)?);
-    }
-    Ok(())
-}
-
 /// One raw group of requests: its counts, its latencies as a sketch and
 /// the users who sent them.
 struct RawGroup {
@@ -645,27 +264,6 @@ async fn raw_requests(
         });
     }
     Ok((groups, users))
-}
-
-/// `'YYYY-MM-DD HH:MM:SS.ffffff+00'`, a timestamptz literal truncated to
-/// microseconds like a bound parameter (COPY takes no parameters).
-fn micros_literal(t: SystemTime) -> String {
-    let micros = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i128::try_from(d.as_micros()).unwrap_or(i128::MAX),
-        Err(e) => -i128::try_from(e.duration().as_nanos().div_ceil(1_000)).unwrap_or(i128::MAX),
-    };
-    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00'",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.microsecond()
-    )
 }
 
 async fn performance(
@@ -1110,7 +708,7 @@ async fn usage(
         rolled,
         star,
         async {
-            beside!(this, tx, |t| raw::stream_events(
+            beside!(this, tx, |t| scan::stream_events(
                 t,
                 &this.schema,
                 &event_spans,
@@ -1189,21 +787,6 @@ async fn usage(
     Ok(report)
 }
 
-/// Prepares (or finds in the connection's cache) every statement at once.
-async fn prepare_all<const N: usize>(
-    tx: &Transaction<'_>,
-    sql: [&String; N],
-) -> Result<[tokio_postgres::Statement; N], Error> {
-    let statements =
-        futures_util::future::try_join_all(sql.iter().map(|s| tx.prepare_cached(s.as_str())))
-            .await
-            .map_err(|e| Error::db("preparing a dashboard query", e))?;
-    statements.try_into().map_err(|_| Error::InvalidSetting {
-        setting: "statements",
-        reason: "prepared a different number of statements than asked",
-    })
-}
-
 async fn time_series(
     tx: &Transaction<'_>,
     this: &PgMetricsQuery,
@@ -1257,7 +840,7 @@ async fn time_series(
         for piece in &pieces {
             if let Some(all) = &piece.bucket.all {
                 by_bucket
-                    .entry(plan::floor_to(piece.slot, width))
+                    .entry(crate::units::floor_to(piece.slot, width))
                     .or_default()
                     .push(all);
             }
@@ -1532,164 +1115,6 @@ fn add_to(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
         Some(v) => *v += n,
         None => {
             let _ = map.insert(key.to_owned(), n);
-        }
-    }
-}
-
-fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-// ===== impl Sql =====
-
-impl Sql {
-    fn new(schema: &SchemaName) -> Self {
-        let hourly = schema.qualify("aggregated_metrics");
-        let daily = schema.qualify("aggregated_metrics_daily");
-        let five = schema.qualify("aggregated_metrics_5min");
-        let pm = schema.qualify("performance_metrics");
-        let ue = schema.qualify("usage_events");
-        // Rolled rows of one metric type: whole days from the daily table
-        // ($1), other hours from the hourly one ($2).
-        let rolled_rows = |cols: &str, metric_type: &str, cond: &str| {
-            format!(
-                "SELECT {cols} FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) \
-                   AND metric_type = '{metric_type}' AND {cond} \
-                 UNION ALL \
-                 SELECT {cols} FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) \
-                   AND metric_type = '{metric_type}' AND {cond}"
-            )
-        };
-        let star_perf = "endpoint_path = '*' AND method = '*' AND event_type IS NULL";
-        let star_usage = "endpoint_path IS NULL AND method IS NULL AND event_type = '*'";
-        let series_values = "extract(epoch FROM time_bucket)::int8, sample_count, \
-             (aggregated_values->>'error_count')::int8, (aggregated_values->>'avg')::float8, \
-             (aggregated_values->>'p50')::float8, (aggregated_values->>'p95')::float8, \
-             (aggregated_values->>'p99')::float8";
-        let series_usage_values = "extract(epoch FROM time_bucket)::int8, sample_count, \
-             (aggregated_values->>'unique_users')::int8";
-        Self {
-            rolled_hours: format!(
-                "SELECT extract(epoch FROM hour)::int8, raw_dropped, \
-                        (extract(epoch FROM rolled_at) * 1000000)::int8 FROM {} \
-                 WHERE metric_type = $1 AND hour >= $2 AND hour < $3",
-                schema.qualify("rollup_hours")
-            ),
-            rolled_days: format!(
-                "SELECT extract(epoch FROM day)::int8, \
-                        (extract(epoch FROM built_at) * 1000000)::int8 FROM {} \
-                 WHERE metric_type = $1 AND day >= $2 AND day < $3",
-                schema.qualify("rollup_days")
-            ),
-            perf_buckets: format!(
-                "SELECT false, extract(epoch FROM time_bucket)::int8, endpoint_path, method, sample_count, \
-                        (aggregated_values->>'error_count')::int8, latency_sketch, \
-                        CASE WHEN endpoint_path = '*' THEN users_sketch END \
-                 FROM {daily} WHERE time_bucket = ANY($1::timestamptz[]) AND metric_type = 'performance' \
-                 UNION ALL \
-                 SELECT true, extract(epoch FROM time_bucket)::int8, endpoint_path, method, sample_count, \
-                        (aggregated_values->>'error_count')::int8, latency_sketch, \
-                        CASE WHEN endpoint_path = '*' THEN users_sketch END \
-                 FROM {hourly} WHERE time_bucket = ANY($2::timestamptz[]) AND metric_type = 'performance'"
-            ),
-            perf_rolled: format!(
-                "SELECT endpoint_path, method, sum(sample_count)::int8, \
-                        sum((aggregated_values->>'error_count')::int8)::int8, \
-                        array_agg(latency_sketch), \
-                        array_agg(users_sketch) FILTER (WHERE endpoint_path = '*' OR $3::text IS NOT NULL) \
-                 FROM ({}) r GROUP BY endpoint_path, method",
-                rolled_rows(
-                    "endpoint_path, method, sample_count, aggregated_values, latency_sketch, users_sketch",
-                    "performance",
-                    "($3::text IS NULL OR endpoint_path = $3::text)"
-                )
-            ),
-            perf_raw: format!(
-                "SELECT endpoint, method, count(*)::int8, \
-                        count(*) FILTER (WHERE status_code >= 400)::int8, array_agg(response_time_ms), \
-                        array_agg(user_id) FILTER (WHERE user_id IS NOT NULL) \
-                 FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 \
-                   AND ($3::text IS NULL OR endpoint = $3::text) \
-                 GROUP BY endpoint, method"
-            ),
-            usage_rolled: format!(
-                "SELECT event_type, sum(sample_count)::int8, \
-                        array_agg(users_sketch) FILTER (WHERE $3::text IS NOT NULL) \
-                 FROM ({}) r GROUP BY event_type",
-                rolled_rows(
-                    "event_type, sample_count, users_sketch",
-                    "usage",
-                    "endpoint_path IS NULL AND method IS NULL \
-                     AND ($3::text IS NULL OR event_type = $3::text)"
-                )
-            ),
-            usage_pages: format!(
-                "SELECT p.key, sum(p.value::int8)::int8 FROM ({}) r \
-                 CROSS JOIN LATERAL jsonb_each_text(r.aggregated_values->'event_count_by_page') p \
-                 GROUP BY p.key",
-                // `page_views` counts page views only: the pages of the
-                // `page_view` row, and none when another type is asked for.
-                rolled_rows(
-                    "aggregated_values",
-                    "usage",
-                    "endpoint_path IS NULL AND method IS NULL AND event_type = 'page_view' \
-                     AND coalesce($3::text, 'page_view') = 'page_view'"
-                )
-            ),
-            star_users: format!(
-                "SELECT false, false, extract(epoch FROM time_bucket)::int8, users_sketch FROM {daily} \
-                   WHERE time_bucket = ANY($1::timestamptz[]) AND metric_type = 'performance' AND {star_perf} \
-                 UNION ALL \
-                 SELECT false, true, extract(epoch FROM time_bucket)::int8, users_sketch FROM {hourly} \
-                   WHERE time_bucket = ANY($2::timestamptz[]) AND metric_type = 'performance' AND {star_perf} \
-                 UNION ALL \
-                 SELECT true, false, extract(epoch FROM time_bucket)::int8, users_sketch FROM {daily} \
-                   WHERE time_bucket = ANY($3::timestamptz[]) AND metric_type = 'usage' AND {star_usage} \
-                 UNION ALL \
-                 SELECT true, true, extract(epoch FROM time_bucket)::int8, users_sketch FROM {hourly} \
-                   WHERE time_bucket = ANY($4::timestamptz[]) AND metric_type = 'usage' AND {star_usage}"
-            ),
-            series_hourly_perf: format!(
-                "SELECT {series_values} FROM {hourly} WHERE time_bucket = ANY($1::timestamptz[]) \
-                   AND metric_type = 'performance' AND {star_perf}"
-            ),
-            series_hourly_usage: format!(
-                "SELECT {series_usage_values} FROM {hourly} WHERE time_bucket = ANY($1::timestamptz[]) \
-                   AND metric_type = 'usage' AND {star_usage}"
-            ),
-            series_5min_perf: format!(
-                "SELECT {series_values} FROM {five} \
-                 WHERE metric_type = 'performance' AND time_bucket >= $1 AND time_bucket < $2"
-            ),
-            series_5min_usage: format!(
-                "SELECT {series_usage_values} FROM {five} \
-                 WHERE metric_type = 'usage' AND time_bucket >= $1 AND time_bucket < $2"
-            ),
-            // Bins with date_bin, the epoch taken per group only.
-            raw_slot_counts: format!(
-                "SELECT extract(epoch FROM slot)::int8, n FROM ( \
-                   SELECT date_bin('300 seconds', \"timestamp\", timestamptz '1970-01-01 00:00:00+00') AS slot, \
-                          count(*)::int8 AS n \
-                   FROM {pm} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY 1) s"
-            ),
-            series_raw_usage: format!(
-                "SELECT floor(extract(epoch FROM \"timestamp\") / $3::int8)::int8 * $3::int8, \
-                        count(*)::int8, count(DISTINCT user_id)::int8 \
-                 FROM {ue} WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 GROUP BY 1"
-            ),
-            user_event_count: format!(
-                "SELECT count(*)::int8 FROM {ue} \
-                 WHERE user_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3"
-            ),
-            drill: drill::DrillSql::new(schema),
         }
     }
 }

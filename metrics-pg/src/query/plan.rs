@@ -5,10 +5,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use crate::job::{from_unix_secs, unix_secs};
-
-pub(super) const HOUR: i64 = 3_600;
-pub(super) const DAY: i64 = 86_400;
+use crate::units::{
+    DAY, HOUR, ceil_time, ceil_to, floor_time, floor_to, from_unix_secs, unix_secs,
+};
 
 /// The rollup bookkeeping of one metric type around a range: rolled hours
 /// (with whether their raw rows were dropped by retention) and days whose
@@ -133,26 +132,6 @@ impl Plan {
         }
         (days, hours.into_iter().collect())
     }
-}
-
-pub(super) fn floor_to(secs: i64, unit: i64) -> i64 {
-    secs.div_euclid(unit) * unit
-}
-
-pub(super) fn ceil_to(secs: i64, unit: i64) -> i64 {
-    let f = floor_to(secs, unit);
-    if f == secs { f } else { f + unit }
-}
-
-/// The `unit` boundary at or before `t`, in Unix seconds.
-pub(super) fn floor_time(t: SystemTime, unit: i64) -> i64 {
-    floor_to(unix_secs(t), unit)
-}
-
-/// The `unit` boundary at or after `t`, in Unix seconds.
-pub(super) fn ceil_time(t: SystemTime, unit: i64) -> i64 {
-    let f = floor_time(t, unit);
-    if from_unix_secs(f) == t { f } else { f + unit }
 }
 
 #[cfg(test)]
