@@ -23,8 +23,6 @@ use crate::tables::{
     PARTITIONED_TABLES, default_partition_name, parse_partition_day, partition_name,
 };
 
-/// The partitioned raw tables.
-
 /// Days before `today` covered by [`maintain_partitions`].
 pub const DAYS_BEHIND: u8 = 1;
 /// Days after `today` covered by [`maintain_partitions`].
