@@ -122,6 +122,7 @@ fn refusal(rejection: &AdminRejection, base: Option<&str>) -> Response {
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n{base}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Application Metrics</title>\n<link rel=\"stylesheet\" href=\"assets/app.css\">\n\
+         <link rel=\"icon\" href=\"data:,\">\n\
          </head>\n<body>\n<header class=\"page-header\"><h1>Application Metrics</h1></header>\n\
          <main id=\"main\">\n<p class=\"access-message\" data-testid=\"access-message\" \
          role=\"alert\">{text}</p>\n</main>\n</body>\n</html>\n"
