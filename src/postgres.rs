@@ -1,13 +1,8 @@
-//! The facade's PostgreSQL store: pool, migrations, partitions, sink, the
-//! hourly partition-maintenance task and the rollup/retention scheduler.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The facade's PostgreSQL store: pool, migrations, partitions, sink, and
+//! metrics-pg's scheduler (rollups, partition maintenance, retention).
 
 use metrics_pg::deadpool_postgres::Pool;
 use metrics_pg::{PgMetricsQuery, PgSink, Scheduler, SchedulerConfig, SchedulerHandle};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::Error;
 
@@ -18,9 +13,6 @@ pub(crate) const DEFAULT_PG_MAX_BATCH: usize = 10_000;
 /// Connections in a pool built from a URL: the sink's COPY streams, partition
 /// maintenance, the rollup jobs and dashboard queries.
 const URL_POOL_SIZE: usize = 8;
-
-/// How often partitions are checked (cheap when they exist).
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 pub(crate) struct PgStore {
     source: Source,
@@ -71,10 +63,11 @@ impl PgStore {
             .build()?;
         // Dashboard queries share the pool (statement timeout 10 s each).
         let query = PgMetricsQuery::new(pool.clone(), &self.schema)?;
-        // Rollups every minute, retention daily at 02:00 UTC; an advisory lock
-        // makes sure that with N app instances each job runs once.
-        let scheduler = Scheduler::spawn(pool.clone(), &self.schema, SchedulerConfig::default())?;
-        let maintenance = Maintenance::spawn(pool, self.schema, scheduler);
+        // Rollups every minute, partitions hourly, retention daily at 02:00
+        // UTC; an advisory lock makes sure that with N app instances each job
+        // runs once.
+        let scheduler = Scheduler::spawn(pool, &self.schema, SchedulerConfig::default())?;
+        let maintenance = Maintenance::spawn(scheduler);
         Ok(Started {
             sink,
             query,
@@ -83,50 +76,19 @@ impl PgStore {
     }
 }
 
-/// The background work of the PostgreSQL store: the hourly partition
-/// maintenance task and the rollup/retention scheduler, both stopped by
-/// `stop()` between runs (never in the middle of one).
+/// The background work of the PostgreSQL store: metrics-pg's scheduler
+/// (rollups every minute, partition maintenance hourly, retention daily),
+/// stopped by `stop()` between runs.
 pub(crate) struct Maintenance {
-    stop: Arc<Notify>,
-    task: JoinHandle<()>,
     scheduler: SchedulerHandle,
 }
 
 impl Maintenance {
-    fn spawn(pool: Pool, schema: String, scheduler: SchedulerHandle) -> Self {
-        let stop = Arc::new(Notify::new());
-        let stopped = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stopped.notified() => return,
-                    () = tokio::time::sleep(MAINTENANCE_EVERY) => {}
-                }
-                if let Err(e) = run_once(&pool, &schema).await {
-                    tracing::warn!(error = %e, schema = %schema, "partition maintenance failed; will retry next hour");
-                }
-            }
-        });
-        Self {
-            stop,
-            task,
-            scheduler,
-        }
+    fn spawn(scheduler: SchedulerHandle) -> Self {
+        Self { scheduler }
     }
 
     pub(crate) async fn stop(self) {
-        // notify_one stores a permit, so a task that is mid-run stops at its
-        // next select instead of missing the signal.
-        self.stop.notify_one();
-        let _ = self.task.await;
         self.scheduler.stop().await;
     }
-}
-
-async fn run_once(pool: &Pool, schema: &str) -> Result<(), metrics_pg::Error> {
-    let mut client = pool.get().await.map_err(metrics_pg::Error::Pool)?;
-    let today = time::OffsetDateTime::now_utc().date();
-    let report = metrics_pg::maintain_partitions(&mut client, schema, today).await?;
-    tracing::debug!(?report, "partition maintenance done");
-    Ok(())
 }

@@ -260,7 +260,32 @@ pub(crate) async fn build_day(
         .map_err(|e| Error::db("reading a day's hourly rollups", e))?
     };
     let t1 = std::time::Instant::now();
-    for row in &rows {
+    merge_hourly_rows(&rows, kind, day, &mut merged)?;
+    let t2 = std::time::Instant::now();
+    let written = write_day(tx, schema, kind, from, merged).await?;
+    tracing::trace!(read = ?(t1 - t0), merge = ?(t2 - t1), write = ?t2.elapsed(), day, "built day phases");
+    let _ = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} (metric_type, day) VALUES ($1, $2) \
+                 ON CONFLICT (metric_type, day) DO UPDATE SET built_at = now()",
+                schema.qualify("rollup_days")
+            ),
+            &[&kind.metric_type(), &from],
+        )
+        .await
+        .map_err(|e| Error::db("recording a built day", e))?;
+    Ok(Some(written))
+}
+
+/// Merges hourly rollup rows of `day` into `merged`, by key.
+fn merge_hourly_rows(
+    rows: &[tokio_postgres::Row],
+    kind: Kind,
+    day: i64,
+    merged: &mut BTreeMap<Key, Acc>,
+) -> Result<(), Error> {
+    for row in rows {
         let key: Key = (row.get(0), row.get(1), row.get(2));
         let values: serde_json::Value = row.get(3);
         let latency: Option<&[u8]> = row.get(4);
@@ -278,19 +303,30 @@ pub(crate) async fn build_day(
                     None => LatencySketch::new(),
                 };
                 let s = PerformanceSummary::from_parts(sketch, v.status_code_distribution);
-                merge_into(&mut merged, key, Acc::Performance(s, users));
+                merge_into(merged, key, Acc::Performance(s, users));
             }
             Kind::Usage => {
                 let v: UsageValues =
                     serde_json::from_value(values).map_err(|e| corrupt(day, &key, e))?;
                 let event_type = key.2.as_deref().filter(|t| *t != ALL);
                 let s = UsageSummary::from_parts(&v, event_type, users);
-                merge_into(&mut merged, key, Acc::Usage(s));
+                merge_into(merged, key, Acc::Usage(s));
             }
         }
     }
 
-    let t2 = std::time::Instant::now();
+    Ok(())
+}
+
+/// Replaces the daily rollup rows of `kind` for the day starting at `from`
+/// with `merged`; the number of rows written.
+async fn write_day(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    kind: Kind,
+    from: SystemTime,
+    merged: BTreeMap<Key, Acc>,
+) -> Result<u64, Error> {
     let n = merged.len();
     let (mut endpoints, mut methods, mut types) = (
         Vec::with_capacity(n),
@@ -331,7 +367,7 @@ pub(crate) async fn build_day(
         )
         .await
         .map_err(|e| Error::db("deleting a day's daily rollups", e))?;
-    let written = if n == 0 {
+    Ok(if n == 0 {
         0
     } else {
         tx.execute(
@@ -356,20 +392,7 @@ pub(crate) async fn build_day(
         )
         .await
         .map_err(|e| Error::db("writing daily rollups", e))?
-    };
-    tracing::trace!(read = ?(t1 - t0), merge = ?(t2 - t1), write = ?t2.elapsed(), day, "built day phases");
-    let _ = tx
-        .execute(
-            &format!(
-                "INSERT INTO {} (metric_type, day) VALUES ($1, $2) \
-                 ON CONFLICT (metric_type, day) DO UPDATE SET built_at = now()",
-                schema.qualify("rollup_days")
-            ),
-            &[&kind.metric_type(), &from],
-        )
-        .await
-        .map_err(|e| Error::db("recording a built day", e))?;
-    Ok(Some(written))
+    })
 }
 
 /// Deletes the daily rows and `rollup_days` rows of every day that has an

@@ -15,10 +15,12 @@
 //!
 //! # Upkeep / background work
 //!
-//! Nothing here spawns a task. The collector (metrics-core) calls
-//! [`PgSink`]; whoever owns the application (the `app-metrics` facade, or you)
-//! runs [`migrate`] once at start-up and [`maintain_partitions`] at least
-//! daily (hourly is cheap: it is a no-op when the partitions exist).
+//! Nothing here spawns a task unless asked. The collector (metrics-core)
+//! calls [`PgSink`]; whoever owns the application (the `app-metrics` facade,
+//! or you) runs [`migrate`] and [`maintain_partitions`] once at start-up,
+//! then either starts the [`Scheduler`] (rollups every minute, partition
+//! maintenance hourly, retention daily) or runs the `metrics-aggregate`
+//! binary from cron.
 //!
 //! # Example
 //!
@@ -38,6 +40,8 @@
 //! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// A function over `too-many-lines-threshold` (clippy.toml) does several things.
+#![warn(clippy::too_many_lines)]
 
 mod conn;
 mod copy_out;

@@ -139,6 +139,16 @@ impl Default for RollupOptions {
 // ===== impl RollupJob =====
 
 impl RollupJob {
+    /// The pool the job runs on.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The schema the job rolls up.
+    pub(crate) fn schema_name(&self) -> &SchemaName {
+        &self.schema
+    }
+
     /// How long after an hour ends it counts as closed (rows still in the
     /// collector's queue or batches being retried get this long to land).
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);

@@ -1,5 +1,6 @@
-//! The in-process scheduler: the rollup every minute and retention daily at
-//! 02:00 UTC, in one task the application starts and stops.
+//! The in-process scheduler: the rollup every minute, partition maintenance
+//! every hour and retention daily at 02:00 UTC, in one task the application
+//! starts and stops.
 //!
 //! Every app instance may run a scheduler: each job run first try-locks its
 //! Postgres advisory lock, so with N instances each minute's rollup is done
@@ -15,9 +16,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::conn;
 use crate::error::Error;
 use crate::governance::Governance;
-use crate::job::JobReport;
+use crate::job::{JOB_ACQUIRE_TIMEOUT, JobReport};
 use crate::retention::RetentionJob;
 use crate::rollup::RollupJob;
 
@@ -50,6 +52,14 @@ pub struct SchedulerConfig {
     pub rollup_retention: Duration,
     /// Record-count thresholds (default 800,000 / 1,000,000).
     pub governance: Governance,
+    /// Interval of partition maintenance ([`maintain_partitions`] for the
+    /// day of the jobs' clock; default 1 hour, cheap when the partitions
+    /// exist). The first run is one interval after the start: run
+    /// [`maintain_partitions`] once before serving, as [`migrate`] is.
+    ///
+    /// [`maintain_partitions`]: crate::maintain_partitions
+    /// [`migrate`]: crate::migrate
+    pub partitions_every: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -61,6 +71,7 @@ impl Default for SchedulerConfig {
             raw_retention: RetentionJob::DEFAULT_RAW_RETENTION,
             rollup_retention: RetentionJob::DEFAULT_ROLLUP_RETENTION,
             governance: Governance::default(),
+            partitions_every: Duration::from_secs(3600),
         }
     }
 }
@@ -124,14 +135,12 @@ impl Scheduler {
     ) -> SchedulerHandle {
         let stop = Arc::new(Notify::new());
         let (tx, reports) = watch::channel(None);
-        let task = tokio::spawn(run(
-            rollup,
-            retention,
-            config.rollup_every.max(Duration::from_millis(1)),
-            config.retention_at_utc,
-            Arc::clone(&stop),
-            tx,
-        ));
+        let cadence = Cadence {
+            rollup_every: config.rollup_every.max(Duration::from_millis(1)),
+            retention_at: config.retention_at_utc,
+            partitions_every: config.partitions_every.max(Duration::from_millis(1)),
+        };
+        let task = tokio::spawn(run(rollup, retention, cadence, Arc::clone(&stop), tx));
         SchedulerHandle {
             stop,
             task,
@@ -158,47 +167,91 @@ impl SchedulerHandle {
     }
 }
 
+/// When each job runs.
+#[derive(Debug, Clone, Copy)]
+struct Cadence {
+    rollup_every: Duration,
+    retention_at: Duration,
+    partitions_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Rollup,
+    Retention,
+    Partitions,
+}
+
 async fn run(
     rollup: RollupJob,
     retention: RetentionJob,
-    rollup_every: Duration,
-    retention_at: Duration,
+    cadence: Cadence,
     stop: Arc<Notify>,
     reports: watch::Sender<Option<JobReport>>,
 ) {
-    let mut tick = tokio::time::interval(rollup_every);
+    let mut tick = tokio::time::interval(cadence.rollup_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut partitions = tokio::time::interval_at(
+        tokio::time::Instant::now() + cadence.partitions_every,
+        cadence.partitions_every,
+    );
+    partitions.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_retention =
-        tokio::time::Instant::now() + until_next_daily(retention.now(), retention_at);
+        tokio::time::Instant::now() + until_next_daily(retention.now(), cadence.retention_at);
     loop {
-        let is_retention = tokio::select! {
+        let job = tokio::select! {
             biased;
             () = stop.notified() => return,
-            () = tokio::time::sleep_until(next_retention) => true,
-            _ = tick.tick() => false,
+            () = tokio::time::sleep_until(next_retention) => Job::Retention,
+            _ = partitions.tick() => Job::Partitions,
+            _ = tick.tick() => Job::Rollup,
         };
         let result = tokio::select! {
             biased;
             () = stop.notified() => return,
             r = async {
-                if is_retention { retention.run_once().await } else { rollup.run_once().await }
+                match job {
+                    Job::Retention => retention.run_once().await.map(Some),
+                    Job::Rollup => rollup.run_once().await.map(Some),
+                    Job::Partitions => maintain_partitions_now(&rollup, &retention).await.map(|()| None),
+                }
             } => r,
         };
-        if is_retention {
-            next_retention =
-                tokio::time::Instant::now() + until_next_daily(retention.now(), retention_at);
+        if job == Job::Retention {
+            next_retention = tokio::time::Instant::now()
+                + until_next_daily(retention.now(), cadence.retention_at);
         }
         match result {
-            Ok(report) => {
+            Ok(Some(report)) => {
                 let _ = reports.send(Some(report));
             }
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 error = %e,
-                job = if is_retention { "retention" } else { "rollup" },
+                job = match job {
+                    Job::Retention => "retention",
+                    Job::Rollup => "rollup",
+                    Job::Partitions => "partitions",
+                },
                 "metrics job failed; it runs again at its next slot"
             ),
         }
     }
+}
+
+/// Partition maintenance for the day of the retention job's clock, on a
+/// connection of the rollup job's pool.
+async fn maintain_partitions_now(
+    rollup: &RollupJob,
+    retention: &RetentionJob,
+) -> Result<(), Error> {
+    let mut client = conn::acquire(rollup.pool(), JOB_ACQUIRE_TIMEOUT).await?;
+    let today = time::OffsetDateTime::from(retention.now()).date();
+    let report =
+        crate::partition::maintain_partitions(&mut client, rollup.schema_name().as_str(), today)
+            .await?;
+    tracing::debug!(?report, "partition maintenance done");
+    Ok(())
 }
 
 /// Time from `now` until the next `at` (time of day, UTC); a full day when

@@ -428,3 +428,34 @@ async fn five_minute_and_daily_rollups_expire_with_their_hours() {
         (Some((DAY0 + 2 * HOUR) as i64), 576 - 24)
     );
 }
+
+#[tokio::test]
+async fn the_scheduler_maintains_partitions_for_the_day_of_the_jobs_clock() {
+    let (db, schema, client) = setup().await;
+    // Days 1..=9 have partitions; the clock reads day 10, so maintenance
+    // creates days 10 (and 9, kept) to 13.
+    assert!(!partitions(&client, &schema).await.contains(&pname(13)));
+    let rollup = RollupJob::new(pool(&db), &schema)
+        .unwrap()
+        .clock(Clock::fixed(t(NOW)));
+    let mut config = SchedulerConfig::default();
+    config.rollup_every = Duration::from_secs(3600);
+    config.partitions_every = Duration::from_millis(100);
+    let handle = Scheduler::spawn_jobs(rollup, retention(&db, &schema), &config);
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let names = partitions(&client, &schema).await;
+            if names.contains(&pname(13)) {
+                return names;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("partitions within a minute");
+    handle.stop().await;
+    for n in 10..=13 {
+        assert!(found.contains(&pname(n)), "{n}: {found:?}");
+    }
+    assert!(!found.contains(&pname(14)), "{found:?}");
+}
