@@ -21,7 +21,8 @@ use crate::tables::{
     REQUEST_COLUMNS, REQUEST_TYPES, USAGE_COLUMNS, USAGE_TYPES, request_is_valid, usage_is_valid,
 };
 
-/// Writes batches of [`RequestRecord`]s and [`UsageEvent`]s to PostgreSQL:
+/// Writes batches of [`RequestRecord`](metrics_core::RequestRecord)s and
+/// [`UsageEvent`](metrics_core::UsageEvent)s to PostgreSQL:
 /// one binary `COPY ... FROM STDIN` per table and chunk, each chunk in its own
 /// transaction on a pooled connection.
 ///

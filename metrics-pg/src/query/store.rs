@@ -16,7 +16,7 @@ use crate::conn;
 use crate::error::{Error, pg_error_is_retryable};
 use crate::schema::SchemaName;
 
-/// The dashboard queries ([`MetricsQuery`]) over the tables of a
+/// The dashboard queries ([`MetricsQuery`](metrics_core::query::MetricsQuery)) over the tables of a
 /// [`PgSink`](crate::PgSink) and its [`RollupJob`](crate::RollupJob): closed,
 /// rolled-up hours come from the rollups (merged sketches; whole days from
 /// the daily rollups), everything else from raw rows, never both. The module
