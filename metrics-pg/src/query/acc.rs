@@ -1,6 +1,7 @@
 //! The accumulator of request counts, errors and latencies of one key.
 
 use metrics_core::aggregate::LatencySketch;
+use metrics_core::query::PerformancePoint;
 
 use super::decode::ratio;
 
@@ -25,5 +26,18 @@ impl PerfAcc {
 
     pub(super) fn error_rate(&self) -> f64 {
         ratio(self.errors, self.count)
+    }
+
+    /// The time-series point of these requests (zeros when there are none).
+    pub(super) fn point(&self) -> PerformancePoint {
+        PerformancePoint {
+            total_requests: self.count,
+            avg_response_time_ms: self.sketch.mean().unwrap_or(0.0),
+            p50_response_time_ms: self.quantile(0.5),
+            p95_response_time_ms: self.quantile(0.95),
+            p99_response_time_ms: self.quantile(0.99),
+            error_count: self.errors,
+            error_rate: self.error_rate(),
+        }
     }
 }

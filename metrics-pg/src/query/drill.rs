@@ -58,19 +58,6 @@ use crate::error::Error;
 use crate::tables::Kind;
 use crate::units::{HOUR, from_unix_secs};
 
-/// The point of a bucket's merged requests.
-fn point_of(acc: &PerfAcc) -> PerformancePoint {
-    PerformancePoint {
-        total_requests: acc.count,
-        avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
-        p50_response_time_ms: acc.quantile(0.5),
-        p95_response_time_ms: acc.quantile(0.95),
-        p99_response_time_ms: acc.quantile(0.99),
-        error_count: acc.errors,
-        error_rate: acc.error_rate(),
-    }
-}
-
 /// The performance points `(bucket start, point)` of a filtered series over
 /// the whole buckets `[first, end)` of `width` seconds (see the module
 /// docs for where each comes from).
@@ -168,7 +155,7 @@ pub(super) async fn filtered_series(
                     .merge(&decode_sketch(bytes, "aggregated_metrics", key)?);
             }
         }
-        points.push((hour, point_of(&acc)));
+        points.push((hour, acc.point()));
     }
     // Raw buckets: a raw span lies inside whole buckets (the plan cuts at
     // hours, buckets are 5 minutes or an hour), so each bucket is one row.
@@ -181,7 +168,7 @@ pub(super) async fn filtered_series(
         for v in row.get::<_, Vec<f64>>(3) {
             acc.sketch.add(v);
         }
-        points.push((row.get(0), point_of(&acc)));
+        points.push((row.get(0), acc.point()));
     }
     Ok(points)
 }

@@ -853,18 +853,7 @@ async fn time_series(
                 acc.errors += p.errors;
                 acc.sketch.merge(p.sketch_for(window, DEFAULT_EXACT_LIMIT));
             }
-            points.push((
-                bucket,
-                PerformancePoint {
-                    total_requests: acc.count,
-                    avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
-                    p50_response_time_ms: acc.quantile(0.5),
-                    p95_response_time_ms: acc.quantile(0.95),
-                    p99_response_time_ms: acc.quantile(0.99),
-                    error_count: acc.errors,
-                    error_rate: acc.error_rate(),
-                },
-            ));
+            points.push((bucket, acc.point()));
         }
         Ok(points)
     };
