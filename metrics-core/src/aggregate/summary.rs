@@ -80,10 +80,30 @@ pub struct UsageValues {
 /// let json = serde_json::to_value(&v).unwrap();
 /// assert_eq!(json["status_code_distribution"]["200"], 2);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// It is the one accumulator of request statistics: the in-memory store
+/// folds records into it, the PostgreSQL rollups fold raw rows into it and
+/// store its parts, and the PostgreSQL reports merge stored parts into it.
+/// A summary either tallies status codes (every constructor but
+/// [`without_status_codes`](Self::without_status_codes) and
+/// [`from_counts`](Self::from_counts)) or keeps only the request and error
+/// counts, which is all a report needs.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PerformanceSummary {
     latency: LatencySketch,
-    status: BTreeMap<u16, u64>,
+    count: u64,
+    errors: u64,
+    /// Requests per status code; `None` when not tallied. Invariant: when
+    /// present, it sums to `count` and its codes ≥ 400 sum to `errors`, so
+    /// a merge with an untallied summary drops it rather than keep a
+    /// partial distribution.
+    status: Option<BTreeMap<u16, u64>>,
+}
+
+impl Default for PerformanceSummary {
+    fn default() -> Self {
+        Self::with_sketch(LatencySketch::default())
+    }
 }
 
 /// Mergeable usage summary of one bucket or of a whole window.
@@ -117,16 +137,32 @@ pub struct UsageSummary {
 // ===== impl PerformanceSummary =====
 
 impl PerformanceSummary {
-    /// An empty summary with a default [`LatencySketch`].
+    /// An empty summary with a default [`LatencySketch`], tallying status
+    /// codes.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty summary around `sketch` (for a non-default exact limit).
+    /// An empty summary around `sketch` (for a non-default exact limit),
+    /// tallying status codes.
     pub fn with_sketch(sketch: LatencySketch) -> Self {
         Self {
             latency: sketch,
-            status: BTreeMap::new(),
+            count: 0,
+            errors: 0,
+            status: Some(BTreeMap::new()),
+        }
+    }
+
+    /// An empty summary around `sketch` that counts requests and errors but
+    /// keeps no per-status distribution (cheaper per request, for answers
+    /// that do not show it).
+    pub fn without_status_codes(sketch: LatencySketch) -> Self {
+        Self {
+            latency: sketch,
+            count: 0,
+            errors: 0,
+            status: None,
         }
     }
 
@@ -135,7 +171,21 @@ impl PerformanceSummary {
     pub fn from_parts(sketch: LatencySketch, status_code_distribution: BTreeMap<u16, u64>) -> Self {
         Self {
             latency: sketch,
-            status: status_code_distribution,
+            count: status_code_distribution.values().sum(),
+            errors: errors_of(&status_code_distribution),
+            status: Some(status_code_distribution),
+        }
+    }
+
+    /// Rebuilds a stored summary of which only the counts are known: the
+    /// decoded sketch, the number of requests and those with status ≥ 400
+    /// (no status distribution).
+    pub fn from_counts(sketch: LatencySketch, count: u64, error_count: u64) -> Self {
+        Self {
+            latency: sketch,
+            count,
+            errors: error_count,
+            status: None,
         }
     }
 
@@ -146,28 +196,57 @@ impl PerformanceSummary {
 
     /// Folds one request in from its columns (for streaming raw rows).
     /// Latencies that are not finite and non-negative still count in the
-    /// status distribution but not in the latency statistics.
+    /// request and status counts but not in the latency statistics.
+    #[inline]
     pub fn add_sample(&mut self, status: u16, response_time_ms: f64) {
         self.latency.add(response_time_ms);
-        *self.status.entry(status).or_insert(0) += 1;
+        self.count += 1;
+        self.errors += u64::from(status >= 400);
+        if let Some(codes) = &mut self.status {
+            *codes.entry(status).or_insert(0) += 1;
+        }
     }
 
-    /// Merges another bucket's summary in.
+    /// Merges another bucket's summary in. The status distribution is kept
+    /// only when both summaries tally it.
     pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.errors += other.errors;
         self.latency.merge(&other.latency);
-        for (&code, &n) in &other.status {
-            *self.status.entry(code).or_insert(0) += n;
+        match (&mut self.status, &other.status) {
+            (Some(codes), Some(theirs)) => {
+                for (&code, &n) in theirs {
+                    *codes.entry(code).or_insert(0) += n;
+                }
+            }
+            (Some(_), None) => self.status = None,
+            (None, _) => {}
         }
+    }
+
+    /// Merges in the parts of a stored summary without building one: its
+    /// request and error counts and its sketch. The status distribution,
+    /// unknown for those requests, is dropped.
+    pub fn merge_counts(&mut self, count: u64, error_count: u64, latency: &LatencySketch) {
+        self.count += count;
+        self.errors += error_count;
+        self.latency.merge(latency);
+        self.status = None;
     }
 
     /// Number of requests (including any with an unusable latency).
     pub fn count(&self) -> u64 {
-        self.status.values().sum()
+        self.count
     }
 
     /// Requests with status ≥ 400.
     pub fn error_count(&self) -> u64 {
-        self.status.range(400..).map(|(_, n)| n).sum()
+        self.errors
+    }
+
+    /// `error_count / count` (0 for no requests).
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.count)
     }
 
     /// The latency sketch (for quantiles with their error bounds, and for
@@ -176,30 +255,50 @@ impl PerformanceSummary {
         &self.latency
     }
 
-    /// Requests per status code.
-    pub fn status_code_distribution(&self) -> &BTreeMap<u16, u64> {
-        &self.status
+    /// The latency sketch, taken out (to store or cache it without a copy).
+    pub fn into_latency(self) -> LatencySketch {
+        self.latency
     }
 
-    /// The `aggregated_values` of this summary.
+    /// The `q` quantile of the latencies in milliseconds, `0` when there are
+    /// none (see [`LatencySketch::quantile`] for its error bound).
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.latency.quantile(q).map_or(0.0, |e| e.value)
+    }
+
+    /// Sorts the sketch's exact samples once, so that later quantiles and
+    /// [`LatencySketch::to_bytes`] do not each sort a copy.
+    pub fn sort_samples(&mut self) {
+        self.latency.sort_samples();
+    }
+
+    /// Requests per status code, when this summary tallies them.
+    pub fn status_code_distribution(&self) -> Option<&BTreeMap<u16, u64>> {
+        self.status.as_ref()
+    }
+
+    /// The `aggregated_values` of this summary (an empty
+    /// `status_code_distribution` when it tallies none).
     pub fn values(&self) -> PerformanceValues {
-        let count = self.count();
-        let error_count = self.error_count();
-        let q = |q: f64| self.latency.quantile(q).map_or(0.0, |e| e.value);
         PerformanceValues {
             avg: self.latency.mean().unwrap_or(0.0),
             min: self.latency.min().unwrap_or(0.0),
             max: self.latency.max().unwrap_or(0.0),
             sum: self.latency.sum(),
-            count,
-            p50: q(0.5),
-            p95: q(0.95),
-            p99: q(0.99),
-            error_count,
-            error_rate: ratio(error_count, count),
-            status_code_distribution: self.status.clone(),
+            count: self.count,
+            p50: self.quantile(0.5),
+            p95: self.quantile(0.95),
+            p99: self.quantile(0.99),
+            error_count: self.errors,
+            error_rate: self.error_rate(),
+            status_code_distribution: self.status.clone().unwrap_or_default(),
         }
     }
+}
+
+/// Requests with status ≥ 400 in a distribution (the API's error rule).
+fn errors_of(codes: &BTreeMap<u16, u64>) -> u64 {
+    codes.range(400..).map(|(_, n)| n).sum()
 }
 
 // ===== impl UsageSummary =====
@@ -422,6 +521,38 @@ mod tests {
         );
         a.merge(&b_back);
         assert_eq!(a.values(), all.values());
+    }
+
+    #[test]
+    fn a_summary_of_counts_answers_like_a_tallied_one_without_its_distribution() {
+        let mut tallied = PerformanceSummary::new();
+        let mut counted = PerformanceSummary::without_status_codes(LatencySketch::default());
+        for (status, ms) in [(200, 10.0), (404, 20.0), (503, 30.0), (200, f64::NAN)] {
+            tallied.add_sample(status, ms);
+            counted.add_sample(status, ms);
+        }
+        assert_eq!((counted.count(), counted.error_count()), (4, 2));
+        assert_eq!(counted.status_code_distribution(), None);
+        assert_eq!(tallied.status_code_distribution().unwrap()[&200], 2);
+        let (mut t, c) = (tallied.values(), counted.values());
+        assert!(c.status_code_distribution.is_empty());
+        t.status_code_distribution.clear();
+        assert_eq!(t, c);
+
+        // Stored counts merge in without a copy of their sketch; the merged
+        // distribution would be partial, so it is dropped.
+        let stored = PerformanceSummary::from_counts(tallied.latency().clone(), 4, 2);
+        let mut merged = tallied.clone();
+        merged.merge(&stored);
+        assert_eq!((merged.count(), merged.error_count()), (8, 4));
+        assert_eq!(merged.status_code_distribution(), None);
+        let mut by_parts = PerformanceSummary::without_status_codes(LatencySketch::default());
+        by_parts.merge_counts(4, 2, tallied.latency());
+        by_parts.merge_counts(4, 2, stored.latency());
+        assert_eq!(by_parts, merged);
+        assert!((merged.error_rate() - 0.5).abs() < 1e-12);
+        assert_eq!(merged.quantile(0.5), 20.0);
+        assert_eq!(PerformanceSummary::new().quantile(0.5), 0.0);
     }
 
     #[test]

@@ -410,6 +410,7 @@ pub const PAGE_VIEW: &str = "page_view";
 
 /// Answer of [`MetricsQuery::performance`]: `{"metrics": {..}, "endpoints": [..]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PerformanceReport {
     /// Summary over every request in the range.
     pub metrics: PerformanceMetrics,
@@ -417,9 +418,18 @@ pub struct PerformanceReport {
     pub endpoints: Vec<EndpointMetrics>,
 }
 
+impl PerformanceReport {
+    /// The report of `metrics` and the `endpoints` table (sorted by the
+    /// caller, see [`sort_slowest_first`]).
+    pub fn new(metrics: PerformanceMetrics, endpoints: Vec<EndpointMetrics>) -> Self {
+        Self { metrics, endpoints }
+    }
+}
+
 /// The `metrics` object of the performance report. Times in milliseconds;
 /// all zero for an empty range.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PerformanceMetrics {
     /// Number of requests.
     pub total_requests: u64,
@@ -440,14 +450,13 @@ pub struct PerformanceMetrics {
 impl PerformanceMetrics {
     /// The metrics of a summary, with `active_users` distinct users.
     pub fn from_summary(summary: &PerformanceSummary, active_users: u64) -> Self {
-        let v = summary.values();
         Self {
-            total_requests: v.count,
-            avg_response_time_ms: v.avg,
-            p50_response_time_ms: v.p50,
-            p95_response_time_ms: v.p95,
-            p99_response_time_ms: v.p99,
-            error_rate: v.error_rate,
+            total_requests: summary.count(),
+            avg_response_time_ms: summary.latency().mean().unwrap_or(0.0),
+            p50_response_time_ms: summary.quantile(0.5),
+            p95_response_time_ms: summary.quantile(0.95),
+            p99_response_time_ms: summary.quantile(0.99),
+            error_rate: summary.error_rate(),
             active_users,
         }
     }
@@ -455,6 +464,7 @@ impl PerformanceMetrics {
 
 /// One row of the performance report's `endpoints` table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EndpointMetrics {
     /// Route template.
     pub endpoint: String,
@@ -483,17 +493,16 @@ impl EndpointMetrics {
         method: impl Into<String>,
         summary: &PerformanceSummary,
     ) -> Self {
-        let v = summary.values();
         Self {
             endpoint: endpoint.into(),
             method: method.into(),
-            request_count: v.count,
-            error_count: v.error_count,
-            error_rate: v.error_rate,
-            avg_response_time_ms: v.avg,
-            p50_response_time_ms: v.p50,
-            p95_response_time_ms: v.p95,
-            p99_response_time_ms: v.p99,
+            request_count: summary.count(),
+            error_count: summary.error_count(),
+            error_rate: summary.error_rate(),
+            avg_response_time_ms: summary.latency().mean().unwrap_or(0.0),
+            p50_response_time_ms: summary.quantile(0.5),
+            p95_response_time_ms: summary.quantile(0.95),
+            p99_response_time_ms: summary.quantile(0.99),
         }
     }
 }
@@ -514,6 +523,7 @@ pub fn sort_slowest_first(endpoints: &mut [EndpointMetrics]) {
 
 /// Answer of [`MetricsQuery::usage`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UsageReport {
     /// Totals and users.
     pub metrics: UsageMetrics,
@@ -524,8 +534,24 @@ pub struct UsageReport {
     pub page_views: BTreeMap<String, u64>,
 }
 
+impl UsageReport {
+    /// The report of `metrics`, events per type and page views per page.
+    pub fn new(
+        metrics: UsageMetrics,
+        event_distribution: BTreeMap<String, u64>,
+        page_views: BTreeMap<String, u64>,
+    ) -> Self {
+        Self {
+            metrics,
+            event_distribution,
+            page_views,
+        }
+    }
+}
+
 /// The `metrics` object of the usage report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UsageMetrics {
     /// Number of usage events.
     pub total_events: u64,
@@ -535,6 +561,24 @@ pub struct UsageMetrics {
     pub active_users: u64,
     /// Distinct users over requests and events in the current UTC hour.
     pub active_users_current_hour: u64,
+}
+
+impl UsageMetrics {
+    /// The usage totals: events, their distinct users, and the distinct
+    /// users over requests and events in the range and in the current hour.
+    pub fn new(
+        total_events: u64,
+        unique_users: u64,
+        active_users: u64,
+        active_users_current_hour: u64,
+    ) -> Self {
+        Self {
+            total_events,
+            unique_users,
+            active_users,
+            active_users_current_hour,
+        }
+    }
 }
 
 /// Answer of [`MetricsQuery::time_series`]: `{"data_points": [..]}`.
@@ -547,14 +591,23 @@ pub struct UsageMetrics {
 /// zeros (a chart's x axis stays continuous); a range without any data
 /// answers an empty list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TimeSeries {
     /// Buckets, ascending.
     pub data_points: Vec<DataPoint>,
 }
 
+impl TimeSeries {
+    /// The series of `data_points` (ascending by bucket start).
+    pub fn new(data_points: Vec<DataPoint>) -> Self {
+        Self { data_points }
+    }
+}
+
 /// One bucket of a time series: its start and the fields of the series
 /// asked for (`both` carries both sets, flattened into one object).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DataPoint {
     /// Bucket start, UTC, RFC 3339 (`2024-06-01T10:05:00Z`).
     #[serde(with = "rfc3339")]
@@ -567,8 +620,25 @@ pub struct DataPoint {
     pub usage: Option<UsagePoint>,
 }
 
+impl DataPoint {
+    /// The bucket starting at `timestamp`, with the request fields, the
+    /// usage fields, or both.
+    pub fn new(
+        timestamp: SystemTime,
+        performance: Option<PerformancePoint>,
+        usage: Option<UsagePoint>,
+    ) -> Self {
+        Self {
+            timestamp,
+            performance,
+            usage,
+        }
+    }
+}
+
 /// Request fields of a time-series bucket (all zero when it is empty).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PerformancePoint {
     /// Requests in the bucket.
     pub total_requests: u64,
@@ -589,21 +659,21 @@ pub struct PerformancePoint {
 impl PerformancePoint {
     /// The point of a bucket's summary.
     pub fn from_summary(summary: &PerformanceSummary) -> Self {
-        let v = summary.values();
         Self {
-            total_requests: v.count,
-            avg_response_time_ms: v.avg,
-            p50_response_time_ms: v.p50,
-            p95_response_time_ms: v.p95,
-            p99_response_time_ms: v.p99,
-            error_count: v.error_count,
-            error_rate: v.error_rate,
+            total_requests: summary.count(),
+            avg_response_time_ms: summary.latency().mean().unwrap_or(0.0),
+            p50_response_time_ms: summary.quantile(0.5),
+            p95_response_time_ms: summary.quantile(0.95),
+            p99_response_time_ms: summary.quantile(0.99),
+            error_count: summary.error_count(),
+            error_rate: summary.error_rate(),
         }
     }
 }
 
 /// Usage fields of a time-series bucket.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UsagePoint {
     /// Usage events in the bucket.
     pub total_events: u64,
@@ -611,8 +681,19 @@ pub struct UsagePoint {
     pub unique_users: u64,
 }
 
+impl UsagePoint {
+    /// A bucket's event count and distinct users.
+    pub fn new(total_events: u64, unique_users: u64) -> Self {
+        Self {
+            total_events,
+            unique_users,
+        }
+    }
+}
+
 /// Answer of [`MetricsQuery::slowest_requests`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlowRequests {
     /// The slowest requests, in [`sort_slowest_requests`] order.
     pub requests: Vec<SlowRequest>,
@@ -621,8 +702,20 @@ pub struct SlowRequests {
     pub status_codes: BTreeMap<u16, u64>,
 }
 
+impl SlowRequests {
+    /// The slowest `requests` (sorted by the caller, see
+    /// [`sort_slowest_requests`]) and the window's requests per status code.
+    pub fn new(requests: Vec<SlowRequest>, status_codes: BTreeMap<u16, u64>) -> Self {
+        Self {
+            requests,
+            status_codes,
+        }
+    }
+}
+
 /// One raw request of [`SlowRequests`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlowRequest {
     /// When the request started, UTC, at microsecond precision (what
     /// PostgreSQL stores; the memory store truncates to it too).
@@ -639,6 +732,28 @@ pub struct SlowRequest {
     /// The request's correlation id (`X-Correlation-ID`), to find it in the
     /// logs.
     pub correlation_id: Option<String>,
+}
+
+impl SlowRequest {
+    /// One raw request: when it started, its method, status, response time
+    /// in milliseconds, user and correlation id.
+    pub fn new(
+        timestamp: SystemTime,
+        method: impl Into<String>,
+        status_code: u16,
+        response_time_ms: f64,
+        user_id: Option<String>,
+        correlation_id: Option<String>,
+    ) -> Self {
+        Self {
+            timestamp,
+            method: method.into(),
+            status_code,
+            response_time_ms,
+            user_id,
+            correlation_id,
+        }
+    }
 }
 
 /// Sorts requests slowest first: highest `response_time_ms`, ties newest

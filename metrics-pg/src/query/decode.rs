@@ -4,12 +4,32 @@
 use std::time::SystemTime;
 
 use metrics_core::aggregate::{DistinctUsers, LatencySketch};
+use metrics_core::query::PerformancePoint;
 
 use crate::error::Error;
 use crate::units::from_unix_secs;
 
 pub(super) fn times(secs: &[i64]) -> Vec<SystemTime> {
     secs.iter().map(|&s| from_unix_secs(s)).collect()
+}
+
+/// A stored rollup row's time-series point, `(bucket start, point)`, from
+/// the columns `bucket, count, error_count, avg, p50, p95, p99`.
+pub(super) fn stored_point(r: &tokio_postgres::Row) -> (i64, PerformancePoint) {
+    let count = to_u64(r.get(1));
+    let errors = to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0));
+    let f = |i: usize| r.get::<_, Option<f64>>(i).unwrap_or(0.0);
+    // The row stores the point's values already; a summary would have to
+    // decode the sketch to compute them again.
+    let mut point = PerformancePoint::default();
+    point.total_requests = count;
+    point.avg_response_time_ms = f(3);
+    point.p50_response_time_ms = f(4);
+    point.p95_response_time_ms = f(5);
+    point.p99_response_time_ms = f(6);
+    point.error_count = errors;
+    point.error_rate = ratio(errors, count);
+    (r.get(0), point)
 }
 
 pub(super) fn decode_sketch(

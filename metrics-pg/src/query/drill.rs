@@ -42,14 +42,13 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use futures_util::future::{try_join, try_join_all};
-use metrics_core::aggregate::LatencySketch;
+use metrics_core::aggregate::{LatencySketch, PerformanceSummary};
 use metrics_core::query::{
     PerformancePoint, SlowRequest, SlowRequests, SlowRequestsQuery, TimeSeriesQuery,
 };
 use tokio_postgres::types::ToSql;
 
-use super::acc::PerfAcc;
-use super::decode::{decode_sketch, ratio, times, to_u64};
+use super::decode::{decode_sketch, stored_point, times, to_u64};
 use super::plan::{Plan, Rolled};
 use super::rolled::plan;
 use super::sql::prepare;
@@ -128,47 +127,33 @@ pub(super) async fn filtered_series(
     }
     for (hour, rows) in by_hour {
         if let [row] = rows.as_slice() {
-            let count = to_u64(row.get(1));
-            let errors = to_u64(row.get::<_, Option<i64>>(2).unwrap_or(0));
-            let f = |i: usize| row.get::<_, Option<f64>>(i).unwrap_or(0.0);
-            points.push((
-                hour,
-                PerformancePoint {
-                    total_requests: count,
-                    avg_response_time_ms: f(3),
-                    p50_response_time_ms: f(4),
-                    p95_response_time_ms: f(5),
-                    p99_response_time_ms: f(6),
-                    error_count: errors,
-                    error_rate: ratio(errors, count),
-                },
-            ));
+            points.push((hour, stored_point(row).1));
             continue;
         }
-        let mut acc = PerfAcc::default();
+        let mut acc = PerformanceSummary::default();
         for row in rows {
-            acc.count += to_u64(row.get(1));
-            acc.errors += to_u64(row.get::<_, Option<i64>>(2).unwrap_or(0));
-            if let Some(bytes) = row.get::<_, Option<&[u8]>>(7) {
-                let key = query.endpoint.as_deref().unwrap_or("*");
-                acc.sketch
-                    .merge(&decode_sketch(bytes, "aggregated_metrics", key)?);
-            }
+            let count = to_u64(row.get(1));
+            let errors = to_u64(row.get::<_, Option<i64>>(2).unwrap_or(0));
+            let sketch = match row.get::<_, Option<&[u8]>>(7) {
+                Some(bytes) => {
+                    let key = query.endpoint.as_deref().unwrap_or("*");
+                    decode_sketch(bytes, "aggregated_metrics", key)?
+                }
+                None => LatencySketch::new(),
+            };
+            acc.merge_counts(count, errors, &sketch);
         }
-        points.push((hour, acc.point()));
+        points.push((hour, PerformancePoint::from_summary(&acc)));
     }
     // Raw buckets: a raw span lies inside whole buckets (the plan cuts at
     // hours, buckets are 5 minutes or an hour), so each bucket is one row.
     for row in raw_rows.iter().flatten() {
-        let mut acc = PerfAcc {
-            count: to_u64(row.get(1)),
-            errors: to_u64(row.get(2)),
-            sketch: LatencySketch::new(),
-        };
+        let mut sketch = LatencySketch::new();
         for v in row.get::<_, Vec<f64>>(3) {
-            acc.sketch.add(v);
+            sketch.add(v);
         }
-        points.push((row.get(0), acc.point()));
+        let acc = PerformanceSummary::from_counts(sketch, to_u64(row.get(1)), to_u64(row.get(2)));
+        points.push((row.get(0), PerformancePoint::from_summary(&acc)));
     }
     Ok(points)
 }
@@ -227,17 +212,16 @@ pub(super) async fn slowest_requests(
     let (rows, status_codes) = try_join(top, statuses).await?;
     let requests = rows
         .iter()
-        .map(|row| SlowRequest {
-            timestamp: row.get(0),
-            method: row.get(1),
-            status_code: u16::try_from(row.get::<_, i32>(2)).unwrap_or(0),
-            response_time_ms: row.get(3),
-            user_id: row.get(4),
-            correlation_id: row.get(5),
+        .map(|row| {
+            SlowRequest::new(
+                row.get(0),
+                row.get::<_, String>(1),
+                u16::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            )
         })
         .collect();
-    Ok(SlowRequests {
-        requests,
-        status_codes,
-    })
+    Ok(SlowRequests::new(requests, status_codes))
 }

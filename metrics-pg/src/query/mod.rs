@@ -128,7 +128,6 @@ macro_rules! beside {
     }};
 }
 
-mod acc;
 mod cache;
 mod decode;
 mod drill;
@@ -141,8 +140,7 @@ mod store;
 
 pub use self::store::PgMetricsQuery;
 
-use self::acc::PerfAcc;
-use self::decode::{decode_sketch, decode_users, merge_users, ratio, times, to_u64};
+use self::decode::{decode_sketch, decode_users, merge_users, stored_point, times, to_u64};
 use self::rolled::{plan, series_plan};
 use self::sql::{Sql, prepare, prepare_all};
 
@@ -153,7 +151,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use metrics_core::aggregate::{
-    DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, Resolution, TimeRange,
+    DEFAULT_EXACT_LIMIT, DistinctUsers, LatencySketch, PerformanceSummary, Resolution, TimeRange,
 };
 use metrics_core::query::{
     DataPoint, EndpointMetrics, MetricsQuery, PAGE_VIEW, PerformanceMetrics, PerformancePoint,
@@ -224,7 +222,7 @@ impl MetricsQuery for PgMetricsQuery {
 struct RawGroup {
     endpoint: String,
     method: String,
-    acc: PerfAcc,
+    acc: PerformanceSummary,
 }
 
 /// The raw requests of `plan.raw`, per (endpoint, method) (only `endpoint`
@@ -246,14 +244,11 @@ async fn raw_requests(
     let mut groups = Vec::new();
     let mut users = DistinctUsers::new();
     for row in results.iter().flatten() {
-        let mut acc = PerfAcc {
-            count: to_u64(row.get(2)),
-            errors: to_u64(row.get(3)),
-            sketch: LatencySketch::new(),
-        };
+        let mut sketch = LatencySketch::new();
         for v in row.get::<_, Vec<f64>>(4) {
-            acc.sketch.add(v);
+            sketch.add(v);
         }
+        let acc = PerformanceSummary::from_counts(sketch, to_u64(row.get(2)), to_u64(row.get(3)));
         for u in row.get::<_, Option<Vec<&str>>>(5).into_iter().flatten() {
             users.add(u);
         }
@@ -301,34 +296,14 @@ async fn performance(
     };
     let mut endpoints: Vec<EndpointMetrics> = keys
         .into_iter()
-        .map(|((endpoint, method), acc)| EndpointMetrics {
-            endpoint,
-            method,
-            request_count: acc.count,
-            error_count: acc.errors,
-            error_rate: acc.error_rate(),
-            avg_response_time_ms: acc.sketch.mean().unwrap_or(0.0),
-            p50_response_time_ms: acc.quantile(0.5),
-            p95_response_time_ms: acc.quantile(0.95),
-            p99_response_time_ms: acc.quantile(0.99),
-        })
+        .map(|((endpoint, method), acc)| EndpointMetrics::from_summary(endpoint, method, &acc))
         .collect();
     sort_slowest_first(&mut endpoints);
-    Ok(PerformanceReport {
-        metrics: PerformanceMetrics {
-            total_requests: total.count,
-            avg_response_time_ms: total.sketch.mean().unwrap_or(0.0),
-            p50_response_time_ms: total.quantile(0.5),
-            p95_response_time_ms: total.quantile(0.95),
-            p99_response_time_ms: total.quantile(0.99),
-            error_rate: total.error_rate(),
-            active_users: users.estimate().value,
-        },
-        endpoints,
-    })
+    let metrics = PerformanceMetrics::from_summary(&total, users.estimate().value);
+    Ok(PerformanceReport::new(metrics, endpoints))
 }
 
-type KeyMap = BTreeMap<(String, String), PerfAcc>;
+type KeyMap = BTreeMap<(String, String), PerformanceSummary>;
 
 /// The cache key of a rolled bucket at its current version.
 fn bucket_key(rolled: &Rolled, table: Table, start: i64) -> BucketKey {
@@ -548,7 +523,7 @@ fn merge_performance(
     buckets: &[Arc<PerfBucket>],
     raw: &[RawGroup],
     users: &mut DistinctUsers,
-) -> (PerfAcc, KeyMap) {
+) -> (PerformanceSummary, KeyMap) {
     let mut window: HashMap<(&str, &str), u64> = HashMap::new();
     let mut window_all = 0u64;
     for b in buckets {
@@ -558,25 +533,22 @@ fn merge_performance(
         window_all += b.all.as_ref().map_or(0, |p| p.count);
     }
     for g in raw {
-        *window.entry((&g.endpoint, &g.method)).or_insert(0) += g.acc.count;
-        window_all += g.acc.count;
+        *window.entry((&g.endpoint, &g.method)).or_insert(0) += g.acc.count();
+        window_all += g.acc.count();
     }
     let limit = DEFAULT_EXACT_LIMIT;
-    let mut acc: HashMap<(&str, &str), PerfAcc> = HashMap::new();
-    let mut total = PerfAcc::default();
+    let mut acc: HashMap<(&str, &str), PerformanceSummary> = HashMap::new();
+    let mut total = PerformanceSummary::default();
     for b in buckets {
         for p in &b.parts {
             let key = (p.endpoint.as_str(), p.method.as_str());
             let n = window.get(&key).copied().unwrap_or(0);
-            let a = acc.entry(key).or_default();
-            a.count += p.count;
-            a.errors += p.errors;
-            a.sketch.merge(p.sketch_for(n, limit));
+            acc.entry(key)
+                .or_default()
+                .merge_counts(p.count, p.errors, p.sketch_for(n, limit));
         }
         if let Some(p) = &b.all {
-            total.count += p.count;
-            total.errors += p.errors;
-            total.sketch.merge(p.sketch_for(window_all, limit));
+            total.merge_counts(p.count, p.errors, p.sketch_for(window_all, limit));
         }
         if let Some(u) = &b.users {
             users.merge(u);
@@ -617,16 +589,12 @@ async fn filtered_rollups(
     for row in &rows {
         let e: &str = row.get(0);
         let m: &str = row.get(1);
-        let mut acc = PerfAcc {
-            count: to_u64(row.get(2)),
-            errors: to_u64(row.get(3)),
-            sketch: LatencySketch::new(),
-        };
+        let mut sketch = LatencySketch::new();
         let sketches: Vec<Option<&[u8]>> = row.get(4);
         for bytes in sketches.into_iter().flatten() {
-            acc.sketch
-                .merge(&decode_sketch(bytes, "aggregated_metrics", e)?);
+            sketch.merge(&decode_sketch(bytes, "aggregated_metrics", e)?);
         }
+        let acc = PerformanceSummary::from_counts(sketch, to_u64(row.get(2)), to_u64(row.get(3)));
         merge_users(&mut users, row.get(5), e)?;
         let _ = keys.insert((e.to_owned(), m.to_owned()), acc);
     }
@@ -634,13 +602,13 @@ async fn filtered_rollups(
 }
 
 /// One route's rolled keys plus its raw groups; the summary is their merge.
-fn merge_filtered(mut keys: KeyMap, raw: Vec<RawGroup>) -> (PerfAcc, KeyMap) {
+fn merge_filtered(mut keys: KeyMap, raw: Vec<RawGroup>) -> (PerformanceSummary, KeyMap) {
     for g in raw {
         keys.entry((g.endpoint, g.method))
             .or_default()
             .merge(&g.acc);
     }
-    let mut total = PerfAcc::default();
+    let mut total = PerformanceSummary::default();
     for acc in keys.values() {
         total.merge(acc);
     }
@@ -778,12 +746,12 @@ async fn usage(
         }
     }
 
-    report.metrics = UsageMetrics {
-        total_events: total,
-        unique_users: unique.estimate().value,
-        active_users: active.estimate().value,
-        active_users_current_hour: current_users.estimate().value,
-    };
+    report.metrics = UsageMetrics::new(
+        total,
+        unique.estimate().value,
+        active.estimate().value,
+        current_users.estimate().value,
+    );
     Ok(report)
 }
 
@@ -847,13 +815,11 @@ async fn time_series(
         }
         for (bucket, parts) in by_bucket {
             let window: u64 = parts.iter().map(|p| p.count).sum();
-            let mut acc = PerfAcc::default();
+            let mut acc = PerformanceSummary::default();
             for p in parts {
-                acc.count += p.count;
-                acc.errors += p.errors;
-                acc.sketch.merge(p.sketch_for(window, DEFAULT_EXACT_LIMIT));
+                acc.merge_counts(p.count, p.errors, p.sketch_for(window, DEFAULT_EXACT_LIMIT));
             }
-            points.push((bucket, acc.point()));
+            points.push((bucket, PerformancePoint::from_summary(&acc)));
         }
         Ok(points)
     };
@@ -886,10 +852,7 @@ async fn time_series(
         for row in raw.iter().flatten() {
             points.push((
                 row.get(0),
-                UsagePoint {
-                    total_events: to_u64(row.get(1)),
-                    unique_users: to_u64(row.get(2)),
-                },
+                UsagePoint::new(to_u64(row.get(1)), to_u64(row.get(2))),
             ));
         }
         Ok(points)
@@ -915,13 +878,15 @@ async fn time_series(
     let data_points = starts
         .into_iter()
         .zip(perf.into_iter().zip(usage))
-        .map(|(timestamp, (p, u))| DataPoint {
-            timestamp,
-            performance: kind.includes_performance().then(|| p.unwrap_or_default()),
-            usage: kind.includes_usage().then(|| u.unwrap_or_default()),
+        .map(|(timestamp, (p, u))| {
+            DataPoint::new(
+                timestamp,
+                kind.includes_performance().then(|| p.unwrap_or_default()),
+                kind.includes_usage().then(|| u.unwrap_or_default()),
+            )
         })
         .collect();
-    Ok(TimeSeries { data_points })
+    Ok(TimeSeries::new(data_points))
 }
 
 /// Whether any bucket holds data (a rollup row or a raw group).
@@ -933,32 +898,13 @@ fn any_data(perf: &[Option<PerformancePoint>], usage: &[Option<UsagePoint>]) -> 
             .any(|u| u.as_ref().is_some_and(|u| u.total_events > 0))
 }
 
-/// A stored `*` row's point: `(bucket start, point)`.
-fn perf_point(r: &tokio_postgres::Row) -> (i64, PerformancePoint) {
-    let count = to_u64(r.get(1));
-    let errors = to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0));
-    let f = |i: usize| r.get::<_, Option<f64>>(i).unwrap_or(0.0);
-    (
-        r.get(0),
-        PerformancePoint {
-            total_requests: count,
-            avg_response_time_ms: f(3),
-            p50_response_time_ms: f(4),
-            p95_response_time_ms: f(5),
-            p99_response_time_ms: f(6),
-            error_count: errors,
-            error_rate: ratio(errors, count),
-        },
-    )
-}
-
 fn usage_point(r: &tokio_postgres::Row) -> (i64, UsagePoint) {
     (
         r.get(0),
-        UsagePoint {
-            total_events: to_u64(r.get(1)),
-            unique_users: to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0)),
-        },
+        UsagePoint::new(
+            to_u64(r.get(1)),
+            to_u64(r.get::<_, Option<i64>>(2).unwrap_or(0)),
+        ),
     )
 }
 
@@ -968,7 +914,7 @@ fn series_point(r: &tokio_postgres::Row, usage: bool) -> (i64, SeriesPoint) {
         let (h, p) = usage_point(r);
         (h, SeriesPoint::Usage(p))
     } else {
-        let (h, p) = perf_point(r);
+        let (h, p) = stored_point(r);
         (h, SeriesPoint::Performance(p))
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use futures_util::{StreamExt, pin_mut};
-use metrics_core::aggregate::{DistinctUsers, LatencySketch};
+use metrics_core::aggregate::{DistinctUsers, LatencySketch, PerformanceSummary};
 
 use super::cache::{Part, PerfBucket, Weigh};
 use crate::copy_out::{CopyTuples, bytes as copy_bytes, fixed};
@@ -32,19 +32,34 @@ pub(super) fn ranges(
 }
 
 /// Per-part accumulation while streaming.
-#[derive(Default)]
 pub(super) struct PartAcc {
-    pub(super) by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, Acc)>>,
-    pub(super) all: Acc,
+    pub(super) by_endpoint: HashMap<Vec<u8>, Vec<(Vec<u8>, PerformanceSummary)>>,
+    pub(super) all: PerformanceSummary,
     pub(super) hashes: Vec<u64>,
     pub(super) users: DistinctUsers,
 }
 
-#[derive(Default)]
-pub(super) struct Acc {
-    pub(super) count: u64,
-    pub(super) errors: u64,
-    pub(super) sketch: LatencySketch,
+impl Default for PartAcc {
+    fn default() -> Self {
+        Self {
+            by_endpoint: HashMap::new(),
+            all: counting(),
+            hashes: Vec::new(),
+            users: DistinctUsers::new(),
+        }
+    }
+}
+
+/// An empty summary of the kind a report needs: counts and latencies, no
+/// status distribution (a report shows none).
+fn counting() -> PerformanceSummary {
+    PerformanceSummary::without_status_codes(LatencySketch::new())
+}
+
+/// The cached part of one key's summary.
+fn part(endpoint: String, method: String, summary: PerformanceSummary) -> Part {
+    let (count, errors) = (summary.count(), summary.error_count());
+    Part::new(endpoint, method, count, errors, summary.into_latency())
 }
 
 impl PartAcc {
@@ -56,25 +71,12 @@ impl PartAcc {
             .flat_map(|(e, methods)| {
                 let endpoint = String::from_utf8_lossy(&e).into_owned();
                 methods.into_iter().map(move |(m, a)| {
-                    Part::new(
-                        endpoint.clone(),
-                        String::from_utf8_lossy(&m).into_owned(),
-                        a.count,
-                        a.errors,
-                        a.sketch,
-                    )
+                    let method = String::from_utf8_lossy(&m).into_owned();
+                    part(endpoint.clone(), method, a)
                 })
             })
             .collect();
-        let all = (self.all.count > 0).then(|| {
-            Part::new(
-                ALL.to_owned(),
-                ALL.to_owned(),
-                self.all.count,
-                self.all.errors,
-                self.all.sketch,
-            )
-        });
+        let all = (self.all.count() > 0).then(|| part(ALL.to_owned(), ALL.to_owned(), self.all));
         PerfBucket {
             parts,
             all,
@@ -119,18 +121,13 @@ pub(super) async fn stream_parts(
             let k = match methods.iter().position(|(m, _)| m == method) {
                 Some(k) => k,
                 None => {
-                    methods.push((method.to_vec(), Acc::default()));
+                    methods.push((method.to_vec(), counting()));
                     methods.len() - 1
                 }
             };
-            let error = u64::from(status >= 400);
-            let key = &mut methods[k].1;
-            key.count += 1;
-            key.errors += error;
-            key.sketch.add(ms);
-            acc.all.count += 1;
-            acc.all.errors += error;
-            acc.all.sketch.add(ms);
+            let status = u16::try_from(status).unwrap_or(0);
+            methods[k].1.add_sample(status, ms);
+            acc.all.add_sample(status, ms);
             Ok(())
         },
     )
@@ -300,7 +297,7 @@ pub(super) struct RowRec {
     /// PostgreSQL microseconds.
     pub(super) ts: i64,
     pub(super) key: u32,
-    pub(super) error: bool,
+    pub(super) status: u16,
     pub(super) ms: f64,
     pub(super) user: Option<u64>,
 }
@@ -319,18 +316,12 @@ impl Weigh for SlotRows {
 impl SlotRows {
     /// The bucket of the rows in `[lo, hi)` (PostgreSQL microseconds).
     pub(super) fn bucket(&self, lo: i64, hi: i64) -> PerfBucket {
-        let mut keys: Vec<Acc> = self.keys.iter().map(|_| Acc::default()).collect();
-        let mut all = Acc::default();
+        let mut keys: Vec<PerformanceSummary> = self.keys.iter().map(|_| counting()).collect();
+        let mut all = counting();
         let mut hashes = Vec::new();
         for r in self.rows.iter().filter(|r| lo <= r.ts && r.ts < hi) {
-            let error = u64::from(r.error);
-            let k = &mut keys[r.key as usize];
-            k.count += 1;
-            k.errors += error;
-            k.sketch.add(r.ms);
-            all.count += 1;
-            all.errors += error;
-            all.sketch.add(r.ms);
+            keys[r.key as usize].add_sample(r.status, r.ms);
+            all.add_sample(r.status, r.ms);
             if let Some(h) = r.user {
                 hashes.push(h);
             }
@@ -341,18 +332,10 @@ impl SlotRows {
             .keys
             .iter()
             .zip(keys)
-            .filter(|(_, a)| a.count > 0)
-            .map(|((e, m), a)| Part::new(e.clone(), m.clone(), a.count, a.errors, a.sketch))
+            .filter(|(_, a)| a.count() > 0)
+            .map(|((e, m), a)| part(e.clone(), m.clone(), a))
             .collect();
-        let all = (all.count > 0).then(|| {
-            Part::new(
-                ALL.to_owned(),
-                ALL.to_owned(),
-                all.count,
-                all.errors,
-                all.sketch,
-            )
-        });
+        let all = (all.count() > 0).then(|| part(ALL.to_owned(), ALL.to_owned(), all));
         PerfBucket {
             parts,
             all,
@@ -408,7 +391,7 @@ pub(super) async fn stream_rows(
             rows.rows.push(RowRec {
                 ts,
                 key,
-                error: i32::from_be_bytes(fixed::<4>(f[2], CTX)?) >= 400,
+                status: u16::try_from(i32::from_be_bytes(fixed::<4>(f[2], CTX)?)).unwrap_or(0),
                 ms: f64::from_be_bytes(fixed::<8>(f[3], CTX)?),
                 user: f[4].map(DistinctUsers::hash_id),
             });
