@@ -142,7 +142,7 @@ impl From<AdminRejection> for ApiError {
 impl From<TimeRangeError> for ApiError {
     fn from(error: TimeRangeError) -> Self {
         // Values that cannot be read are 422; readable values that break a
-        // rule of custom ranges are 400 (the split of DESIGN §5).
+        // rule of custom ranges are 400 (docs/decisions.md, "400 vs 422").
         let status = match error {
             TimeRangeError::UnknownPreset(_)
             | TimeRangeError::UnknownInterval(_)

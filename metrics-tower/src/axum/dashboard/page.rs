@@ -29,7 +29,7 @@ pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src
      style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
      object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
-/// The texts of the contract (CONTRACT.md §3 "Page", "Failures").
+/// The page's fixed texts: clients and browser tests match them exactly.
 pub(super) const UNAUTHENTICATED_TEXT: &str = "Authentication required. Please log in.";
 pub(super) const NOT_ADMIN_TEXT: &str =
     "Admin access required. Only workspace administrators can view metrics.";
