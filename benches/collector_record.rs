@@ -364,136 +364,210 @@ struct Job {
     barrier: Arc<Barrier>,
 }
 
-fn main() {
-    // `cargo test --benches` runs this with `--test`: one short round.
-    let test_mode = std::env::args().any(|a| a == "--test");
-    let rounds: usize = match std::env::var("COLLECTOR_RECORD_ROUNDS") {
-        Ok(v) => v.parse().expect("COLLECTOR_RECORD_ROUNDS must be a number"),
-        Err(_) if test_mode => 1,
-        Err(_) => 41,
-    };
-    let chunk = if test_mode { 1_000 } else { CHUNK };
-    let clock = Clock::from_env();
-    let variants: Vec<Variant> = match std::env::var("COLLECTOR_RECORD_VARIANTS") {
-        Ok(list) => Variant::ALL
-            .into_iter()
-            .filter(|v| list.split(',').any(|name| name == v.name()))
-            .collect(),
-        Err(_) => Variant::ALL.to_vec(),
-    };
-    let thread_counts: Vec<usize> = match std::env::var("COLLECTOR_RECORD_THREADS") {
-        Ok(n) => vec![n.parse().expect("COLLECTOR_RECORD_THREADS must be 1 or 2")],
-        Err(_) => vec![1, 2],
-    };
-    let env = Arc::new(setup());
+/// What to run, from the command line and the environment.
+struct Config {
+    rounds: usize,
+    /// Records per producer thread per chunk.
+    chunk: u64,
+    clock: Clock,
+    variants: Vec<Variant>,
+    thread_counts: Vec<usize>,
+}
 
-    // Two long-lived producer threads.
-    let (done_tx, done_rx) = std_mpsc::channel::<Took>();
-    let workers: Vec<std_mpsc::Sender<Job>> = (0..2)
-        .map(|_| {
-            let (tx, rx) = std_mpsc::channel::<Job>();
-            let env = Arc::clone(&env);
-            let done = done_tx.clone();
-            std::thread::spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let _ = job.barrier.wait();
-                    let d = produce(&env, job.variant, job.iters);
-                    done.send(d).unwrap();
-                }
-            });
-            tx
-        })
-        .collect();
-
-    // ns/record per (threads, variant), one entry per round.
-    let mut results: Vec<((usize, Variant), Vec<f64>)> = Vec::new();
-    // Per 2-thread chunk: producer CPU time / wall time, summed over both
-    // threads. Close to 1.0 means both really ran at once on the 2 cores;
-    // on a loaded machine they often take turns, and then they do not
-    // contend.
-    let mut on_cpu_2t: Vec<f64> = Vec::new();
-    for &threads in &thread_counts {
-        for &v in &variants {
-            results.push(((threads, v), Vec::new()));
+impl Config {
+    fn from_env() -> Self {
+        // `cargo test --benches` runs this with `--test`: one short round.
+        let test_mode = std::env::args().any(|a| a == "--test");
+        let rounds: usize = match std::env::var("COLLECTOR_RECORD_ROUNDS") {
+            Ok(v) => v.parse().expect("COLLECTOR_RECORD_ROUNDS must be a number"),
+            Err(_) if test_mode => 1,
+            Err(_) => 41,
+        };
+        let chunk = if test_mode { 1_000 } else { CHUNK };
+        let clock = Clock::from_env();
+        let variants: Vec<Variant> = match std::env::var("COLLECTOR_RECORD_VARIANTS") {
+            Ok(list) => Variant::ALL
+                .into_iter()
+                .filter(|v| list.split(',').any(|name| name == v.name()))
+                .collect(),
+            Err(_) => Variant::ALL.to_vec(),
+        };
+        let thread_counts: Vec<usize> = match std::env::var("COLLECTOR_RECORD_THREADS") {
+            Ok(n) => vec![n.parse().expect("COLLECTOR_RECORD_THREADS must be 1 or 2")],
+            Err(_) => vec![1, 2],
+        };
+        Self {
+            rounds,
+            chunk,
+            clock,
+            variants,
+            thread_counts,
         }
     }
-    for round in 0..rounds {
-        for &threads in &thread_counts {
+}
+
+/// The two long-lived producer threads: each runs the jobs sent to it and
+/// reports what it measured on the shared `done` channel.
+struct Producers {
+    workers: Vec<std_mpsc::Sender<Job>>,
+    done: std_mpsc::Receiver<Took>,
+}
+
+impl Producers {
+    fn spawn(env: &Arc<Env>) -> Self {
+        let (done_tx, done) = std_mpsc::channel::<Took>();
+        let workers = (0..2)
+            .map(|_| {
+                let (tx, rx) = std_mpsc::channel::<Job>();
+                let env = Arc::clone(env);
+                let done = done_tx.clone();
+                std::thread::spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let _ = job.barrier.wait();
+                        let d = produce(&env, job.variant, job.iters);
+                        done.send(d).unwrap();
+                    }
+                });
+                tx
+            })
+            .collect();
+        Self { workers, done }
+    }
+
+    /// Runs `variant` for `iters` records on `threads` producers at once
+    /// and returns what each of them measured.
+    fn run(&self, threads: usize, variant: Variant, iters: u64) -> Vec<Took> {
+        let barrier = Arc::new(Barrier::new(threads));
+        for w in &self.workers[..threads] {
+            w.send(Job {
+                variant,
+                iters,
+                barrier: Arc::clone(&barrier),
+            })
+            .unwrap();
+        }
+        (0..threads).map(|_| self.done.recv().unwrap()).collect()
+    }
+}
+
+/// Everything the rounds measured.
+struct Measurements {
+    /// ns/record per (threads, variant), one entry per round.
+    results: Vec<((usize, Variant), Vec<f64>)>,
+    /// Per 2-thread chunk: producer CPU time / wall time, summed over both
+    /// threads. Close to 1.0 means both really ran at once on the 2 cores;
+    /// on a loaded machine they often take turns, and then they do not
+    /// contend.
+    on_cpu_2t: Vec<f64>,
+}
+
+impl Measurements {
+    fn new(config: &Config) -> Self {
+        let mut results = Vec::new();
+        for &threads in &config.thread_counts {
+            for &v in &config.variants {
+                results.push(((threads, v), Vec::new()));
+            }
+        }
+        Self {
+            results,
+            on_cpu_2t: Vec::new(),
+        }
+    }
+
+    /// Adds one chunk's measurements of `variant` on `threads` producers.
+    fn add(&mut self, config: &Config, threads: usize, variant: Variant, took: &[Took]) {
+        let total: Duration = took
+            .iter()
+            .map(|t| match config.clock {
+                Clock::ThreadCpu => t.cpu,
+                Clock::Wall => t.wall,
+            })
+            .sum();
+        if threads == 2 {
+            let cpu: Duration = took.iter().map(|t| t.cpu).sum();
+            let wall: Duration = took.iter().map(|t| t.wall).sum();
+            self.on_cpu_2t.push(cpu.as_secs_f64() / wall.as_secs_f64());
+        }
+        let ns = total.as_nanos() as f64 / (threads as u64 * config.chunk) as f64;
+        let slot = self
+            .results
+            .iter_mut()
+            .find(|(key, _)| *key == (threads, variant))
+            .unwrap();
+        slot.1.push(ns);
+    }
+
+    /// The per-round samples of `variant` on `threads` producers.
+    fn of(&self, threads: usize, variant: Variant) -> &[f64] {
+        let (_, s) = self
+            .results
+            .iter()
+            .find(|(k, _)| *k == (threads, variant))
+            .unwrap();
+        s
+    }
+}
+
+/// Every round runs every variant once per thread count, in an order that
+/// rotates every round, each chunk starting with caught-up consumers.
+fn run_rounds(env: &Env, producers: &Producers, config: &Config) -> Measurements {
+    let mut measured = Measurements::new(config);
+    let variants = &config.variants;
+    for round in 0..config.rounds {
+        for &threads in &config.thread_counts {
             for k in 0..variants.len() {
                 let variant = variants[(k + round) % variants.len()];
-                wait_for_consumers(&env);
-                let barrier = Arc::new(Barrier::new(threads));
-                for w in &workers[..threads] {
-                    w.send(Job {
-                        variant,
-                        iters: chunk,
-                        barrier: Arc::clone(&barrier),
-                    })
-                    .unwrap();
-                }
-                let took: Vec<Took> = (0..threads).map(|_| done_rx.recv().unwrap()).collect();
-                let total: Duration = took
-                    .iter()
-                    .map(|t| match clock {
-                        Clock::ThreadCpu => t.cpu,
-                        Clock::Wall => t.wall,
-                    })
-                    .sum();
-                if threads == 2 {
-                    let cpu: Duration = took.iter().map(|t| t.cpu).sum();
-                    let wall: Duration = took.iter().map(|t| t.wall).sum();
-                    on_cpu_2t.push(cpu.as_secs_f64() / wall.as_secs_f64());
-                }
-                let ns = total.as_nanos() as f64 / (threads as u64 * chunk) as f64;
-                let slot = results
-                    .iter_mut()
-                    .find(|(key, _)| *key == (threads, variant))
-                    .unwrap();
-                slot.1.push(ns);
+                wait_for_consumers(env);
+                let took = producers.run(threads, variant, config.chunk);
+                measured.add(config, threads, variant, &took);
             }
         }
     }
-    drop(workers);
+    measured
+}
 
-    // Let the consumers catch up before reading their counters.
-    env.rt.block_on(async {
-        env.handle.flush().await.unwrap();
-    });
-    wait_for_consumers(&env);
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
 
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
+/// The INFO lines of the run and every variant's spread, then the RESULT
+/// lines (ratios to `old_record` with the same number of threads).
+fn print_results(config: &Config, measured: &Measurements) {
+    let Config {
+        rounds,
+        chunk,
+        clock,
+        ..
+    } = config;
     println!(
         "INFO collector_record clock={clock:?} rounds={rounds} records_per_thread_per_chunk={chunk} available_parallelism={}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
         "INFO collector_record two_thread_chunks_on_cpu_fraction median={:.2} (1.00 = both producers ran simultaneously throughout)",
-        median(&on_cpu_2t)
+        median(&measured.on_cpu_2t)
     );
-    for &threads in &thread_counts {
-        let of = |v: Variant| {
-            let (_, s) = results.iter().find(|(k, _)| *k == (threads, v)).unwrap();
-            s
-        };
+    let variants = &config.variants;
+    for &threads in &config.thread_counts {
+        let of = |v: Variant| measured.of(threads, v);
         let base = if variants.contains(&Variant::OldRecord) {
             median(of(Variant::OldRecord))
         } else {
             f64::NAN
         };
-        for &v in &variants {
+        for &v in variants {
             let samples = of(v);
-            let mut sorted = samples.clone();
+            let mut sorted = samples.to_vec();
             sorted.sort_by(f64::total_cmp);
             let ns = median(samples);
             println!(
@@ -503,7 +577,7 @@ fn main() {
                 sorted[sorted.len() - 1],
             );
         }
-        for &v in &variants {
+        for &v in variants {
             let ns = median(of(v));
             println!(
                 "RESULT collector_record variant={}_{threads}t ns_per_record={ns:.1} ratio_to_baseline={:.2}",
@@ -512,7 +586,10 @@ fn main() {
             );
         }
     }
+}
 
+/// How often each consumer was woken per 1,000 records, and what it dropped.
+fn print_consumers(env: &Env) {
     let per_k = |polls: u64, records: u64| polls as f64 * 1_000.0 / records.max(1) as f64;
     let stats = env.handle.stats();
     println!(
@@ -539,6 +616,23 @@ fn main() {
         chan_received,
         per_k(env.chan_polls.load(Ordering::Relaxed), chan_received),
     );
+}
+
+fn main() {
+    let config = Config::from_env();
+    let env = Arc::new(setup());
+    let producers = Producers::spawn(&env);
+    let measured = run_rounds(&env, &producers, &config);
+    drop(producers);
+
+    // Let the consumers catch up before reading their counters.
+    env.rt.block_on(async {
+        env.handle.flush().await.unwrap();
+    });
+    wait_for_consumers(&env);
+
+    print_results(&config, &measured);
+    print_consumers(&env);
     env.rt.block_on(async {
         let _ = env.handle.shutdown(Duration::from_secs(5)).await;
     });
