@@ -93,16 +93,12 @@ fn admin_get(q: &str) -> Request<Body> {
     get(q, Some(ADMIN))
 }
 
-/// Requests that must produce `status` on `path` / `method`. Every request
-/// of a case is sent and validated.
-fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)> {
-    let bad_range = || {
-        format!(
-            "?start_date={}&end_date={}",
-            ts(now() - secs(60)),
-            ts(now() - secs(120))
-        )
-    };
+/// Requests that must produce `status` on `path` / `method`.
+type Case = ((&'static str, &'static str, u16), Vec<(App, Request<Body>)>);
+
+/// Every case of the document. Every request of a case is sent and
+/// validated.
+fn cases() -> Vec<Case> {
     let mut table = Vec::new();
     // Each path with its required parameters, ready for more after `&`.
     for (path, base) in [
@@ -111,161 +107,199 @@ fn cases() -> Vec<((&'static str, &'static str, u16), Vec<(App, Request<Body>)>)
         ("/time-series", "/time-series?metric_type=performance&"),
         ("/requests", "/requests?endpoint=/items/%7Bid%7D&"),
     ] {
-        let mut ok = vec![
-            (App::Seeded, admin_get(base)),
-            (App::Empty, admin_get(base)),
-            (App::Seeded, admin_get(&format!("{base}time_range=90d"))),
-        ];
-        if path == "/time-series" {
-            for q in ["?metric_type=usage", "?metric_type=both&interval=hourly"] {
-                ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
-            }
-        }
-        if path == "/time-series" {
-            // The drill-down filters.
-            for q in [
-                "?metric_type=both&endpoint=/items/%7Bid%7D",
-                "?metric_type=performance&endpoint=/items/%7Bid%7D&method=GET&time_range=7d",
-            ] {
-                ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
-            }
-        }
-        if path == "/requests" {
-            for q in ["&method=GET&limit=1", "&time_range=30d", "&method=POST"] {
-                ok.push((App::Seeded, admin_get(&format!("{base}{}", &q[1..]))));
-            }
-        }
-        table.push(((path, "get", 200), ok));
-        table.push((
-            (path, "get", 400),
-            vec![(
-                App::Empty,
-                admin_get(&format!("{base}{}", &bad_range()[1..])),
-            )],
-        ));
-        table.push(((path, "get", 401), vec![(App::Empty, get(base, None))]));
-        table.push((
-            (path, "get", 403),
-            vec![(App::Empty, get(base, Some(USER)))],
-        ));
-        let mut unreadable = vec![(App::Empty, admin_get(&format!("{base}time_range=2w")))];
-        if path == "/performance" {
-            // At most 500 characters.
-            let long = format!("{base}endpoint=/{}", "a".repeat(500));
-            unreadable.push((App::Empty, admin_get(&long)));
-        }
-        if path == "/time-series" {
-            // `metric_type` is required.
-            unreadable.push((App::Empty, admin_get(path)));
-        }
-        if path == "/requests" {
-            // `endpoint` is required; `limit` is 1..=100.
-            unreadable.push((App::Empty, admin_get(path)));
-            unreadable.push((App::Empty, admin_get(&format!("{base}limit=101"))));
-        }
-        table.push(((path, "get", 422), unreadable));
-        table.push((
-            (path, "get", 500),
-            vec![(App::InternalStore, admin_get(base))],
-        ));
-        table.push((
-            (path, "get", 503),
-            vec![
-                (App::TimeoutStore, admin_get(base)),
-                (App::BrokenAdmins, admin_get(base)),
-            ],
-        ));
+        table.extend(report_cases(path, base));
     }
-
-    let count = "/usage/count";
-    table.push((
-        (count, "get", 200),
-        vec![
-            (App::Seeded, get(count, Some(USER))),
-            (App::Empty, get(count, Some(ADMIN))),
-        ],
-    ));
-    table.push((
-        (count, "get", 400),
-        vec![(
-            App::Empty,
-            get(&format!("{count}{}", bad_range()), Some(USER)),
-        )],
-    ));
-    table.push(((count, "get", 401), vec![(App::Empty, get(count, None))]));
-    table.push((
-        (count, "get", 422),
-        vec![(App::Empty, get(&format!("{count}?end_date=x"), Some(USER)))],
-    ));
-    table.push((
-        (count, "get", 500),
-        vec![(App::InternalStore, get(count, Some(USER)))],
-    ));
-    table.push((
-        (count, "get", 503),
-        vec![(App::TimeoutStore, get(count, Some(USER)))],
-    ));
-
-    let events = "/usage-events";
-    let one = || batch(&[event("page_view", secs(1))]);
-    let json_ct = Some("application/json");
-    table.push((
-        (events, "post", 202),
-        vec![
-            (App::Empty, post(Some(USER), json_ct, one())),
-            (App::Empty, post(Some(USER), Some("text/plain"), one())),
-        ],
-    ));
-    table.push((
-        (events, "post", 400),
-        vec![(App::Empty, post(Some(USER), json_ct, "{"))],
-    ));
-    table.push((
-        (events, "post", 401),
-        vec![(App::Empty, post(None, json_ct, one()))],
-    ));
-    let too_many: Vec<Value> = (0..1001).map(|_| event("form_submit", secs(1))).collect();
-    table.push((
-        (events, "post", 413),
-        vec![
-            (App::Empty, post(Some(USER), json_ct, batch(&too_many))),
-            (
-                App::Empty,
-                post(Some(USER), json_ct, vec![b' '; 1024 * 1024 + 1]),
-            ),
-        ],
-    ));
-    table.push((
-        (events, "post", 415),
-        vec![(App::Empty, post(Some(USER), Some("application/xml"), one()))],
-    ));
-    table.push((
-        (events, "post", 422),
-        vec![
-            (
-                App::Empty,
-                post(Some(USER), json_ct, batch(&[json!({"event_type": "nope"})])),
-            ),
-            (App::Empty, post(Some(USER), json_ct, batch(&[]))),
-        ],
-    ));
-    table.push((
-        (events, "post", 503),
-        vec![(
-            App::FullQueue,
-            post(
-                Some(USER),
-                json_ct,
-                batch(&[event("form_submit", secs(1)), event("form_submit", secs(2))]),
-            ),
-        )],
-    ));
-
+    table.extend(usage_count_cases());
+    table.extend(usage_events_cases());
     table.push((
         ("/openapi.json", "get", 200),
         vec![(App::Empty, get("/openapi.json", None))],
     ));
     table
+}
+
+/// A query string whose end is before its start.
+fn bad_range() -> String {
+    format!(
+        "?start_date={}&end_date={}",
+        ts(now() - secs(60)),
+        ts(now() - secs(120))
+    )
+}
+
+/// The cases of one admin report: `path` with its required parameters in
+/// `base`.
+fn report_cases(path: &'static str, base: &'static str) -> Vec<Case> {
+    vec![
+        ((path, "get", 200), report_answers(path, base)),
+        (
+            (path, "get", 400),
+            vec![(
+                App::Empty,
+                admin_get(&format!("{base}{}", &bad_range()[1..])),
+            )],
+        ),
+        ((path, "get", 401), vec![(App::Empty, get(base, None))]),
+        (
+            (path, "get", 403),
+            vec![(App::Empty, get(base, Some(USER)))],
+        ),
+        ((path, "get", 422), report_unreadable(path, base)),
+        (
+            (path, "get", 500),
+            vec![(App::InternalStore, admin_get(base))],
+        ),
+        (
+            (path, "get", 503),
+            vec![
+                (App::TimeoutStore, admin_get(base)),
+                (App::BrokenAdmins, admin_get(base)),
+            ],
+        ),
+    ]
+}
+
+/// Requests a report answers with 200.
+fn report_answers(path: &str, base: &str) -> Vec<(App, Request<Body>)> {
+    let mut ok = vec![
+        (App::Seeded, admin_get(base)),
+        (App::Empty, admin_get(base)),
+        (App::Seeded, admin_get(&format!("{base}time_range=90d"))),
+    ];
+    if path == "/time-series" {
+        for q in ["?metric_type=usage", "?metric_type=both&interval=hourly"] {
+            ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
+        }
+    }
+    if path == "/time-series" {
+        // The drill-down filters.
+        for q in [
+            "?metric_type=both&endpoint=/items/%7Bid%7D",
+            "?metric_type=performance&endpoint=/items/%7Bid%7D&method=GET&time_range=7d",
+        ] {
+            ok.push((App::Seeded, admin_get(&format!("{path}{q}"))));
+        }
+    }
+    if path == "/requests" {
+        for q in ["&method=GET&limit=1", "&time_range=30d", "&method=POST"] {
+            ok.push((App::Seeded, admin_get(&format!("{base}{}", &q[1..]))));
+        }
+    }
+    ok
+}
+
+/// Requests whose parameters a report cannot read (422).
+fn report_unreadable(path: &str, base: &str) -> Vec<(App, Request<Body>)> {
+    let mut unreadable = vec![(App::Empty, admin_get(&format!("{base}time_range=2w")))];
+    if path == "/performance" {
+        // At most 500 characters.
+        let long = format!("{base}endpoint=/{}", "a".repeat(500));
+        unreadable.push((App::Empty, admin_get(&long)));
+    }
+    if path == "/time-series" {
+        // `metric_type` is required.
+        unreadable.push((App::Empty, admin_get(path)));
+    }
+    if path == "/requests" {
+        // `endpoint` is required; `limit` is 1..=100.
+        unreadable.push((App::Empty, admin_get(path)));
+        unreadable.push((App::Empty, admin_get(&format!("{base}limit=101"))));
+    }
+    unreadable
+}
+
+/// The cases of `GET /usage/count` (any signed-in user).
+fn usage_count_cases() -> Vec<Case> {
+    let count = "/usage/count";
+    vec![
+        (
+            (count, "get", 200),
+            vec![
+                (App::Seeded, get(count, Some(USER))),
+                (App::Empty, get(count, Some(ADMIN))),
+            ],
+        ),
+        (
+            (count, "get", 400),
+            vec![(
+                App::Empty,
+                get(&format!("{count}{}", bad_range()), Some(USER)),
+            )],
+        ),
+        ((count, "get", 401), vec![(App::Empty, get(count, None))]),
+        (
+            (count, "get", 422),
+            vec![(App::Empty, get(&format!("{count}?end_date=x"), Some(USER)))],
+        ),
+        (
+            (count, "get", 500),
+            vec![(App::InternalStore, get(count, Some(USER)))],
+        ),
+        (
+            (count, "get", 503),
+            vec![(App::TimeoutStore, get(count, Some(USER)))],
+        ),
+    ]
+}
+
+/// The cases of `POST /usage-events`.
+fn usage_events_cases() -> Vec<Case> {
+    let events = "/usage-events";
+    let one = || batch(&[event("page_view", secs(1))]);
+    let json_ct = Some("application/json");
+    let too_many: Vec<Value> = (0..1001).map(|_| event("form_submit", secs(1))).collect();
+    vec![
+        (
+            (events, "post", 202),
+            vec![
+                (App::Empty, post(Some(USER), json_ct, one())),
+                (App::Empty, post(Some(USER), Some("text/plain"), one())),
+            ],
+        ),
+        (
+            (events, "post", 400),
+            vec![(App::Empty, post(Some(USER), json_ct, "{"))],
+        ),
+        (
+            (events, "post", 401),
+            vec![(App::Empty, post(None, json_ct, one()))],
+        ),
+        (
+            (events, "post", 413),
+            vec![
+                (App::Empty, post(Some(USER), json_ct, batch(&too_many))),
+                (
+                    App::Empty,
+                    post(Some(USER), json_ct, vec![b' '; 1024 * 1024 + 1]),
+                ),
+            ],
+        ),
+        (
+            (events, "post", 415),
+            vec![(App::Empty, post(Some(USER), Some("application/xml"), one()))],
+        ),
+        (
+            (events, "post", 422),
+            vec![
+                (
+                    App::Empty,
+                    post(Some(USER), json_ct, batch(&[json!({"event_type": "nope"})])),
+                ),
+                (App::Empty, post(Some(USER), json_ct, batch(&[]))),
+            ],
+        ),
+        (
+            (events, "post", 503),
+            vec![(
+                App::FullQueue,
+                post(
+                    Some(USER),
+                    json_ct,
+                    batch(&[event("form_submit", secs(1)), event("form_submit", secs(2))]),
+                ),
+            )],
+        ),
+    ]
 }
 
 fn document() -> Value {
