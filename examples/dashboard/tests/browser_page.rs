@@ -1327,6 +1327,9 @@ async fn focused_label(page: &Page) -> Option<String> {
         .await
 }
 
+/// The query of the detail view of `GET ITEMS`, encoded.
+const ITEMS_QUERY: &str = "endpoint=%2Fapi%2Fitems%2F%7Bid%7D&method=GET";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
     let site = Site::start().await;
@@ -1343,7 +1346,7 @@ async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
         .map(|u| u.strip_prefix(&site.base).unwrap().to_owned())
         .collect();
     sent.sort();
-    let e = "endpoint=%2Fapi%2Fitems%2F%7Bid%7D&method=GET";
+    let e = ITEMS_QUERY;
     assert_eq!(
         sent,
         [
@@ -1351,125 +1354,9 @@ async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
             format!("{API}/time-series?metric_type=performance&{e}&time_range=24h"),
         ],
     );
-    assert!(visible(&page, "endpoint-detail").await);
-    assert_eq!(
-        page.eval::<String>(&format!(
-            "{}.querySelector('h2').textContent",
-            q("endpoint-detail")
-        ))
-        .await,
-        "Endpoint details: GET /api/items/{id}"
-    );
-    let labelled: String = page
-        .eval(&format!(
-            "document.getElementById({}.getAttribute('aria-labelledby')).textContent",
-            q("endpoint-detail")
-        ))
-        .await;
-    assert_eq!(labelled, "Endpoint details: GET /api/items/{id}");
-    assert!(
-        text(&page, "endpoint-detail-range")
-            .await
-            .starts_with("Response times for Last 24 Hours"),
-    );
-    assert!(!visible(&page, "endpoint-detail-error").await);
-    assert!(!visible(&page, "toast").await);
-
-    // The chart: an image with its label, the three percentiles and the rate drawn.
-    assert_eq!(
-        attr(&page, "endpoint-detail-chart", "role")
-            .await
-            .as_deref(),
-        Some("img")
-    );
-    assert_eq!(
-        attr(&page, "endpoint-detail-chart", "aria-label")
-            .await
-            .as_deref(),
-        Some("Response time percentiles and request rate of GET /api/items/{id}")
-    );
-    let lines: Vec<String> = page
-        .eval(&format!(
-            "[...{}.querySelectorAll('path.line')].map(p => p.getAttribute('class'))",
-            q("endpoint-detail-chart")
-        ))
-        .await;
-    assert_eq!(
-        lines,
-        ["line s-p50", "line s-p95", "line s-p99", "line s-rate"]
-    );
-    // Its table holds the API's buckets for this endpoint only.
-    let series = api(
-        &page,
-        &format!("/time-series?metric_type=performance&{e}&time_range=24h"),
-    )
-    .await;
-    let points = series["data_points"].as_array().unwrap();
-    let rows: Vec<(String, String, String)> = page
-        .eval(&format!(
-            "[...{}.tBodies[0].rows].map(r => [r.cells[0].dataset.value, r.cells[1].dataset.value, r.cells[3].dataset.value])",
-            q("endpoint-detail-chart-table")
-        ))
-        .await;
-    assert_eq!(rows.len(), points.len());
-    for (row, p) in rows.iter().zip(points) {
-        assert_eq!(row.0, p["timestamp"].as_str().unwrap());
-        assert_eq!(row.1, p["total_requests"].to_string());
-        assert_eq!(row.2, p["p50_response_time_ms"].to_string());
-    }
-    let busy: Vec<&(String, String, String)> = rows.iter().filter(|r| r.1 != "0").collect();
-    let mut p50s: Vec<&str> = busy.iter().map(|r| r.2.as_str()).collect();
-    p50s.sort();
-    assert_eq!(
-        p50s,
-        ["12", "18", "6"],
-        "one bucket per request of this endpoint"
-    );
-    let rate: String = page
-        .eval(&format!(
-            "[...{}.tBodies[0].rows].find(r => r.cells[1].dataset.value === '1').cells[2].textContent",
-            q("endpoint-detail-chart-table")
-        ))
-        .await;
-    assert_eq!(rate, "0.2/min", "1 request in a 5-minute bucket");
-
-    // The status codes of the last 7 days.
-    assert_eq!(
-        cells(&page, "endpoint-detail-statuses").await,
-        [["200", "2", "66.67%"], ["404", "1", "33.33%"]]
-    );
-    // The slowest requests, slowest first, each with its correlation id.
-    let requests = cells(&page, "endpoint-detail-requests").await;
-    let columns: Vec<Vec<&str>> = requests
-        .iter()
-        .map(|r| vec![r[1].as_str(), r[2].as_str(), r[3].as_str(), r[4].as_str()])
-        .collect();
-    assert_eq!(
-        columns,
-        [
-            ["200", "18.00 ms", "bob@example.com", "req-1 Copy"],
-            ["200", "12.00 ms", "ada@example.com", "req-0 Copy"],
-            ["404", "6.00 ms", "ada@example.com", "req-2 Copy"],
-        ]
-    );
-    let times: Vec<String> = page
-        .eval(&format!(
-            "[...{}.tBodies[0].rows].map(r => r.cells[0].dataset.value)",
-            q("endpoint-detail-requests")
-        ))
-        .await;
-    let answer = api(&page, &format!("/requests?{e}&time_range=7d&limit=20")).await;
-    let want: Vec<&str> = answer["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["timestamp"].as_str().unwrap())
-        .collect();
-    assert_eq!(times, want);
-    let copies: usize = page
-        .eval("document.querySelectorAll('[data-testid=copy-correlation-id]').length")
-        .await;
-    assert_eq!(copies, 3);
+    assert_detail_heading(&page).await;
+    assert_detail_chart(&page).await;
+    assert_detail_tables(&page).await;
 
     // Another row replaces it; a request without a correlation id has no button.
     open_detail(&page, "GET", "/api/health").await;
@@ -1503,6 +1390,139 @@ async fn opening_a_row_sends_the_two_detail_requests_and_shows_its_parts() {
         ))
         .await;
     assert_eq!(rows, 0, "its numbers are gone");
+}
+
+/// The open detail view of `GET ITEMS` is visible and named after it, with
+/// nothing failed.
+async fn assert_detail_heading(page: &Page) {
+    assert!(visible(page, "endpoint-detail").await);
+    assert_eq!(
+        page.eval::<String>(&format!(
+            "{}.querySelector('h2').textContent",
+            q("endpoint-detail")
+        ))
+        .await,
+        "Endpoint details: GET /api/items/{id}"
+    );
+    let labelled: String = page
+        .eval(&format!(
+            "document.getElementById({}.getAttribute('aria-labelledby')).textContent",
+            q("endpoint-detail")
+        ))
+        .await;
+    assert_eq!(labelled, "Endpoint details: GET /api/items/{id}");
+    assert!(
+        text(page, "endpoint-detail-range")
+            .await
+            .starts_with("Response times for Last 24 Hours"),
+    );
+    assert!(!visible(page, "endpoint-detail-error").await);
+    assert!(!visible(page, "toast").await);
+}
+
+/// The detail chart of `GET ITEMS`: an image with its label, the three
+/// percentiles and the rate drawn, and a table of the API's buckets for this
+/// endpoint only.
+async fn assert_detail_chart(page: &Page) {
+    let e = ITEMS_QUERY;
+    // The chart: an image with its label, the three percentiles and the rate drawn.
+    assert_eq!(
+        attr(page, "endpoint-detail-chart", "role").await.as_deref(),
+        Some("img")
+    );
+    assert_eq!(
+        attr(page, "endpoint-detail-chart", "aria-label")
+            .await
+            .as_deref(),
+        Some("Response time percentiles and request rate of GET /api/items/{id}")
+    );
+    let lines: Vec<String> = page
+        .eval(&format!(
+            "[...{}.querySelectorAll('path.line')].map(p => p.getAttribute('class'))",
+            q("endpoint-detail-chart")
+        ))
+        .await;
+    assert_eq!(
+        lines,
+        ["line s-p50", "line s-p95", "line s-p99", "line s-rate"]
+    );
+    // Its table holds the API's buckets for this endpoint only.
+    let series = api(
+        page,
+        &format!("/time-series?metric_type=performance&{e}&time_range=24h"),
+    )
+    .await;
+    let points = series["data_points"].as_array().unwrap();
+    let rows: Vec<(String, String, String)> = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].map(r => [r.cells[0].dataset.value, r.cells[1].dataset.value, r.cells[3].dataset.value])",
+            q("endpoint-detail-chart-table")
+        ))
+        .await;
+    assert_eq!(rows.len(), points.len());
+    for (row, p) in rows.iter().zip(points) {
+        assert_eq!(row.0, p["timestamp"].as_str().unwrap());
+        assert_eq!(row.1, p["total_requests"].to_string());
+        assert_eq!(row.2, p["p50_response_time_ms"].to_string());
+    }
+    let busy: Vec<&(String, String, String)> = rows.iter().filter(|r| r.1 != "0").collect();
+    let mut p50s: Vec<&str> = busy.iter().map(|r| r.2.as_str()).collect();
+    p50s.sort();
+    assert_eq!(
+        p50s,
+        ["12", "18", "6"],
+        "one bucket per request of this endpoint"
+    );
+    let rate: String = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].find(r => r.cells[1].dataset.value === '1').cells[2].textContent",
+            q("endpoint-detail-chart-table")
+        ))
+        .await;
+    assert_eq!(rate, "0.2/min", "1 request in a 5-minute bucket");
+}
+
+/// The detail tables of `GET ITEMS`: its status codes and its slowest
+/// requests.
+async fn assert_detail_tables(page: &Page) {
+    let e = ITEMS_QUERY;
+    // The status codes of the last 7 days.
+    assert_eq!(
+        cells(page, "endpoint-detail-statuses").await,
+        [["200", "2", "66.67%"], ["404", "1", "33.33%"]]
+    );
+    // The slowest requests, slowest first, each with its correlation id.
+    let requests = cells(page, "endpoint-detail-requests").await;
+    let columns: Vec<Vec<&str>> = requests
+        .iter()
+        .map(|r| vec![r[1].as_str(), r[2].as_str(), r[3].as_str(), r[4].as_str()])
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ["200", "18.00 ms", "bob@example.com", "req-1 Copy"],
+            ["200", "12.00 ms", "ada@example.com", "req-0 Copy"],
+            ["404", "6.00 ms", "ada@example.com", "req-2 Copy"],
+        ]
+    );
+    let times: Vec<String> = page
+        .eval(&format!(
+            "[...{}.tBodies[0].rows].map(r => r.cells[0].dataset.value)",
+            q("endpoint-detail-requests")
+        ))
+        .await;
+    let answer = api(page, &format!("/requests?{e}&time_range=7d&limit=20")).await;
+    let want: Vec<&str> = answer["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["timestamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(times, want);
+    let copies: usize = page
+        .eval("document.querySelectorAll('[data-testid=copy-correlation-id]').length")
+        .await;
+    assert_eq!(copies, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
