@@ -136,25 +136,115 @@ fn normal(rng: &mut fastrand::Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// The seeded stretch of time: from the UTC midnight 7 days ago to now.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    now: SystemTime,
+    /// Today's UTC midnight (Unix seconds).
+    today: u64,
+    /// The first seeded second (Unix seconds).
+    first: u64,
+    /// Seconds from `first` to `now`.
+    span: u64,
+}
+
+impl Window {
+    fn ending(now: SystemTime) -> Self {
+        let today = unix(now) / DAY * DAY;
+        let first = today - 7 * DAY;
+        Self {
+            now,
+            today,
+            first,
+            span: unix(now) - first,
+        }
+    }
+
+    /// The time of row `i` of `rows`, evenly spread over the window in time
+    /// order, like real traffic.
+    fn at(self, i: u64, rows: u64) -> SystemTime {
+        UNIX_EPOCH
+            + Duration::from_micros(self.first * 1_000_000 + i * self.span * 1_000_000 / rows)
+    }
+}
+
 async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let pool = metrics_pg::create_pool(&args.url, 4)?;
     let mut client = pool.get().await?;
     let s = &args.schema;
     let _ = metrics_pg::migrate(&mut client, s).await?;
-    let now = SystemTime::now();
-    let today = unix(now) / DAY * DAY;
-    let first = today - 7 * DAY;
+    let window = Window::ending(SystemTime::now());
     let days: Vec<time::Date> = (0..=8)
         .map(|i| {
-            time::OffsetDateTime::from_unix_timestamp((first + i * DAY) as i64).map(|t| t.date())
+            time::OffsetDateTime::from_unix_timestamp((window.first + i * DAY) as i64)
+                .map(|t| t.date())
         })
         .collect::<Result<_, _>>()?;
     let _ = metrics_pg::create_partitions(&mut client, s, days).await?;
 
-    // ----- raw requests -----
+    // ----- raw requests and usage events -----
+    let users: Vec<String> = (0..args.users)
+        .map(|i| format!("user{i}@example.com"))
+        .collect();
+    // One generator for both, in this order, so a seed is reproducible.
+    let mut rng = fastrand::Rng::with_seed(SEED);
     let started = Instant::now();
-    let span = unix(now) - first;
-    let rows = args.per_day * span / DAY;
+    let n = copy_requests(&client, args, window, &users, &mut rng).await?;
+    eprintln!(
+        "info seeded {n} raw requests in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let n = copy_usage_events(&client, args, window, &users, &mut rng).await?;
+    eprintln!(
+        "info seeded {n} raw usage events in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    vacuum(&client, s, &["performance_metrics", "usage_events"]).await?;
+
+    // ----- rollups of every closed hour -----
+    let started = Instant::now();
+    let report = RollupJob::new(pool.clone(), s)?
+        .clock(Clock::fixed(window.now))
+        .governance(metrics_pg::Governance::disabled())
+        .run_once()
+        .await?;
+    eprintln!(
+        "info {report} (rollup of the raw week took {:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // ----- older history: the 7 rolled whole days, copied back a week at a time -----
+    let started = Instant::now();
+    let copies = args.history_days.saturating_sub(7).div_ceil(7);
+    copy_history(&client, s, window, copies).await?;
+    vacuum(
+        &client,
+        s,
+        &[
+            "aggregated_metrics",
+            "aggregated_metrics_5min",
+            "aggregated_metrics_daily",
+            "rollup_hours",
+            "rollup_days",
+        ],
+    )
+    .await?;
+    report_history(&client, s, copies, started).await
+}
+
+/// Binary-COPYs `--per-day` requests a day over the window: `--endpoints`
+/// endpoints, log-normal latencies, ~2 % errors, 10 % anonymous. Returns
+/// the rows written.
+async fn copy_requests(
+    client: &metrics_pg::tokio_postgres::Client,
+    args: &Args,
+    window: Window,
+    users: &[String],
+    rng: &mut fastrand::Rng,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let s = &args.schema;
+    let rows = args.per_day * window.span / DAY;
     let endpoints: Vec<(String, &str, f64)> = (0..args.endpoints)
         .map(|i| {
             let method = ["GET", "GET", "POST", "PUT", "DELETE"][(i % 5) as usize];
@@ -164,9 +254,6 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 8.0 + (i * 37 % 300) as f64,
             )
         })
-        .collect();
-    let users: Vec<String> = (0..args.users)
-        .map(|i| format!("user{i}@example.com"))
         .collect();
     let sink = client
         .copy_in(&format!(
@@ -188,13 +275,10 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ],
     );
     pin_mut!(writer);
-    let mut rng = fastrand::Rng::with_seed(SEED);
     for i in 0..rows {
-        // Evenly spread, in time order like real traffic.
-        let at =
-            UNIX_EPOCH + Duration::from_micros(first * 1_000_000 + i * span * 1_000_000 / rows);
+        let at = window.at(i, rows);
         let (endpoint, method, median) = &endpoints[rng.usize(..endpoints.len())];
-        let ms = (median.ln() + 0.8 * normal(&mut rng)).exp();
+        let ms = (median.ln() + 0.8 * normal(rng)).exp();
         let status: i32 = match rng.u32(..100) {
             0 => 500,
             1 => 404,
@@ -217,15 +301,20 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ];
         writer.as_mut().write(&values).await?;
     }
-    let n = writer.finish().await?;
-    eprintln!(
-        "info seeded {n} raw requests in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    Ok(writer.finish().await?)
+}
 
-    // ----- raw usage events -----
-    let started = Instant::now();
-    let events = args.events_per_day * span / DAY;
+/// Binary-COPYs `--events-per-day` usage events a day over the window, of
+/// 10 types on 20 pages. Returns the rows written.
+async fn copy_usage_events(
+    client: &metrics_pg::tokio_postgres::Client,
+    args: &Args,
+    window: Window,
+    users: &[String],
+    rng: &mut fastrand::Rng,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let s = &args.schema;
+    let events = args.events_per_day * window.span / DAY;
     let pages: Vec<String> = (0..20).map(|i| format!("/page/{i}")).collect();
     let sink = client
         .copy_in(&format!(
@@ -247,8 +336,7 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     pin_mut!(writer);
     for i in 0..events {
-        let at =
-            UNIX_EPOCH + Duration::from_micros(first * 1_000_000 + i * span * 1_000_000 / events);
+        let at = window.at(i, events);
         let kind = EVENT_TYPES[rng.usize(..EVENT_TYPES.len())];
         let user = users[rng.usize(..users.len())].as_str();
         let page = (rng.u32(..5) != 0).then(|| pages[rng.usize(..pages.len())].as_str());
@@ -257,31 +345,21 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let values: [&(dyn ToSql + Sync); 7] = [&id, &at, &at, &kind, &user, &page, &success];
         writer.as_mut().write(&values).await?;
     }
-    let n = writer.finish().await?;
-    eprintln!(
-        "info seeded {n} raw usage events in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    vacuum(&client, s, &["performance_metrics", "usage_events"]).await?;
+    Ok(writer.finish().await?)
+}
 
-    // ----- rollups of every closed hour -----
-    let started = Instant::now();
-    let report = RollupJob::new(pool.clone(), s)?
-        .clock(Clock::fixed(now))
-        .governance(metrics_pg::Governance::disabled())
-        .run_once()
-        .await?;
-    eprintln!(
-        "info {report} (rollup of the raw week took {:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
-
-    // ----- older history: the 7 rolled whole days, copied back a week at a time -----
-    let started = Instant::now();
-    let copies = args.history_days.saturating_sub(7).div_ceil(7);
+/// Copies the rolled whole days of the window back in time `copies` times,
+/// a week further each time; the copied hours are marked `raw_dropped`, as
+/// retention leaves them.
+async fn copy_history(
+    client: &metrics_pg::tokio_postgres::Client,
+    s: &str,
+    window: Window,
+    copies: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (lo, hi) = (
-        UNIX_EPOCH + Duration::from_secs(first),
-        UNIX_EPOCH + Duration::from_secs(today),
+        UNIX_EPOCH + Duration::from_secs(window.first),
+        UNIX_EPOCH + Duration::from_secs(window.today),
     );
     for k in 1..=copies {
         let shift = format!("interval '{} days'", 7 * k);
@@ -318,18 +396,16 @@ async fn seed(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             ))
             .await?;
     }
-    vacuum(
-        &client,
-        s,
-        &[
-            "aggregated_metrics",
-            "aggregated_metrics_5min",
-            "aggregated_metrics_daily",
-            "rollup_hours",
-            "rollup_days",
-        ],
-    )
-    .await?;
+    Ok(())
+}
+
+/// Prints how far back the rolled history reaches.
+async fn report_history(
+    client: &metrics_pg::tokio_postgres::Client,
+    s: &str,
+    copies: u64,
+    started: Instant,
+) -> Result<(), Box<dyn std::error::Error>> {
     let stats = client
         .query_one(
             &format!(
