@@ -5,6 +5,7 @@ mod batch;
 mod error;
 mod queue;
 mod retry;
+mod shared;
 mod stats;
 mod worker;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 pub use error::{BuildError, ShutdownError};
@@ -21,8 +22,8 @@ pub use retry::RetryPolicy;
 pub use stats::CollectorStats;
 pub use worker::Worker;
 
-use queue::{Pushed, Queue};
-use stats::Counters;
+use queue::Pushed;
+use shared::Shared;
 use worker::{Config, Control};
 
 use crate::record::Record;
@@ -308,12 +309,7 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         let max_batch = self.max_batch.min(self.queue_capacity);
 
         let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-        let shared = Arc::new(Shared {
-            queue: Queue::new(self.queue_capacity, queue::shard_count()),
-            counters: Counters::default(),
-            notify: Notify::new(),
-            max_batch: max_batch as u64,
-        });
+        let shared = Arc::new(Shared::new(self.queue_capacity, max_batch as u64));
         let handle = CollectorHandle {
             inner: Arc::new(HandleInner {
                 control: control_tx,
@@ -341,30 +337,6 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         // (shutdown, or dropping every handle), not a JoinHandle.
         drop(runtime.spawn(worker));
         Ok(handle)
-    }
-}
-
-/// State shared by the handles and the worker.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    queue: Queue,
-    counters: Counters,
-    /// Producers wake the worker through this (see the queue's thresholds).
-    notify: Notify,
-    max_batch: u64,
-}
-
-impl Shared {
-    fn stats(&self) -> CollectorStats {
-        // The worker's counters first, then the queue (upstream of them): a
-        // record moving meanwhile can be missed, never counted twice.
-        let mut s = self.counters.snapshot_worker();
-        let q = self.queue.tally();
-        s.received = q.received;
-        s.dropped_queue_full = q.dropped_queue_full;
-        s.dropped_closed = q.dropped_closed;
-        s.pending += q.queued;
-        s
     }
 }
 

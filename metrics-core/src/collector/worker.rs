@@ -15,11 +15,11 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Shared;
 use super::batch::{Batcher, Wait};
 use super::error::ShutdownError;
 use super::queue::{Drainer, Queue};
 use super::retry::{Backoff, RetryPolicy};
+use super::shared::Shared;
 use super::stats::{CollectorStats, DropReason};
 use crate::error::SinkError;
 use crate::sink::{Batch, BatchId, MetricsSink, WriteAttempt};
