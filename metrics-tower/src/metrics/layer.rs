@@ -193,3 +193,15 @@ impl<S, R: Clone, I: Clone> Layer<S> for MetricsLayer<R, I> {
         }
     }
 }
+
+// ===== impl MetricsService =====
+
+// Here rather than in `service.rs`: the layer builds the service, so the
+// service's module does not depend back on the layer's.
+impl MetricsService<(), DefaultRoute, ExtensionIdentity> {
+    /// A [`MetricsLayer`] recording into `collector` (same as
+    /// [`MetricsLayer::new`]).
+    pub fn layer(collector: CollectorHandle) -> MetricsLayer {
+        MetricsLayer::new(collector)
+    }
+}

@@ -8,16 +8,17 @@ use tokio::time::Instant;
 
 use http::{Request, Response};
 use http_body::Body;
-use metrics_core::{CollectorHandle, Route};
+use metrics_core::Route;
 use tower_service::Service;
 
 use super::record::{Pending, RecordGuard, RouteKind};
-use super::{Core, MetricsLayer, ResponseFuture};
+use super::{Core, ResponseFuture};
 use crate::correlation;
 use crate::identity::{ExtensionIdentity, MakeIdentity};
 use crate::route::{DefaultRoute, MAX_LABEL_LEN, MakeRoute, RouteLabel, normalize_path_bytes};
 
-/// The service built by [`MetricsLayer`]: records every request it serves.
+/// The service built by [`MetricsLayer`](crate::MetricsLayer): records every
+/// request it serves.
 ///
 /// `poll_ready` is passed straight to the inner service and the error type is
 /// the inner one.
@@ -27,14 +28,6 @@ pub struct MetricsService<S, R = DefaultRoute, I = ExtensionIdentity> {
     pub(super) core: Arc<Core>,
     pub(super) make_route: R,
     pub(super) make_identity: I,
-}
-
-impl MetricsService<(), DefaultRoute, ExtensionIdentity> {
-    /// A [`MetricsLayer`] recording into `collector` (same as
-    /// [`MetricsLayer::new`]).
-    pub fn layer(collector: CollectorHandle) -> MetricsLayer {
-        MetricsLayer::new(collector)
-    }
 }
 
 impl<S, R, I> MetricsService<S, R, I> {

@@ -7,14 +7,16 @@
 //! served document reads like the file (`serde_json::Value` would sort the
 //! keys).
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::contract::OPENAPI_JSON;
 use super::ingest::MAX_EVENT_TYPE_CHARS;
-use super::{MetricsApi, OPENAPI_JSON};
 
 /// Where the configured values go (JSON pointers into the document).
 const EVENT_TYPE_ENUM: &[&str] = &[
@@ -41,31 +43,35 @@ const TIMESTAMP_WINDOW: &[&str] = &[
     "x-accepted-window",
 ];
 
-/// The document `api` serves at `/openapi.json`, as pretty JSON with a
-/// final newline (the committed file's layout).
-pub(super) fn served(api: &MetricsApi) -> String {
+/// The document an API with these settings serves at `/openapi.json`, as
+/// pretty JSON with a final newline (the committed file's layout).
+pub(super) fn served(
+    event_types: &BTreeSet<String>,
+    max_body_bytes: usize,
+    skew_future: Duration,
+    skew_past: Duration,
+) -> String {
     let mut doc: Node =
         serde_json::from_str(OPENAPI_JSON).expect("the committed openapi.json is JSON");
     // Types longer than the limit can never be accepted, so they are not
     // offered; the set is sorted, so the enum is too.
-    let types = api
-        .event_types
+    let types = event_types
         .iter()
         .filter(|t| t.chars().count() <= MAX_EVENT_TYPE_CHARS)
         .map(|t| Node::String(t.clone()))
         .collect();
     doc.set(EVENT_TYPE_ENUM, Node::Array(types));
-    doc.set(MAX_BODY_BYTES, Node::number(api.max_body_bytes as u64));
+    doc.set(MAX_BODY_BYTES, Node::number(max_body_bytes as u64));
     doc.set(
         TIMESTAMP_WINDOW,
         Node::Object(vec![
             (
                 "before_seconds".to_owned(),
-                Node::number(api.skew_past.as_secs()),
+                Node::number(skew_past.as_secs()),
             ),
             (
                 "after_seconds".to_owned(),
-                Node::number(api.skew_future.as_secs()),
+                Node::number(skew_future.as_secs()),
             ),
         ]),
     );

@@ -10,7 +10,7 @@ use metrics_core::aggregate::TimeRangeError;
 use metrics_core::query::{QueryError, UnknownSeriesKind};
 use serde::Serialize;
 
-use super::MAX_BATCH_SIZE;
+use super::contract::MAX_BATCH_SIZE;
 use crate::admin::AdminRejection;
 
 /// One problem with one event of a batch (the 422's `details`).

@@ -15,9 +15,9 @@ use metrics_core::query::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use super::ApiState;
 use super::error::{ApiError, json};
 use super::params::{Params, range_name};
+use super::state::ApiState;
 use crate::admin::AdminRejection;
 
 /// The caller's identity, for the endpoints open to every authenticated

@@ -16,10 +16,11 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::contract::MAX_BATCH_SIZE;
 use super::error::{ApiError, FieldError, json};
 use super::handlers::Caller;
 use super::params::parse_rfc3339;
-use super::{ApiState, MAX_BATCH_SIZE};
+use super::state::ApiState;
 
 /// Longest `event_type`, in characters.
 pub(super) const MAX_EVENT_TYPE_CHARS: usize = 100;

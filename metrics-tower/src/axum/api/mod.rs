@@ -166,11 +166,13 @@
 //! given to [`MetricsApi::clock`], the system clock by default, so tests can
 //! fix it.
 
+mod contract;
 mod document;
 mod error;
 mod handlers;
 mod ingest;
 mod params;
+mod state;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -182,44 +184,14 @@ use axum::routing::{get, post};
 use metrics_core::query::SharedMetricsQuery;
 use metrics_core::{CollectorHandle, SharedAdminCheck};
 
+pub use contract::{
+    DEFAULT_EVENT_TYPES, DEFAULT_MAX_BODY_BYTES, END_DATE_SLACK, MAX_BATCH_SIZE, OPENAPI_JSON,
+};
+use state::{ApiState, Clock};
+
 use super::SharedIdentity;
 use crate::admin::RequireAdminLayer;
 use crate::identity::{IdentityLayer, MakeIdentity};
-
-/// The event types accepted by default: the original API's ten (see the
-/// [module docs](self#default-vocabulary)).
-pub const DEFAULT_EVENT_TYPES: [&str; 10] = [
-    "page_view",
-    "button_click",
-    "form_submit",
-    "query_executed",
-    "model_invoked",
-    "preference_changed",
-    "data_source_selected",
-    "schema_detected",
-    "file_uploaded",
-    "export_triggered",
-];
-
-/// Most events in one `POST /usage-events` batch; more is a 413.
-pub const MAX_BATCH_SIZE: usize = 1_000;
-
-/// The default body limit of `POST /usage-events`: 1 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// How far ahead of the server clock a custom range's `end_date` may lie,
-/// and how far beyond the 90-day horizon its `start_date`, and still be
-/// served (clamped); see the [module docs](self#errors).
-pub const END_DATE_SLACK: Duration = Duration::from_secs(60);
-
-/// The committed OpenAPI 3.1 document of the API: what an API with the
-/// default settings serves at `/openapi.json`. An API with other settings
-/// serves [`MetricsApi::openapi_json`], this document with its own values
-/// filled in.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
-
-/// Where the API's "now" comes from.
-type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The dashboard API and usage-event ingest, as a mountable axum router.
 ///
@@ -385,7 +357,12 @@ impl MetricsApi {
     /// [`router`](Self::router) builds it once; calling this is only for
     /// apps that publish the document elsewhere.
     pub fn openapi_json(&self) -> String {
-        document::served(self)
+        document::served(
+            &self.event_types,
+            self.max_body_bytes,
+            self.skew_future,
+            self.skew_past,
+        )
     }
 
     /// The router, for `.nest("/api/v1/metrics", api.router())`, before or
@@ -393,7 +370,7 @@ impl MetricsApi {
     /// under it answer 404 and known paths with another method 405 (with
     /// `Allow`), both with the error envelope.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let state = Arc::new(ApiState::new(self));
+        let state = Arc::new(self.state());
         let admin_only = Router::new()
             .route("/performance", get(handlers::performance))
             .route("/usage", get(handlers::usage))
@@ -412,6 +389,27 @@ impl MetricsApi {
             .with_state(state)
             .layer(IdentityLayer::new(self.identity.clone()))
     }
+
+    /// The handlers' state: these settings, frozen.
+    fn state(&self) -> ApiState {
+        let event_types_list = self
+            .event_types
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        ApiState {
+            query: Arc::clone(&self.query),
+            collector: self.collector.clone(),
+            event_types: self.event_types.clone(),
+            event_types_list,
+            max_body_bytes: self.max_body_bytes,
+            skew_future: self.skew_future,
+            skew_past: self.skew_past,
+            clock: Arc::clone(&self.clock),
+            openapi: self.openapi_json().into(),
+        }
+    }
 }
 
 impl fmt::Debug for MetricsApi {
@@ -426,46 +424,5 @@ impl fmt::Debug for MetricsApi {
             .field("skew_future", &self.skew_future)
             .field("skew_past", &self.skew_past)
             .finish_non_exhaustive()
-    }
-}
-
-/// What the handlers share: the settings, frozen when the router is built.
-struct ApiState {
-    query: SharedMetricsQuery,
-    collector: CollectorHandle,
-    event_types: BTreeSet<String>,
-    /// `event_types` joined for error messages, built once.
-    event_types_list: String,
-    max_body_bytes: usize,
-    skew_future: Duration,
-    skew_past: Duration,
-    clock: Clock,
-    /// The served OpenAPI document, built once.
-    openapi: bytes::Bytes,
-}
-
-impl ApiState {
-    fn new(api: &MetricsApi) -> Self {
-        let event_types_list = api
-            .event_types
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        Self {
-            query: Arc::clone(&api.query),
-            collector: api.collector.clone(),
-            event_types: api.event_types.clone(),
-            event_types_list,
-            max_body_bytes: api.max_body_bytes,
-            skew_future: api.skew_future,
-            skew_past: api.skew_past,
-            clock: Arc::clone(&api.clock),
-            openapi: api.openapi_json().into(),
-        }
-    }
-
-    fn now(&self) -> SystemTime {
-        (self.clock)()
     }
 }

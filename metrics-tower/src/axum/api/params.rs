@@ -10,7 +10,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::END_DATE_SLACK;
+use super::contract::END_DATE_SLACK;
 use super::error::ApiError;
 
 /// Longest `endpoint=` filter, in characters (the original contract's

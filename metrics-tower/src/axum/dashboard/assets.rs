@@ -10,17 +10,13 @@
 //! test reads are the bytes a browser gets.
 
 use std::io::Write as _;
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-
-use super::DashboardState;
 
 /// The page template (see [`page`](super::page)); not served as a file.
 pub(super) const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -216,26 +212,20 @@ impl Assets {
     fn get(&self, name: &str) -> Option<&Embedded> {
         self.files.iter().find(|(n, _)| *n == name).map(|(_, e)| e)
     }
-}
 
-/// `GET /assets/{*path}`: the file, or 404 for any other name.
-pub(super) async fn asset(
-    State(state): State<Arc<DashboardState>>,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match state.assets.get(&path) {
-        Some(file) => file.respond(&headers),
-        None => not_found(),
+    /// The answer to `GET /assets/{path}`: the file, or 404 for any other
+    /// name.
+    pub(super) fn respond(&self, path: &str, request: &HeaderMap) -> Response {
+        match self.get(path) {
+            Some(file) => file.respond(request),
+            None => not_found(),
+        }
     }
-}
 
-/// `GET /tracker.js`.
-pub(super) async fn tracker(
-    State(state): State<Arc<DashboardState>>,
-    headers: HeaderMap,
-) -> Response {
-    state.assets.tracker.respond(&headers)
+    /// The answer to `GET /tracker.js`.
+    pub(super) fn respond_tracker(&self, request: &HeaderMap) -> Response {
+        self.tracker.respond(request)
+    }
 }
 
 fn not_found() -> Response {

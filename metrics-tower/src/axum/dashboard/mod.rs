@@ -77,17 +77,19 @@
 //! ```
 
 mod assets;
+mod handlers;
 mod page;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{NestedPath, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use metrics_core::SharedAdminCheck;
 
 use self::assets::Assets;
+use self::handlers::DashboardState;
 use self::page::Page;
 use super::SharedIdentity;
 use crate::identity::{IdentityLayer, MakeIdentity};
@@ -210,9 +212,9 @@ impl MetricsDashboard {
             "dashboard routes built"
         );
         let router = Router::new()
-            .route(&format!("{mount}/"), get(page::page))
-            .route(&format!("{mount}/tracker.js"), get(assets::tracker))
-            .route(&format!("{mount}/assets/{{*path}}"), get(assets::asset));
+            .route(&format!("{mount}/"), get(handlers::page))
+            .route(&format!("{mount}/tracker.js"), get(handlers::tracker))
+            .route(&format!("{mount}/assets/{{*path}}"), get(handlers::asset));
         let router = if mount.is_empty() {
             router
         } else {
@@ -228,27 +230,6 @@ impl MetricsDashboard {
         router
             .with_state(state)
             .layer(IdentityLayer::new(self.identity.clone()))
-    }
-}
-
-/// What the handlers share, made once per router.
-#[derive(Debug)]
-struct DashboardState {
-    admins: SharedAdminCheck,
-    page: Page,
-    assets: Assets,
-    /// Built by [`MetricsDashboard::router`]: the page's own path is the
-    /// nest path, which may lack the trailing slash.
-    relative: bool,
-}
-
-impl DashboardState {
-    /// The `<base>` the page needs: when the relative router is nested at a
-    /// path without a trailing slash, the page is answered at that path and
-    /// its links must resolve below it.
-    fn base_for(&self, nested: Option<&NestedPath>) -> Option<String> {
-        let nested = nested?.as_str();
-        (self.relative && !nested.ends_with('/')).then(|| format!("{nested}/"))
     }
 }
 

@@ -8,11 +8,12 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, NestedPath, Request, State};
+use axum::extract::FromRequestParts;
 use axum::response::Response;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, header};
+use metrics_core::SharedAdminCheck;
 
-use super::DashboardState;
 use super::assets::{Embedded, INDEX_HTML};
 use crate::admin::{AdminRejection, RequireAdmin};
 
@@ -93,14 +94,19 @@ fn render(api_path: &str, base: Option<&str>) -> String {
         .replace(API_PLACEHOLDER, &escape_html(api_path))
 }
 
-/// `GET /`: the dashboard for admins, the refusal page for everyone else.
-pub(super) async fn page(State(state): State<Arc<DashboardState>>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let base = state.base_for(parts.extensions.get::<NestedPath>());
+/// The answer to `GET /` (its request's `parts`): the dashboard for
+/// admins, the refusal page for everyone else; `base` as
+/// [`Page::respond`] takes it.
+pub(super) async fn answer(
+    page: &Page,
+    admins: &SharedAdminCheck,
+    mut parts: Parts,
+    base: Option<&str>,
+) -> Response {
     // The dashboard's own check, for the same decision as the API's guard.
-    let mut response = match RequireAdmin::from_request_parts(&mut parts, &state.admins).await {
-        Ok(_) => state.page.respond(base.as_deref(), &parts.headers),
-        Err(rejection) => refusal(&rejection, base.as_deref()),
+    let mut response = match RequireAdmin::from_request_parts(&mut parts, admins).await {
+        Ok(_) => page.respond(base, &parts.headers),
+        Err(rejection) => refusal(&rejection, base),
     };
     html_headers(response.headers_mut());
     response
