@@ -1,14 +1,35 @@
-//! The original API's contract (../shared/CONTRACT.md §1, issue 10), one
-//! suite that both stores run: every check below is a function over an
-//! [`Api`], and [`contract_suite!`] turns each into a test on the in-memory
-//! store and on PostgreSQL (a throwaway cluster from the test harness, or
-//! `DATABASE_URL`). A client written for the original API depends on these
-//! names, so a near miss fails here.
+//! The dashboard API's HTTP contract as both stores must answer it: one
+//! suite that the in-memory store and PostgreSQL both run. Every check below
+//! is a function over an [`Api`], and [`contract_suite!`] turns each into a
+//! test on the in-memory store and on PostgreSQL (a throwaway cluster from
+//! the test harness, or `DATABASE_URL`).
+//!
+//! **What belongs here:** every check whose answer a store computes or could
+//! get wrong: bodies computed from data (totals, rates, percentiles, users,
+//! distributions, buckets and their timestamps), sorting, filters, range
+//! edges and clipping, counts, zeros and empty lists, what a refused request
+//! leaves stored; and the original API's contract (issue 10: field names,
+//! access bodies, batch and range rules), since a client written for the
+//! original API depends on those names on either store. Each is written
+//! once, here, and runs on both stores; a store answering differently is a
+//! bug in that store, never a reason to leave it out.
+//!
+//! **What does not:** the API layer's own behaviour, which no store can change
+//! (content types, the body byte limit, 404/405 envelopes, field validation
+//! and drill-down parameter checks, configurable vocabulary and clock skew,
+//! a full queue or shut-down collector, store errors mapped with a failing
+//! stub store, the correlation id echo): `metrics-tower/tests/api.rs`, on the
+//! memory store with a fixed clock. What only the database path has (rollups
+//! and raw rows counted once, a stopped database, stored correlation ids):
+//! `examples/dashboard/tests/api_pg.rs`.
 //!
 //! Requests go through the facade's layer and `api_router()` over HTTP
 //! (`oneshot`), identity from the trusted proxy headers; the API's own
 //! requests are excluded from recording, so the data is exactly what each
-//! check records through the collector.
+//! check records through the collector. The clock is real: the answer checks
+//! place their data at whole seconds before a `t0` taken when they record it
+//! and derive bucket timestamps and the current hour from it and from the
+//! answer's own `end_time`.
 
 use std::time::{Duration, SystemTime};
 
@@ -82,12 +103,17 @@ impl Api {
     }
 
     async fn send(&self, req: Request<Body>) -> (u16, Value) {
+        let (status, text) = self.send_text(req).await;
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, body)
+    }
+
+    /// The status and the body as sent (for checks of the exact text).
+    async fn send_text(&self, req: Request<Body>) -> (u16, String) {
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status().as_u16();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-        (status, body)
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     /// GET `BASE + path` as `user`: the status and the JSON body.
@@ -126,12 +152,8 @@ impl Api {
     }
 
     async fn post_events(&self, user: &str, events: &[Value]) -> (u16, Value) {
-        let req = Request::post(format!("{BASE}/usage-events"))
-            .header("x-forwarded-email", user)
-            .header("content-type", "application/json")
-            .body(Body::from(json!({ "events": events }).to_string()))
-            .unwrap();
-        self.send(req).await
+        self.post_body(Some(user), json!({ "events": events }).to_string())
+            .await
     }
 
     /// Records requests straight into the collector and waits until they
@@ -144,6 +166,22 @@ impl Api {
     }
 
     async fn record_events(&self, events: impl IntoIterator<Item = UsageEvent>) {
+        for e in events {
+            assert!(self.metrics.collector().record(e), "queued");
+        }
+        self.metrics.flush().await.unwrap();
+    }
+
+    /// Requests and events in one flush (so a rollup running meanwhile sees
+    /// all of a kind's rows or none of them).
+    async fn record_all(
+        &self,
+        requests: impl IntoIterator<Item = RequestRecord>,
+        events: impl IntoIterator<Item = UsageEvent>,
+    ) {
+        for r in requests {
+            assert!(self.metrics.collector().record(r), "queued");
+        }
         for e in events {
             assert!(self.metrics.collector().record(e), "queued");
         }
@@ -189,6 +227,126 @@ fn is_rfc3339_utc(v: &Value) -> bool {
     })
 }
 
+const MIN5: u64 = 300;
+const HOUR: u64 = 3_600;
+const DAY: u64 = 86_400;
+const CAROL: &str = "carol@example.com";
+const OLD: &str = "old@example.com";
+
+/// Now to the whole second: instants before it format without a fraction,
+/// so a stored timestamp reads back as the same text from either store.
+fn now_s() -> SystemTime {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn ago(t0: SystemTime, secs: u64) -> SystemTime {
+    t0 - Duration::from_secs(secs)
+}
+
+fn ts(t: SystemTime) -> String {
+    app_metrics::query::format_rfc3339(t)
+}
+
+/// An RFC 3339 field of an answer.
+fn time_of(v: &Value) -> SystemTime {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_else(|| panic!("{v} is not a string")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    SystemTime::from(t)
+}
+
+/// `t` rounded down to a multiple of `unit` seconds (a UTC bucket start).
+fn floor(t: SystemTime, unit: u64) -> SystemTime {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs / unit * unit)
+}
+
+/// `end_time - start_time` of an answer.
+fn span(body: &Value) -> Duration {
+    time_of(&body["end_time"])
+        .duration_since(time_of(&body["start_time"]))
+        .unwrap_or_else(|_| panic!("start after end: {body}"))
+}
+
+/// The top-level field names of an answer, sorted.
+fn keys(body: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn request_at(
+    t: SystemTime,
+    route: &'static str,
+    method: Method,
+    status: u16,
+    ms: u64,
+    user: Option<&str>,
+) -> RequestRecord {
+    let mut r = RequestRecord::new(
+        t,
+        Route::from_static(route),
+        method,
+        status,
+        Duration::from_millis(ms),
+    );
+    r.user_id = user.map(UserId::new);
+    r
+}
+
+fn usage_at(t: SystemTime, kind: &str, page: Option<&str>, user: &str) -> UsageEvent {
+    UsageEvent::new(kind, UserId::new(user), t).with_page_name(page.map(str::to_owned))
+}
+
+/// The requests of [`seed`]: (seconds before `t0`, route, method, status,
+/// milliseconds, user). Two endpoints, one request outside 24 h.
+fn seed_requests() -> [(u64, &'static str, Method, u16, u64, &'static str); 5] {
+    [
+        (600, "/users/{id}", Method::GET, 200, 10, ADMIN),
+        (600, "/users/{id}", Method::GET, 200, 20, ADMIN),
+        (600, "/users/{id}", Method::GET, 500, 30, ADMIN),
+        (120, "/orders", Method::POST, 201, 200, USER),
+        (2 * DAY, "/orders", Method::POST, 201, 900, OLD),
+    ]
+}
+
+/// The events of [`seed`]: (seconds before `t0`, type, page, user); one
+/// outside 24 h.
+const SEED_EVENTS: [(u64, &str, Option<&str>, &str); 4] = [
+    (60, "page_view", Some("/home"), USER),
+    (7_200, "page_view", Some("/home"), USER),
+    (300, "button_click", Some("/cart"), CAROL),
+    (3 * DAY, "query_executed", None, USER),
+];
+
+/// Records the known data of the answer checks; returns its `t0`.
+async fn seed(api: &Api) -> SystemTime {
+    let t0 = now_s();
+    api.record_all(
+        seed_requests()
+            .into_iter()
+            .map(|(s, route, method, status, ms, user)| {
+                request_at(ago(t0, s), route, method, status, ms, Some(user))
+            }),
+        SEED_EVENTS
+            .iter()
+            .map(|&(s, kind, page, user)| usage_at(ago(t0, s), kind, page, user)),
+    )
+    .await;
+    t0
+}
+
 macro_rules! contract_suite {
     ($($check:ident),* $(,)?) => {
         mod memory {
@@ -224,6 +382,9 @@ contract_suite!(
     reads_are_for_admins_and_ingest_needs_an_identity_first,
     batch_limits_and_custom_range_rules,
     an_empty_store_answers_zeros_and_empty_lists,
+    performance_totals_ranges_and_the_endpoint_filter,
+    usage_totals_users_and_the_event_type_filter,
+    time_series_buckets_for_known_data,
 );
 
 // ===== 1. start_time / end_time =====
@@ -313,10 +474,22 @@ async fn time_series_without_metric_type_is_a_422_naming_the_three(api: Api) {
         }
         assert_eq!(body["status_code"], 422);
     }
+    let (_, body) = api.get("/time-series?time_range=7d", ADMIN).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("metric_type is required: one of performance, usage, both"),
+        "{body}"
+    );
     let (status, body) = api.get("/time-series?metric_type=latency", ADMIN).await;
     assert_eq!(status, 422, "{body}");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains("performance, usage, both"), "{message}");
+    assert!(
+        message.contains("metric_type must be one of")
+            && message.contains("performance, usage, both"),
+        "{message}"
+    );
 }
 
 // ===== 4. endpoint order =====
@@ -370,30 +543,44 @@ async fn endpoints_are_sorted_by_average_then_count_then_name(api: Api) {
 // ===== 5. /usage/count =====
 
 async fn usage_count_answers_count(api: Api) {
+    let t0 = now_s();
     api.record_events([
-        usage("page_view", None, USER),
-        usage("button_click", None, USER),
-        usage("page_view", None, ADMIN),
+        usage_at(ago(t0, 60), "page_view", None, USER),
+        usage_at(ago(t0, 60), "button_click", None, USER),
+        usage_at(ago(t0, 3 * DAY), "query_executed", None, USER),
+        usage_at(ago(t0, 60), "page_view", None, ADMIN),
+        usage_at(ago(t0, 60), "page_view", Some("/home"), CAROL),
     ])
     .await;
+    let (status, body) = api.get("/usage/count", USER).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["count"], &body["user_id"], &body["time_range"]),
+        (&json!(2), &json!(USER), &json!("24h")),
+        "the caller's own, the last 24 h: {body}"
+    );
     let (status, body) = api.get("/usage/count?time_range=7d", USER).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["count"], 2, "{body}");
+    assert_eq!(body["count"], 3, "the event 3 days ago is in 7 d: {body}");
     assert_eq!(body["time_range"], "7d");
     assert!(is_rfc3339_utc(&body["start_time"]) && is_rfc3339_utc(&body["end_time"]));
     assert!(body.get("event_count").is_none(), "{body}");
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    for key in keys {
-        assert!(
-            ["count", "time_range", "start_time", "end_time", "user_id"].contains(&key),
-            "unexpected {key} in {body}"
-        );
+    assert_eq!(
+        keys(&body),
+        ["count", "end_time", "start_time", "time_range", "user_id"]
+    );
+    for (user, expected) in [(CAROL, 1), (ADMIN, 1), ("nobody@example.com", 0)] {
+        let (status, body) = api.get("/usage/count", user).await;
+        assert_eq!((status, &body["count"]), (200, &json!(expected)), "{user}");
+        assert_eq!(body["user_id"], user);
     }
+    // Events sent through the API count for their sender.
+    let (status, body) = api
+        .post_events(ADMIN, &[event("query_executed"), event("query_executed")])
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.metrics.flush().await.unwrap();
+    assert_eq!(api.get("/usage/count", ADMIN).await.1["count"], 3);
 }
 
 // ===== 6. vocabulary =====
@@ -494,15 +681,27 @@ fn with_id(mut r: RequestRecord, id: &str) -> RequestRecord {
 }
 
 async fn time_series_endpoint_filter_narrows_the_requests_only(api: Api) {
-    api.record([
-        request("/items/{id}", Method::GET, 200, 10),
-        request("/items/{id}", Method::GET, 500, 30),
-        request("/items/{id}", Method::DELETE, 204, 50),
-        request("/other", Method::GET, 200, 900),
-    ])
+    let t0 = now_s();
+    let at = ago(t0, 60);
+    api.record_all(
+        [
+            request_at(at, "/items/{id}", Method::GET, 200, 10, Some(USER)),
+            request_at(at, "/items/{id}", Method::GET, 500, 30, Some(USER)),
+            request_at(at, "/items/{id}", Method::DELETE, 204, 50, Some(USER)),
+            request_at(at, "/other", Method::GET, 200, 900, Some(USER)),
+            request_at(at, "/orders", Method::POST, 201, 70, Some(USER)),
+            request_at(
+                ago(t0, 2 * DAY),
+                "/orders",
+                Method::POST,
+                201,
+                80,
+                Some(USER),
+            ),
+        ],
+        [usage_at(at, "page_view", Some("/home"), USER)],
+    )
     .await;
-    api.record_events([usage("page_view", Some("/home"), USER)])
-        .await;
     let busy = |body: &Value| -> Vec<Value> {
         body["data_points"]
             .as_array()
@@ -512,25 +711,30 @@ async fn time_series_endpoint_filter_narrows_the_requests_only(api: Api) {
             .cloned()
             .collect()
     };
-    for range in ["24h", "7d"] {
+    let events = |body: &Value| -> u64 {
+        body["data_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["total_events"].as_u64().unwrap())
+            .sum()
+    };
+    for (range, interval, unit) in [("24h", "5min", MIN5), ("7d", "hourly", HOUR)] {
         let body = api
             .ok(&format!(
                 "/time-series?metric_type=both&time_range={range}&endpoint=/items/%7Bid%7D"
             ))
             .await;
+        assert_eq!(body["interval"], interval, "{range}");
         let points = busy(&body);
         assert_eq!(points.len(), 1, "{range}: {body}");
+        assert_eq!(points[0]["timestamp"], ts(floor(at, unit)), "{range}");
         assert_eq!(points[0]["total_requests"], 3, "{range}");
+        assert_eq!(points[0]["error_count"], 1, "{range}: 204 is no error");
         assert_eq!(points[0]["error_rate"], 1.0 / 3.0, "{range}");
         assert_eq!(points[0]["avg_response_time_ms"], 30.0, "{range}");
-        // Usage fields are not filtered.
-        let events: u64 = body["data_points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["total_events"].as_u64().unwrap())
-            .sum();
-        assert_eq!(events, 1, "{range}");
+        // Usage fields are not filtered: usage events belong to no endpoint.
+        assert_eq!(events(&body), 1, "{range}");
         let body = api
             .ok(&format!(
                 "/time-series?metric_type=performance&time_range={range}\
@@ -538,6 +742,7 @@ async fn time_series_endpoint_filter_narrows_the_requests_only(api: Api) {
             ))
             .await;
         let points = busy(&body);
+        assert_eq!(points.len(), 1, "{range}: {body}");
         assert_eq!(points[0]["total_requests"], 2, "{range}");
         assert_eq!(points[0]["p50_response_time_ms"], 20.0, "{range}");
         assert_eq!(
@@ -546,25 +751,91 @@ async fn time_series_endpoint_filter_narrows_the_requests_only(api: Api) {
             "{range}"
         );
     }
-    let body = api
-        .ok("/time-series?metric_type=performance&endpoint=/nowhere")
+    // Another method, another endpoint: nothing at all.
+    for q in [
+        "/time-series?metric_type=performance&endpoint=/items/%7Bid%7D&method=POST",
+        "/time-series?metric_type=performance&endpoint=/nowhere",
+    ] {
+        assert_eq!(api.ok(q).await["data_points"], json!([]), "{q}");
+    }
+    // One endpoint over several hours.
+    let orders = api
+        .ok("/time-series?metric_type=both&endpoint=/orders&method=POST&time_range=7d")
         .await;
-    assert_eq!(body["data_points"], json!([]));
-    let (status, body) = api
-        .get("/time-series?metric_type=performance&method=GET", ADMIN)
+    let hours: Vec<(&Value, &Value)> = orders["data_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["total_requests"].as_u64().unwrap() > 0)
+        .map(|p| (&p["timestamp"], &p["total_requests"]))
+        .collect();
+    assert_eq!(
+        hours,
+        [
+            (&json!(ts(floor(ago(t0, 2 * DAY), HOUR))), &json!(1)),
+            (&json!(ts(floor(at, HOUR))), &json!(1))
+        ],
+        "{orders}"
+    );
+    // An empty filter is no filter.
+    let all = api.ok("/time-series?metric_type=both").await;
+    let unfiltered = api
+        .ok("/time-series?metric_type=both&endpoint=&method=")
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(busy(&unfiltered), busy(&all));
+    assert_eq!(busy(&all)[0]["total_requests"], 5, "{all}");
+    assert_eq!(events(&unfiltered), events(&all));
 }
 
 async fn requests_lists_an_endpoints_slowest_requests(api: Api) {
+    let t0 = now_s();
+    let at = ago(t0, 60);
+    let items = |method, status, ms, user, id: Option<&str>| {
+        let r = request_at(at, "/items/{id}", method, status, ms, user);
+        match id {
+            Some(id) => with_id(r, id),
+            None => r,
+        }
+    };
     api.record([
-        with_id(request("/items/{id}", Method::GET, 200, 10), "c-10"),
-        with_id(request("/items/{id}", Method::GET, 500, 30), "c-30"),
-        with_id(request("/items/{id}", Method::DELETE, 204, 50), "c-50"),
-        request("/items/{id}", Method::GET, 200, 20),
-        with_id(request("/other", Method::GET, 200, 900), "c-900"),
+        items(Method::GET, 200, 10, Some(USER), Some("c-10")),
+        items(Method::GET, 500, 30, Some(USER), Some("c-30")),
+        items(Method::DELETE, 204, 50, Some(USER), Some("c-50")),
+        items(Method::GET, 200, 20, Some(USER), None),
+        // The same latency, newer and anonymous.
+        request_at(ago(t0, 30), "/items/{id}", Method::GET, 200, 20, None),
+        with_id(
+            request_at(at, "/other", Method::GET, 200, 900, Some(USER)),
+            "c-900",
+        ),
+        with_id(
+            request_at(
+                ago(t0, 2 * DAY),
+                "/other",
+                Method::GET,
+                200,
+                700,
+                Some(USER),
+            ),
+            "c-old",
+        ),
     ])
     .await;
+    let row = |t: SystemTime,
+               method: &str,
+               status: u16,
+               ms: f64,
+               user: Option<&str>,
+               id: Option<&str>| {
+        json!({
+            "timestamp": ts(t),
+            "method": method,
+            "status_code": status,
+            "response_time_ms": ms,
+            "user_id": user,
+            "correlation_id": id,
+        })
+    };
     let body = api
         .ok("/requests?endpoint=/items/%7Bid%7D&time_range=30d")
         .await;
@@ -572,63 +843,95 @@ async fn requests_lists_an_endpoints_slowest_requests(api: Api) {
     assert_eq!(body["endpoint"], "/items/{id}");
     assert_eq!(body["method"], Value::Null);
     assert_eq!(body["limit"], 20);
-    // Clipped to the raw retention: the window searched is the last 7 days.
-    let span = |body: &Value| {
-        let t = |k: &str| {
-            time::OffsetDateTime::parse(
-                body[k].as_str().unwrap(),
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap()
-        };
-        t("end_time") - t("start_time")
-    };
-    assert_eq!(span(&body), time::Duration::days(7));
-    assert!(is_rfc3339_utc(&body["start_time"]) && is_rfc3339_utc(&body["end_time"]));
-    assert_eq!(body["status_codes"], json!({"200": 2, "204": 1, "500": 1}));
-    let requests = body["requests"].as_array().unwrap();
-    let ids: Vec<&Value> = requests.iter().map(|r| &r["correlation_id"]).collect();
     assert_eq!(
-        ids,
-        [&json!("c-50"), &json!("c-30"), &Value::Null, &json!("c-10")]
-    );
-    let first = requests[0].as_object().unwrap();
-    let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
+        keys(&body),
         [
-            "correlation_id",
+            "end_time",
+            "endpoint",
+            "limit",
             "method",
-            "response_time_ms",
-            "status_code",
-            "timestamp",
-            "user_id"
+            "requests",
+            "start_time",
+            "status_codes",
+            "time_range"
         ]
     );
+    // Clipped to the raw retention: the window searched is the last 7 days.
+    assert_eq!(span(&body), Duration::from_secs(7 * DAY));
+    assert!(is_rfc3339_utc(&body["start_time"]) && is_rfc3339_utc(&body["end_time"]));
+    assert_eq!(body["status_codes"], json!({"200": 3, "204": 1, "500": 1}));
     assert_eq!(
-        (
-            &first["method"],
-            &first["status_code"],
-            &first["response_time_ms"],
-            &first["user_id"]
-        ),
-        (&json!("DELETE"), &json!(204), &json!(50.0), &json!(USER))
+        body["requests"],
+        json!([
+            row(at, "DELETE", 204, 50.0, Some(USER), Some("c-50")),
+            row(at, "GET", 500, 30.0, Some(USER), Some("c-30")),
+            // Ties: newer first.
+            row(ago(t0, 30), "GET", 200, 20.0, None, None),
+            row(at, "GET", 200, 20.0, Some(USER), None),
+            row(at, "GET", 200, 10.0, Some(USER), Some("c-10")),
+        ]),
+        "{body}"
     );
-    assert!(is_rfc3339_utc(&first["timestamp"]));
     let body = api
-        .ok("/requests?endpoint=/items/%7Bid%7D&method=GET&limit=1")
+        .ok("/requests?endpoint=/items/%7Bid%7D&method=GET&limit=2")
         .await;
     assert_eq!(body["time_range"], "24h");
-    assert_eq!(span(&body), time::Duration::hours(24));
-    assert_eq!(body["requests"].as_array().unwrap().len(), 1);
-    assert_eq!(body["requests"][0]["correlation_id"], "c-30");
-    assert_eq!(body["status_codes"], json!({"200": 2, "500": 1}));
-    // Admin only, endpoint required.
-    let (status, _) = api.get("/requests?endpoint=/items/%7Bid%7D", USER).await;
-    assert_eq!(status, 403);
-    let (status, body) = api.get("/requests", ADMIN).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (&body["method"], &body["limit"]),
+        (&json!("GET"), &json!(2))
+    );
+    assert_eq!(span(&body), Duration::from_secs(DAY));
+    let slowest: Vec<(&Value, &Value)> = body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (&r["response_time_ms"], &r["correlation_id"]))
+        .collect();
+    assert_eq!(
+        slowest,
+        [(&json!(30.0), &json!("c-30")), (&json!(20.0), &Value::Null)]
+    );
+    assert_eq!(body["status_codes"], json!({"200": 3, "500": 1}));
+    // The request 2 days ago is inside the raw retention, not inside 24 h.
+    let month = api.ok("/requests?endpoint=/other&time_range=30d").await;
+    let ids: Vec<&Value> = month["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["correlation_id"])
+        .collect();
+    assert_eq!(ids, [&json!("c-900"), &json!("c-old")], "{month}");
+    assert_eq!(month["status_codes"], json!({"200": 2}));
+    let day = api.ok("/requests?endpoint=/other").await;
+    assert_eq!(day["status_codes"], json!({"200": 1}), "{day}");
+    // Nothing for an unknown endpoint, or a range before the retention
+    // (clipped to an empty window at its start).
+    let none = api.ok("/requests?endpoint=/nowhere").await;
+    assert_eq!(
+        (&none["requests"], &none["status_codes"]),
+        (&json!([]), &json!({}))
+    );
+    let before = SystemTime::now();
+    let old = api
+        .ok(&format!(
+            "/requests?endpoint=/other&start_date={}&end_date={}",
+            ts(ago(t0, 20 * DAY)),
+            ts(ago(t0, 10 * DAY))
+        ))
+        .await;
+    let after = SystemTime::now();
+    assert_eq!(old["time_range"], "custom");
+    assert_eq!(old["start_time"], old["end_time"], "{old}");
+    let week = Duration::from_secs(7 * DAY);
+    let start = time_of(&old["start_time"]);
+    assert!(
+        floor(before - week, 1) <= start && start <= after - week,
+        "the retention's start: {old}"
+    );
+    assert_eq!(
+        (&old["requests"], &old["status_codes"]),
+        (&json!([]), &json!({}))
+    );
 }
 
 // ===== the rest of the HTTP contract, on both stores =====
@@ -681,24 +984,44 @@ async fn reads_are_for_admins_and_ingest_needs_an_identity_first(api: Api) {
 }
 
 async fn batch_limits_and_custom_range_rules(api: Api) {
+    let (status, body) = api.post_events(USER, &[]).await;
+    assert_eq!(status, 422, "an empty batch: {body}");
     let events: Vec<Value> = (0..1001).map(|_| event("file_uploaded")).collect();
-    let (status, body) = api.post_events(USER, &events).await;
-    assert_eq!(status, 413);
+    let req = Request::post(format!("{BASE}/usage-events"))
+        .header("x-forwarded-email", USER)
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "events": events }).to_string()))
+        .unwrap();
     assert_eq!(
-        body,
-        json!({"detail": "Batch size exceeds maximum of 1000 events", "max_batch_size": 1000, "received": 1001})
+        api.send_text(req).await,
+        (
+            413,
+            r#"{"detail":"Batch size exceeds maximum of 1000 events","max_batch_size":1000,"received":1001}"#
+                .to_owned()
+        )
     );
-    let pad = "x".repeat(1024 * 1024);
+    // Counted even when the excess events are not events at all.
     let (status, body) = api
-        .post_body(Some(USER), format!(r#"{{"pad":"{pad}","events":[]}}"#))
+        .post_body(
+            Some(USER),
+            format!(r#"{{"events":[{}]}}"#, vec!["0"; 1500].join(",")),
+        )
         .await;
-    assert_eq!(status, 413, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("1048576"),
+    assert_eq!((status, &body["received"]), (413, &json!(1500)), "{body}");
+    api.metrics.flush().await.unwrap();
+    assert_eq!(
+        api.ok("/usage").await["metrics"]["total_events"],
+        0,
+        "a refused batch is never stored"
+    );
+    let (status, body) = api.post_events(USER, &events[..1000]).await;
+    assert_eq!(
+        (status, &body["events_received"]),
+        (202, &json!(1000)),
         "{body}"
     );
     api.metrics.flush().await.unwrap();
-    assert_eq!(api.ok("/usage").await["metrics"]["total_events"], 0);
+    assert_eq!(api.ok("/usage").await["metrics"]["total_events"], 1000);
 
     let now = SystemTime::now();
     let ago = |secs: u64| now - Duration::from_secs(secs);
@@ -738,6 +1061,7 @@ async fn batch_limits_and_custom_range_rules(api: Api) {
         "/usage?",
         "/time-series?metric_type=both&",
         "/usage/count?",
+        "/requests?endpoint=/a&",
     ] {
         for (q, expected) in &cases {
             let (status, body) = api.get(&format!("{path}{q}"), ADMIN).await;
@@ -779,20 +1103,48 @@ async fn batch_limits_and_custom_range_rules(api: Api) {
 }
 
 async fn an_empty_store_answers_zeros_and_empty_lists(api: Api) {
-    let body = api.ok("/performance").await;
-    assert_eq!(body["time_range"], "24h");
-    assert_eq!(
-        body["metrics"],
-        json!({
-            "total_requests": 0, "avg_response_time_ms": 0.0, "p50_response_time_ms": 0.0,
-            "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate": 0.0,
-            "active_users": 0
-        })
-    );
-    assert_eq!(body["endpoints"], json!([]));
-    for range in ["24h", "7d", "30d", "90d"] {
+    for (range, secs) in [
+        ("24h", DAY),
+        ("7d", 7 * DAY),
+        ("30d", 30 * DAY),
+        ("90d", 90 * DAY),
+    ] {
+        let length = Duration::from_secs(secs);
+        let body = api.ok(&format!("/performance?time_range={range}")).await;
+        assert_eq!(
+            keys(&body),
+            [
+                "end_time",
+                "endpoints",
+                "metrics",
+                "start_time",
+                "time_range"
+            ]
+        );
+        assert_eq!((&body["time_range"], span(&body)), (&json!(range), length));
+        assert_eq!(
+            body["metrics"],
+            json!({
+                "total_requests": 0, "avg_response_time_ms": 0.0, "p50_response_time_ms": 0.0,
+                "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate": 0.0,
+                "active_users": 0
+            }),
+            "{range}"
+        );
+        assert_eq!(body["endpoints"], json!([]));
         let body = api.ok(&format!("/usage?time_range={range}")).await;
-        assert_eq!(body["time_range"], range);
+        assert_eq!(
+            keys(&body),
+            [
+                "end_time",
+                "event_distribution",
+                "metrics",
+                "page_views",
+                "start_time",
+                "time_range"
+            ]
+        );
+        assert_eq!((&body["time_range"], span(&body)), (&json!(range), length));
         assert_eq!(
             body["metrics"],
             json!({"total_events": 0, "unique_users": 0, "active_users": 0, "active_users_current_hour": 0}),
@@ -803,7 +1155,23 @@ async fn an_empty_store_answers_zeros_and_empty_lists(api: Api) {
         let body = api
             .ok(&format!("/time-series?metric_type=both&time_range={range}"))
             .await;
-        assert_eq!(body["metric_type"], "both");
+        assert_eq!(
+            keys(&body),
+            [
+                "data_points",
+                "end_time",
+                "interval",
+                "metric_type",
+                "start_time",
+                "time_range"
+            ]
+        );
+        let interval = if range == "24h" { "5min" } else { "hourly" };
+        assert_eq!(
+            (&body["metric_type"], &body["interval"], &body["time_range"]),
+            (&json!("both"), &json!(interval), &json!(range))
+        );
+        assert_eq!(span(&body), length, "{range}");
         assert_eq!(body["data_points"], json!([]), "{range}");
         let body = api
             .ok(&format!("/requests?endpoint=/a&time_range={range}"))
@@ -813,6 +1181,19 @@ async fn an_empty_store_answers_zeros_and_empty_lists(api: Api) {
             (&json!([]), &json!({})),
             "{range}"
         );
+        let (status, body) = api
+            .get(&format!("/usage/count?time_range={range}"), USER)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            keys(&body),
+            ["count", "end_time", "start_time", "time_range", "user_id"]
+        );
+        assert_eq!(
+            (&body["count"], &body["user_id"], &body["time_range"]),
+            (&json!(0), &json!(USER), &json!(range))
+        );
+        assert_eq!(span(&body), length, "{range}");
     }
     let body = api.ok("/time-series?metric_type=performance").await;
     assert_eq!(
@@ -820,6 +1201,198 @@ async fn an_empty_store_answers_zeros_and_empty_lists(api: Api) {
         (&json!("performance"), &json!("5min"))
     );
     assert_eq!(body["data_points"], json!([]));
-    let (status, body) = api.get("/usage/count", USER).await;
-    assert_eq!((status, &body["count"]), (200, &json!(0)));
+}
+
+// ===== answers for known data (the seed) =====
+
+async fn performance_totals_ranges_and_the_endpoint_filter(api: Api) {
+    seed(&api).await;
+    let body = api.ok("/performance").await;
+    let m = &body["metrics"];
+    assert_eq!(
+        (
+            &m["total_requests"],
+            &m["error_rate"],
+            &m["active_users"],
+            &m["avg_response_time_ms"]
+        ),
+        (&json!(4), &json!(0.25), &json!(2), &json!(65.0)),
+        "{body}"
+    );
+    let endpoints = body["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2, "{body}");
+    assert_eq!(
+        (&endpoints[0]["endpoint"], &endpoints[0]["method"]),
+        (&json!("/orders"), &json!("POST")),
+        "slowest first"
+    );
+    let users = &endpoints[1];
+    assert_eq!(
+        (
+            &users["endpoint"],
+            &users["method"],
+            &users["request_count"],
+            &users["error_count"]
+        ),
+        (&json!("/users/{id}"), &json!("GET"), &json!(3), &json!(1))
+    );
+    // The latency sketch is exact to within 1 %.
+    let p50 = users["p50_response_time_ms"].as_f64().unwrap();
+    assert!((p50 - 20.0).abs() <= 0.2, "{p50}");
+
+    // 7 days hold the request 2 days ago and its user.
+    let m = &api.ok("/performance?time_range=7d").await["metrics"];
+    assert_eq!(
+        (
+            &m["total_requests"],
+            &m["active_users"],
+            &m["avg_response_time_ms"]
+        ),
+        (&json!(5), &json!(3), &json!(232.0)),
+        "{m}"
+    );
+    let body = api.ok("/performance?endpoint=/users/%7Bid%7D").await;
+    assert_eq!(body["metrics"]["total_requests"], 3);
+    assert_eq!(body["metrics"]["error_rate"], 1.0 / 3.0);
+    assert_eq!(body["endpoints"].as_array().unwrap().len(), 1);
+    // An endpoint filter of exactly 500 characters is served (and matches nothing).
+    let longest = api
+        .ok(&format!("/performance?endpoint=/{}", "a".repeat(499)))
+        .await;
+    assert_eq!(longest["metrics"]["total_requests"], 0);
+    assert_eq!(longest["endpoints"], json!([]));
+}
+
+async fn usage_totals_users_and_the_event_type_filter(api: Api) {
+    let t0 = seed(&api).await;
+    let body = api.ok("/usage").await;
+    // The current hour is the answer's: [its start, now], requests' users too.
+    let hour = floor(time_of(&body["end_time"]), HOUR);
+    let mut current: Vec<&str> = seed_requests()
+        .iter()
+        .map(|r| (r.0, r.5))
+        .chain(SEED_EVENTS.iter().map(|e| (e.0, e.3)))
+        .filter(|&(s, _)| ago(t0, s) >= hour)
+        .map(|(_, user)| user)
+        .collect();
+    current.sort_unstable();
+    current.dedup();
+    assert_eq!(
+        body["metrics"],
+        json!({
+            "total_events": 3,
+            "unique_users": 2,
+            "active_users": 3,
+            "active_users_current_hour": current.len(),
+        }),
+        "events by bob and carol; requests by the admin and bob: {body}"
+    );
+    assert_eq!(
+        body["event_distribution"],
+        json!({"page_view": 2, "button_click": 1})
+    );
+    let body = api.ok("/usage?time_range=7d").await;
+    assert_eq!(
+        (
+            &body["metrics"]["total_events"],
+            &body["metrics"]["active_users"]
+        ),
+        (&json!(4), &json!(4)),
+        "{body}"
+    );
+    let body = api
+        .ok("/usage?time_range=7d&event_type=query_executed")
+        .await;
+    assert_eq!(body["metrics"]["total_events"], 1, "{body}");
+    assert_eq!(body["metrics"]["unique_users"], 1, "{body}");
+    assert_eq!(body["event_distribution"], json!({"query_executed": 1}));
+}
+
+async fn time_series_buckets_for_known_data(api: Api) {
+    let t0 = seed(&api).await;
+    let body = api.ok("/time-series?metric_type=performance").await;
+    assert_eq!(
+        (&body["metric_type"], &body["interval"]),
+        (&json!("performance"), &json!("5min"))
+    );
+    // Every 5-minute bucket of the range, from the one holding its start.
+    let points = body["data_points"].as_array().unwrap();
+    let first = floor(time_of(&body["start_time"]), MIN5);
+    let stamps: Vec<String> = points
+        .iter()
+        .map(|p| p["timestamp"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..points.len() as u64)
+        .map(|i| ts(first + Duration::from_secs(i * MIN5)))
+        .collect();
+    assert_eq!(
+        stamps, expected,
+        "consecutive buckets from the range's start"
+    );
+    let last_start = floor(time_of(&body["end_time"]) - Duration::from_nanos(1), MIN5);
+    assert_eq!(
+        stamps.last(),
+        Some(&ts(last_start)),
+        "up to the range's end"
+    );
+    let with_requests: Vec<(&str, u64)> = points
+        .iter()
+        .filter(|p| p["total_requests"].as_u64().unwrap() > 0)
+        .map(|p| {
+            (
+                p["timestamp"].as_str().unwrap(),
+                p["total_requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (users, orders) = (ts(floor(ago(t0, 600), MIN5)), ts(floor(ago(t0, 120), MIN5)));
+    assert_eq!(
+        with_requests,
+        [(users.as_str(), 3), (orders.as_str(), 1)],
+        "{body}"
+    );
+
+    let body = api.ok("/time-series?metric_type=both&time_range=7d").await;
+    assert_eq!(body["interval"], "hourly");
+    let points = body["data_points"].as_array().unwrap();
+    let sum = |field: &str| -> u64 { points.iter().map(|p| p[field].as_u64().unwrap()).sum() };
+    assert_eq!(
+        (sum("total_requests"), sum("total_events")),
+        (5, 4),
+        "{body}"
+    );
+    let last = points.last().unwrap();
+    let hour = floor(time_of(&body["end_time"]) - Duration::from_nanos(1), HOUR);
+    assert_eq!(last["timestamp"], ts(hour), "the current hour last");
+    let in_hour = |s: u64| floor(ago(t0, s), HOUR) == hour;
+    let requests = seed_requests().iter().filter(|r| in_hour(r.0)).count();
+    let mut users: Vec<&str> = SEED_EVENTS
+        .iter()
+        .filter(|e| in_hour(e.0))
+        .map(|e| e.3)
+        .collect();
+    let events = users.len();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(
+        (
+            &last["total_requests"],
+            &last["total_events"],
+            &last["unique_users"]
+        ),
+        (&json!(requests), &json!(events), &json!(users.len())),
+        "{last}"
+    );
+
+    let body = api
+        .ok("/time-series?metric_type=usage&interval=hourly")
+        .await;
+    assert_eq!(body["interval"], "hourly");
+    let events: u64 = body["data_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["total_events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(events, 3);
 }
