@@ -45,34 +45,29 @@
 
 mod conn;
 mod copy_out;
-mod daily;
 mod error;
-mod governance;
-mod job;
+mod jobs;
 mod migrate;
-mod partition;
 mod pool;
 mod query;
-mod retention;
-mod rollup;
-mod schedule;
 mod schema;
 mod sink;
 mod tables;
 mod units;
 
 pub use error::Error;
-pub use governance::Governance;
-pub use job::{Clock, JobReport};
-pub use migrate::{MigrationReport, Migrator, migrate};
-pub use partition::{
+pub use jobs::clock::Clock;
+pub use jobs::governance::Governance;
+pub use jobs::partition::{
     DAYS_AHEAD, DAYS_BEHIND, PartitionReport, create_partitions, maintain_partitions,
 };
+pub use jobs::report::JobReport;
+pub use jobs::retention::RetentionJob;
+pub use jobs::rollup::RollupJob;
+pub use jobs::schedule::{Scheduler, SchedulerConfig, SchedulerHandle};
+pub use migrate::{MigrationReport, Migrator, migrate};
 pub use pool::create_pool;
 pub use query::PgMetricsQuery;
-pub use retention::RetentionJob;
-pub use rollup::RollupJob;
-pub use schedule::{Scheduler, SchedulerConfig, SchedulerHandle};
 pub use schema::{DEFAULT_SCHEMA, SchemaName};
 pub use sink::{PgSink, PgSinkBuilder};
 pub use tables::ALL;

@@ -195,6 +195,7 @@ mod tests {
     #[test]
     fn literals() {
         assert_eq!(ts_literal(0), "'1970-01-01 00:00:00+00'");
+        assert_eq!(ts_literal(1_767_225_600 + 3661), "'2026-01-01 01:01:01+00'");
         let t = from_unix_secs(86_400) + Duration::from_nanos(1_234_567);
         assert_eq!(micros_literal(t), "'1970-01-02 00:00:00.001234+00'");
     }

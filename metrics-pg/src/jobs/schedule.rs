@@ -18,10 +18,11 @@ use tokio::time::MissedTickBehavior;
 
 use crate::conn;
 use crate::error::Error;
-use crate::governance::Governance;
-use crate::job::{JOB_ACQUIRE_TIMEOUT, JobReport};
-use crate::retention::RetentionJob;
-use crate::rollup::RollupJob;
+use crate::jobs::governance::Governance;
+use crate::jobs::lock::JOB_ACQUIRE_TIMEOUT;
+use crate::jobs::report::JobReport;
+use crate::jobs::retention::RetentionJob;
+use crate::jobs::rollup::RollupJob;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -247,9 +248,12 @@ async fn maintain_partitions_now(
 ) -> Result<(), Error> {
     let mut client = conn::acquire(rollup.pool(), JOB_ACQUIRE_TIMEOUT).await?;
     let today = time::OffsetDateTime::from(retention.now()).date();
-    let report =
-        crate::partition::maintain_partitions(&mut client, rollup.schema_name().as_str(), today)
-            .await?;
+    let report = crate::jobs::partition::maintain_partitions(
+        &mut client,
+        rollup.schema_name().as_str(),
+        today,
+    )
+    .await?;
     tracing::debug!(?report, "partition maintenance done");
     Ok(())
 }

@@ -4,7 +4,7 @@
 use tokio_postgres::GenericClient;
 
 use crate::error::Error;
-use crate::job::thousands;
+use crate::jobs::report::thousands;
 use crate::schema::SchemaName;
 use crate::tables::PARTITIONED_TABLES;
 

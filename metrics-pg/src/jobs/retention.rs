@@ -31,10 +31,12 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::governance::Governance;
-use crate::job::{Clock, JobLock, JobReport, RETENTION_LOCK_CLASS, ROLLUP_LOCK_CLASS};
-use crate::partition::day_partitions;
-use crate::rollup::{RollupOptions, hours_to_roll, roll_closed_hours, roll_hour};
+use crate::jobs::clock::Clock;
+use crate::jobs::governance::Governance;
+use crate::jobs::lock::{JobLock, RETENTION_LOCK_CLASS, ROLLUP_LOCK_CLASS};
+use crate::jobs::partition::day_partitions;
+use crate::jobs::report::JobReport;
+use crate::jobs::rollup::{RollupOptions, hours_to_roll, roll_closed_hours, roll_hour};
 use crate::schema::SchemaName;
 use crate::tables::{Kind, PARTITIONED_TABLES};
 use crate::units::{DAY, HOUR, duration_secs, floor_hour, from_unix_secs, unix_secs};
@@ -219,15 +221,15 @@ impl RetentionJob {
             )
             .await
             .map_err(|e| Error::db("deleting expired 5-minute rollups", e))?;
-        let _ = crate::daily::delete_expired_days(client, &self.schema, last_expired).await?;
+        let _ = crate::jobs::daily::delete_expired_days(client, &self.schema, last_expired).await?;
         // Hours re-rolled before their partition was dropped withdrew their
         // day's daily rows: build those days again.
-        let _ = crate::daily::build_complete_days(
+        let _ = crate::jobs::daily::build_complete_days(
             client,
             &self.pool,
             &self.schema,
             self.rollup.concurrency,
-            crate::daily::DayAccs::new(),
+            crate::jobs::daily::DayAccs::new(),
         )
         .await?;
 

@@ -12,7 +12,7 @@
 //!   directly, so percentiles keep their guarantees), replaces the daily
 //!   rows and upserts the `rollup_days` row;
 //! * rolling an hour again deletes its day's `rollup_days` row in the hour's
-//!   own transaction ([`roll_hour`](crate::rollup::roll_hour)), so a rebuilt
+//!   own transaction ([`roll_hour`](crate::jobs::rollup::roll_hour)), so a rebuilt
 //!   hour makes its day "to build" again, and the next pass (at the end of the
 //!   same run, or of the next run after a failure) rebuilds it.
 //!
@@ -31,7 +31,8 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::conn;
 use crate::error::Error;
-use crate::job::{AbortOnDrop, JOB_ACQUIRE_TIMEOUT};
+use crate::jobs::lock::JOB_ACQUIRE_TIMEOUT;
+use crate::jobs::task::AbortOnDrop;
 use crate::schema::SchemaName;
 use crate::tables::{ALL, Kind};
 use crate::units::{DAY, HOUR, from_unix_secs};
