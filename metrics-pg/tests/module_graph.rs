@@ -29,6 +29,57 @@ fn the_bottom_layer_depends_on_nothing_above_it() {
 }
 
 #[test]
+fn the_jobs_depend_downward_and_nothing_below_them_names_them() {
+    let graph = graph();
+    let deps = |m: &str| graph.dependencies(m).map(str::to_owned).collect::<Vec<_>>();
+    for module in [
+        "jobs::schedule",
+        "jobs::retention",
+        "jobs::rollup",
+        "jobs::rollup::hour",
+        "jobs::daily",
+        "jobs::lock",
+    ] {
+        assert!(graph.modules().any(|m| m == module), "{module} not found");
+    }
+    // schedule ─► retention ─► rollup ─► daily: each names only those below.
+    assert!(
+        deps("jobs::schedule")
+            .iter()
+            .any(|m| m == "jobs::retention")
+    );
+    assert!(
+        deps("jobs::retention")
+            .iter()
+            .any(|m| m.starts_with("jobs::rollup"))
+    );
+    for lower in [
+        "jobs::daily",
+        "jobs::partition",
+        "jobs::lock",
+        "jobs::governance",
+    ] {
+        assert!(
+            !deps(lower)
+                .iter()
+                .any(|m| m.starts_with("jobs::rollup") || m == "jobs::schedule"),
+            "{lower} depends on a job above it: {:?}",
+            deps(lower)
+        );
+    }
+    // The sink and the queries never run a job.
+    for user in ["sink", "query", "conn", "tables", "units"] {
+        let over: Vec<_> = graph
+            .modules()
+            .filter(|m| *m == user || m.starts_with(&format!("{user}::")))
+            .flat_map(&deps)
+            .filter(|d| d.starts_with("jobs"))
+            .collect();
+        assert!(over.is_empty(), "{user} depends on {over:?}");
+    }
+}
+
+#[test]
 fn no_code_follows_a_tests_module() {
     assert!(
         graph().code_after_tests().is_empty(),
