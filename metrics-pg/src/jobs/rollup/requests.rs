@@ -17,33 +17,24 @@ use crate::schema::SchemaName;
 use crate::tables::{ALL, Kind};
 use crate::units::{PG_EPOCH_UNIX_MICROS, SLOT, SLOTS_PER_HOUR, ts_literal};
 
+/// One key's finished state: its summary (latencies, requests per status)
+/// and its distinct users.
 #[derive(Debug)]
-pub(super) struct PerfBucket {
+pub(super) struct KeyState {
     summary: PerformanceSummary,
     users: DistinctUsers,
-}
-
-impl PerfBucket {
-    fn new(exact_limit: u32) -> Self {
-        Self {
-            summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(exact_limit)),
-            users: DistinctUsers::new(),
-        }
-    }
 }
 
 /// Hashes pending per counter before they are folded into its
 /// [`DistinctUsers`] (bounds the memory of a busy bucket; 64 KiB).
 pub(super) const PENDING_USERS: usize = 8_192;
 
-/// One bucket's state while an hour streams: the latency sketch, the status
-/// counts (a short list: a bucket sees a handful of codes) and the users,
-/// buffered as hashes and folded in batches (one sort instead of a sorted
-/// insert per row).
+/// One bucket's state while an hour streams: core's summary (the one
+/// accumulator of request statistics) and the users, buffered as hashes and
+/// folded in batches (one sort instead of a sorted insert per row).
 #[derive(Debug)]
 pub(super) struct PerfAcc {
-    latency: LatencySketch,
-    status: Vec<(u16, u64)>,
+    summary: PerformanceSummary,
     users: DistinctUsers,
     pending: Vec<u64>,
 }
@@ -51,8 +42,7 @@ pub(super) struct PerfAcc {
 impl PerfAcc {
     fn new(exact_limit: u32) -> Self {
         Self {
-            latency: LatencySketch::with_exact_limit(exact_limit),
-            status: Vec::new(),
+            summary: PerformanceSummary::with_sketch(LatencySketch::with_exact_limit(exact_limit)),
             users: DistinctUsers::new(),
             pending: Vec::new(),
         }
@@ -60,11 +50,7 @@ impl PerfAcc {
 
     #[inline]
     fn add(&mut self, status: u16, ms: f64, user: Option<u64>) {
-        self.latency.add(ms);
-        match self.status.iter_mut().find(|(code, _)| *code == status) {
-            Some((_, n)) => *n += 1,
-            None => self.status.push((status, 1)),
-        }
+        self.summary.add_sample(status, ms);
         if let Some(h) = user {
             self.pending.push(h);
             if self.pending.len() >= PENDING_USERS {
@@ -73,15 +59,12 @@ impl PerfAcc {
         }
     }
 
-    fn finish(mut self) -> PerfBucket {
+    fn finish(mut self) -> KeyState {
         self.users.add_hashes(&mut self.pending);
         // quantile() and to_bytes() would each sort a copy otherwise.
-        self.latency.sort_samples();
-        PerfBucket {
-            summary: PerformanceSummary::from_parts(
-                self.latency,
-                self.status.into_iter().collect(),
-            ),
+        self.summary.sort_samples();
+        KeyState {
+            summary: self.summary,
             users: self.users,
         }
     }
@@ -371,7 +354,7 @@ pub(super) async fn stream_performance(
     // state as adding every sample; binned slots merge cheaply).
     let slots = slots.map(|s| s.map(PerfAcc::finish));
     if raw > 0 {
-        let mut all = PerfBucket::new(exact_limit);
+        let mut all = PerfAcc::new(exact_limit).finish();
         for b in slots.iter().flatten() {
             all.summary.merge(&b.summary);
             all.users.merge(&b.users);
@@ -394,7 +377,7 @@ pub(super) async fn stream_performance(
     })
 }
 
-pub(super) fn perf_row(endpoint: Option<String>, method: Option<String>, b: &PerfBucket) -> OutRow {
+pub(super) fn perf_row(endpoint: Option<String>, method: Option<String>, b: &KeyState) -> OutRow {
     OutRow {
         endpoint,
         method,
