@@ -255,6 +255,17 @@ pub trait MetricsSink: Send + Sync + 'static {
     /// Writes one batch; `attempt` tells a retry of a batch from a new one
     /// (see [the retry contract](MetricsSink#retries-what-the-collector-promises)).
     async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError>;
+
+    /// The longest one [`write`](Self::write) call can take before the sink
+    /// gives up on its own (its connection, statement and commit timeouts),
+    /// if it bounds its writes; `None` (the default) if it does not.
+    ///
+    /// The collector never cuts short a write the sink may still complete:
+    /// it raises its `export_timeout` above this bound, so an attempt it
+    /// counts as failed is one the sink itself reported as failed.
+    fn max_write_duration(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 #[async_trait]
@@ -262,12 +273,20 @@ impl<S: MetricsSink + ?Sized> MetricsSink for Arc<S> {
     async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError> {
         (**self).write(batch, attempt).await
     }
+
+    fn max_write_duration(&self) -> Option<std::time::Duration> {
+        (**self).max_write_duration()
+    }
 }
 
 #[async_trait]
 impl<S: MetricsSink + ?Sized> MetricsSink for Box<S> {
     async fn write(&self, batch: &Batch, attempt: WriteAttempt) -> Result<WriteSummary, SinkError> {
         (**self).write(batch, attempt).await
+    }
+
+    fn max_write_duration(&self) -> Option<std::time::Duration> {
+        (**self).max_write_duration()
     }
 }
 
