@@ -93,9 +93,24 @@ impl<B> MakeIdentity<B> for NoIdentity {
 ///
 /// An [`Identity`] already present in the extensions wins. Otherwise the one
 /// built from the headers is inserted into the extensions, so handlers and the
-/// admin guard see the same user. Header values must be visible ASCII and at
-/// most [`TrustedProxyHeaders::MAX_USER_LEN`] bytes (tokens:
-/// [`TrustedProxyHeaders::MAX_TOKEN_LEN`]); anything else is ignored.
+/// admin guard see the same user.
+///
+/// # Which headers count
+///
+/// Each of the three headers must be either absent or present exactly once
+/// with one usable value: 1 to [`TrustedProxyHeaders::MAX_USER_LEN`] bytes
+/// of visible ASCII (tokens: [`TrustedProxyHeaders::MAX_TOKEN_LEN`]), no
+/// comma. Anything else gives the request **no identity at all** (the API
+/// answers 401), never the first, the last or the next header's value:
+///
+/// - a header sent twice is what a proxy that *appends* to a client's
+///   header produces, so neither value can be trusted to be the proxy's;
+/// - a comma is how HTTP joins two values of one header into one line
+///   (RFC 9110, section 5.3), and no e-mail address, user name or token a
+///   proxy sends contains one unquoted, so a comma is read as two values;
+/// - a present but unusable value (too long, a space, a control character,
+///   non-ASCII) is a header the proxy did not write: falling back to the
+///   next header would trust one the client may have set.
 ///
 /// ```
 /// use http::Request;
@@ -111,6 +126,14 @@ impl<B> MakeIdentity<B> for NoIdentity {
 /// assert_eq!(user.as_str(), "ada@example.com");
 /// let identity = req.extensions().get::<Identity>().unwrap();
 /// assert_eq!(identity.access_token().unwrap().expose(), "s3cret");
+///
+/// // The client's value followed by the proxy's: nobody.
+/// let mut req = Request::builder()
+///     .header("x-forwarded-email", "admin@example.com")
+///     .header("x-forwarded-email", "mallory@example.com")
+///     .body(())
+///     .unwrap();
+/// assert_eq!(TrustedProxyHeaders.identity(&mut req), None);
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrustedProxyHeaders;
@@ -125,23 +148,64 @@ impl TrustedProxyHeaders {
     const USER: HeaderName = HeaderName::from_static("x-forwarded-user");
     const TOKEN: HeaderName = HeaderName::from_static("x-forwarded-access-token");
 
-    /// The identity the headers describe, if any.
+    /// The identity the headers describe, if any (see [which headers
+    /// count](Self#which-headers-count)).
     pub fn from_headers(headers: &HeaderMap) -> Option<Identity> {
-        let user = visible(headers, &Self::EMAIL, Self::MAX_USER_LEN)
-            .or_else(|| visible(headers, &Self::USER, Self::MAX_USER_LEN))?;
-        let identity = Identity::new(user);
-        Some(match visible(headers, &Self::TOKEN, Self::MAX_TOKEN_LEN) {
+        let email = trusted(headers, &Self::EMAIL, Self::MAX_USER_LEN)?;
+        let user = trusted(headers, &Self::USER, Self::MAX_USER_LEN)?;
+        let token = trusted(headers, &Self::TOKEN, Self::MAX_TOKEN_LEN)?;
+        let identity = Identity::new(email.or(user)?);
+        Some(match token {
             Some(token) => identity.with_access_token(AccessToken::new(token)),
             None => identity,
         })
     }
 }
 
-fn visible<'h>(headers: &'h HeaderMap, name: &HeaderName, max: usize) -> Option<&'h str> {
-    let value = headers.get(name)?.as_bytes();
+/// Why an identity header makes the whole request anonymous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unusable {
+    /// Sent more than once, or one line holding a comma-joined list.
+    Repeated,
+    /// Empty, too long, or not visible ASCII.
+    Invalid,
+}
+
+/// [`single`], with a refusal logged (at debug: any client can send these
+/// headers, so a warning per request would let it flood the log) and turned
+/// into "no identity" (the outer `None`).
+fn trusted<'h>(headers: &'h HeaderMap, name: &HeaderName, max: usize) -> Option<Option<&'h str>> {
+    single(headers, name, max)
+        .inspect_err(|why| {
+            tracing::debug!(header = %name, ?why, "identity header not trusted: the request has no identity");
+        })
+        .ok()
+}
+
+/// The one usable value of `name`: `Ok(None)` when absent, `Err` when it
+/// cannot be trusted (see [`TrustedProxyHeaders`]).
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    max: usize,
+) -> Result<Option<&'h str>, Unusable> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Unusable::Repeated);
+    }
+    let value = value.as_bytes();
+    if value.contains(&b',') {
+        return Err(Unusable::Repeated);
+    }
     let ok = !value.is_empty() && value.len() <= max && value.iter().all(u8::is_ascii_graphic);
     // Visible ASCII is always UTF-8.
-    ok.then(|| std::str::from_utf8(value).ok()).flatten()
+    match std::str::from_utf8(value) {
+        Ok(text) if ok => Ok(Some(text)),
+        _ => Err(Unusable::Invalid),
+    }
 }
 
 impl<B> MakeIdentity<B> for TrustedProxyHeaders {
@@ -153,6 +217,19 @@ impl<B> MakeIdentity<B> for TrustedProxyHeaders {
         let user = identity.user_id().clone();
         req.extensions_mut().insert(identity);
         Some(user)
+    }
+}
+
+/// `user` as a store can keep it: NUL (U+0000), which PostgreSQL refuses in
+/// text, replaced by U+FFFD. No header source yields one (header values
+/// cannot hold NUL), but an app's own source may (a JWT claim can encode
+/// `\u0000`), and a record with it would be lost as rejected. Allocates only
+/// then.
+pub(crate) fn storable_user(user: UserId) -> UserId {
+    if user.as_str().as_bytes().contains(&0) {
+        UserId::from(user.as_str().replace('\0', "\u{fffd}"))
+    } else {
+        user
     }
 }
 
@@ -290,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn proxy_headers_prefer_email_and_reject_junk() {
+    fn proxy_headers_prefer_email() {
         let mut r = req(&[
             ("x-forwarded-user", b"ada"),
             ("x-forwarded-email", b"ada@example.com"),
@@ -299,23 +376,95 @@ mod tests {
             TrustedProxyHeaders.identity(&mut r).unwrap().as_str(),
             "ada@example.com"
         );
-
-        let mut r = req(&[
-            ("x-forwarded-email", b"has space"),
-            ("x-forwarded-user", b"bob"),
-        ]);
+        let mut r = req(&[("x-forwarded-user", b"bob")]);
         assert_eq!(
             TrustedProxyHeaders.identity(&mut r).unwrap().as_str(),
             "bob"
         );
+    }
 
-        let long = vec![b'a'; TrustedProxyHeaders::MAX_USER_LEN + 1];
-        let mut r = req(&[("x-forwarded-user", &long)]);
-        assert_eq!(TrustedProxyHeaders.identity(&mut r), None);
-        assert!(r.extensions().get::<Identity>().is_none());
+    #[test]
+    fn junk_in_a_present_header_means_no_identity_not_the_next_header() {
+        let long_user = vec![b'a'; TrustedProxyHeaders::MAX_USER_LEN + 1];
+        let long_token = vec![b't'; TrustedProxyHeaders::MAX_TOKEN_LEN + 1];
+        let cases: [&[(&str, &[u8])]; 6] = [
+            &[
+                ("x-forwarded-email", b"has space"),
+                ("x-forwarded-user", b"bob"),
+            ],
+            &[("x-forwarded-email", b""), ("x-forwarded-user", b"bob")],
+            &[("x-forwarded-user", &long_user)],
+            &[("x-forwarded-user", b"caf\xc3\xa9")],
+            &[("x-forwarded-user", b"tab\there")],
+            &[
+                ("x-forwarded-user", b"bob"),
+                ("x-forwarded-access-token", &long_token),
+            ],
+        ];
+        for headers in cases {
+            let mut r = req(headers);
+            assert_eq!(TrustedProxyHeaders.identity(&mut r), None, "{headers:?}");
+            assert!(r.extensions().get::<Identity>().is_none());
+        }
+    }
 
-        let mut r = req(&[("x-forwarded-user", b"caf\xc3\xa9")]);
+    #[test]
+    fn a_repeated_identity_header_means_no_identity() {
+        // The client's value first, the appending proxy's last, and the
+        // other way round: neither order may pick one.
+        let cases: [&[(&str, &[u8])]; 6] = [
+            &[
+                ("x-forwarded-email", b"admin@example.com"),
+                ("x-forwarded-email", b"mallory@example.com"),
+            ],
+            &[
+                ("x-forwarded-email", b"mallory@example.com"),
+                ("x-forwarded-email", b"admin@example.com"),
+            ],
+            // Repeated even with the same value: the source is still unclear.
+            &[("x-forwarded-user", b"ada"), ("x-forwarded-user", b"ada")],
+            // A repeated header the user is not taken from still voids it.
+            &[
+                ("x-forwarded-email", b"ada@example.com"),
+                ("x-forwarded-user", b"ada"),
+                ("x-forwarded-user", b"admin"),
+            ],
+            &[
+                ("x-forwarded-email", b"ada@example.com"),
+                ("x-forwarded-access-token", b"client"),
+                ("x-forwarded-access-token", b"proxy"),
+            ],
+            // One line holding a comma-joined list is two values.
+            &[(
+                "x-forwarded-email",
+                b"admin@example.com,mallory@example.com",
+            )],
+        ];
+        for headers in cases {
+            let mut r = req(headers);
+            assert_eq!(TrustedProxyHeaders.identity(&mut r), None, "{headers:?}");
+            assert!(r.extensions().get::<Identity>().is_none(), "{headers:?}");
+            assert!(TrustedProxyHeaders::from_headers(r.headers()).is_none());
+        }
+        let mut r = req(&[("x-forwarded-email", b"a@x,")]);
         assert_eq!(TrustedProxyHeaders.identity(&mut r), None);
+    }
+
+    #[test]
+    fn single_tells_absent_repeated_and_invalid_apart() {
+        let name = HeaderName::from_static("x-forwarded-user");
+        let r = req(&[]);
+        assert_eq!(single(r.headers(), &name, 10), Ok(None));
+        let r = req(&[("x-forwarded-user", b"ada")]);
+        assert_eq!(single(r.headers(), &name, 10), Ok(Some("ada")));
+        let r = req(&[("x-forwarded-user", b"a,b")]);
+        assert_eq!(single(r.headers(), &name, 10), Err(Unusable::Repeated));
+        let r = req(&[("x-forwarded-user", b"a"), ("x-forwarded-user", b"b")]);
+        assert_eq!(single(r.headers(), &name, 10), Err(Unusable::Repeated));
+        let r = req(&[("x-forwarded-user", b"a b")]);
+        assert_eq!(single(r.headers(), &name, 10), Err(Unusable::Invalid));
+        let r = req(&[("x-forwarded-user", b"abcdefghijk")]);
+        assert_eq!(single(r.headers(), &name, 10), Err(Unusable::Invalid));
     }
 
     #[test]
@@ -369,6 +518,16 @@ mod tests {
         let mut r = req(&[]);
         ensure_identity(&NoIdentity, &mut r);
         assert!(r.extensions().get::<Identity>().is_none());
+    }
+
+    #[test]
+    fn stored_users_never_hold_nul() {
+        let ada = UserId::from("ada");
+        assert_eq!(storable_user(ada.clone()), ada);
+        assert_eq!(
+            storable_user(UserId::from("a\0d\0")).as_str(),
+            "a\u{fffd}d\u{fffd}"
+        );
     }
 
     #[test]

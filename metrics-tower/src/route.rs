@@ -366,6 +366,13 @@ impl RouteLabels {
         if let Some(route) = self.get(label) {
             return route;
         }
+        // A template with NUL (from an app's own `MakeRoute`: request paths
+        // cannot hold one) is never admitted: no store keeps it (PostgreSQL
+        // refuses NUL in text), so its records would be lost as rejected.
+        // Checked on misses only, so known labels cost nothing more.
+        if label.as_bytes().contains(&0) {
+            return self.overflowed();
+        }
         self.admit_with(label, || Arc::from(label))
     }
 

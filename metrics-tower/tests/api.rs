@@ -71,6 +71,60 @@ async fn an_unavailable_admin_check_is_503_and_the_guard_comes_before_the_parame
     }
 }
 
+/// Behind a proxy that appends its `X-Forwarded-Email` to the client's,
+/// the request carries two: neither may be trusted (issue 13 F6).
+#[tokio::test]
+async fn a_repeated_identity_header_is_no_identity() {
+    let h = Harness::new();
+    let two = |path: &str, first: &str, second: &str| {
+        Request::get(format!("{BASE}{path}"))
+            .header("x-forwarded-email", first)
+            .header("x-forwarded-email", second)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for path in ADMIN_PATHS {
+        for (first, second) in [(ADMIN, USER), (USER, ADMIN), (ADMIN, ADMIN)] {
+            let a = h.send(two(path, first, second)).await;
+            assert_eq!(a.status, 401, "{path} as {first} + {second}: {}", a.text);
+        }
+        // One line joining two values is two values.
+        let req = Request::get(format!("{BASE}{path}"))
+            .header("x-forwarded-email", format!("{ADMIN},{USER}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(h.send(req).await.status, 401, "{path}");
+        // A spoofed second header of another kind voids the email too.
+        let req = Request::get(format!("{BASE}{path}"))
+            .header("x-forwarded-email", ADMIN)
+            .header("x-forwarded-user", "ada")
+            .header("x-forwarded-user", "root")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(h.send(req).await.status, 401, "{path}");
+        // The single header still works.
+        assert_eq!(h.get(path, Some(ADMIN)).await.status, 200, "{path}");
+    }
+    let req = Request::post(format!("{BASE}/usage-events"))
+        .header("x-forwarded-email", USER)
+        .header("x-forwarded-email", ADMIN)
+        .header("content-type", "application/json")
+        .body(Body::from(batch(&[event("page_view", secs(1))])))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 401);
+    assert!(h.stored_events().await.is_empty());
+    // The layer recorded those requests without a user.
+    let requests = h.store.snapshot().requests().to_vec();
+    let anonymous = requests.iter().filter(|r| r.user_id.is_none()).count();
+    assert_eq!(anonymous, ADMIN_PATHS.len() * 5 + 1, "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .filter_map(|r| r.user_id.as_ref())
+            .all(|u| u.as_str() == ADMIN)
+    );
+}
+
 #[tokio::test]
 async fn ingest_checks_the_identity_before_the_body() {
     let h = Harness::new();
@@ -338,6 +392,23 @@ async fn every_field_limit_is_a_422_for_the_whole_batch() {
         ),
         ("success", with("success", json!("yes")), "boolean"),
         ("event", json!("page_view"), "JSON object"),
+        // NUL, which PostgreSQL cannot store (issue 13 F3), in every string
+        // that is stored: the name, the id, the type, metadata keys and
+        // string values at any depth.
+        ("page_name", with("page_name", json!("/home\u{0}")), "NUL"),
+        ("element_id", with("element_id", json!("\u{0}")), "NUL"),
+        (
+            "event_type",
+            with("event_type", json!("page_view\u{0}")),
+            "NUL",
+        ),
+        ("metadata", with("metadata", json!({"k\u{0}": 1})), "NUL"),
+        ("metadata", with("metadata", json!({"k": "v\u{0}"})), "NUL"),
+        (
+            "metadata",
+            with("metadata", json!({"a": [1, {"b": ["ok", "x\u{0}y"]}]})),
+            "NUL",
+        ),
     ];
     for (field, bad_event, expected) in bad {
         let a = h
@@ -371,6 +442,13 @@ async fn every_field_limit_is_a_422_for_the_whole_batch() {
         with("timestamp", json!(ts(now() + secs(300)))),
         with("success", json!(false)),
         with("metadata", Value::Null),
+        // Text PostgreSQL does keep: other control characters, RTL and
+        // zero-width marks, a surrogate pair.
+        with(
+            "page_name",
+            json!("\u{1}\u{1f}\u{7f}\u{202e}rtl\u{200b}\u{1f600}"),
+        ),
+        with("metadata", json!({"\u{202e}": ["\u{200b}", "\t\n"]})),
     ];
     let a = h.post_events(Some(USER), batch(&edge)).await;
     assert_eq!(a.status, 202, "{}", a.text);

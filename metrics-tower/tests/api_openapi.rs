@@ -787,6 +787,10 @@ async fn every_refusal_of_a_schema_valid_request_is_explained_in_the_document() 
         with("timestamp", json!(ts(now() + secs(360)))),
         with("metadata", nested),
         with("metadata", json!({ "k": "x".repeat(16 * 1024) })),
+        with("page_name", json!("a\u{0}b")),
+        with("element_id", json!("\u{0}")),
+        with("metadata", json!({ "a": { "k\u{0}": 1 } })),
+        with("metadata", json!({ "a": ["\u{0}"] })),
     ];
     let request = schema_of(&doc, "UsageEventBatch");
     for e in events {

@@ -79,7 +79,10 @@ where
         });
         // Identity runs for excluded requests too: an implementation may put
         // the `Identity` into the extensions for handlers and the admin guard.
-        let user = self.make_identity.identity(&mut req);
+        let user = self
+            .make_identity
+            .identity(&mut req)
+            .map(crate::identity::storable_user);
 
         let head = req.method() == http::Method::HEAD;
         if core.exclusions.matches(&req) {

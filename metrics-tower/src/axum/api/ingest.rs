@@ -21,6 +21,7 @@ use super::error::{ApiError, FieldError, json};
 use super::handlers::Caller;
 use super::params::parse_rfc3339;
 use super::state::ApiState;
+use super::storable::{is_storable, is_storable_json, nul_message};
 
 /// Longest `event_type`, in characters.
 pub(super) const MAX_EVENT_TYPE_CHARS: usize = 100;
@@ -60,6 +61,14 @@ pub(super) async fn usage_events(
         return Err(ApiError::BatchTooLarge {
             received: batch.received,
         });
+    }
+    if !is_storable(caller.user_id().as_str()) {
+        // The app's own authentication produced it: nothing the client can
+        // fix, but stored it would be refused row by row.
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            nul_message("The caller's user id"),
+        ));
     }
     let now = state.now();
     let events = validate(&state, batch.events, caller.user_id(), now)?;
@@ -380,6 +389,10 @@ impl Check<'_> {
             );
             return None;
         }
+        if !is_storable(&event_type) {
+            self.problem("event_type", nul_message("event_type"));
+            return None;
+        }
         if !state.event_types.contains(&event_type) {
             self.problem(
                 "event_type",
@@ -429,8 +442,8 @@ impl Check<'_> {
         Some(t)
     }
 
-    /// `page_name` / `element_id`: optional, at most 255 characters.
-    /// `Some(None)` is a valid absence; `None` a problem.
+    /// `page_name` / `element_id`: optional, at most 255 characters, no
+    /// NUL. `Some(None)` is a valid absence; `None` a problem.
     fn name(
         &mut self,
         fields: &mut Map<String, Value>,
@@ -438,14 +451,18 @@ impl Check<'_> {
     ) -> Option<Option<String>> {
         match fields.remove(field) {
             None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => Some(Some(s)),
-            Some(Value::String(_)) => {
+            Some(Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => {
                 self.problem(
                     field,
                     format!("{field} must be at most {MAX_NAME_CHARS} characters"),
                 );
                 None
             }
+            Some(Value::String(s)) if !is_storable(&s) => {
+                self.problem(field, nul_message(field));
+                None
+            }
+            Some(Value::String(s)) => Some(Some(s)),
             Some(_) => {
                 self.problem(field, format!("{field} must be a string"));
                 None
@@ -480,6 +497,10 @@ impl Check<'_> {
                         "metadata",
                         format!("metadata must be at most {MAX_METADATA_BYTES} bytes as JSON"),
                     );
+                    return None;
+                }
+                if !is_storable_json(&value) {
+                    self.problem("metadata", nul_message("metadata keys and strings"));
                     return None;
                 }
                 Some(Some(value))

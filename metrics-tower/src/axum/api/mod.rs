@@ -129,14 +129,21 @@
 //!
 //! | field | rule |
 //! |---|---|
-//! | `event_type` | required string, ≤ 100 characters, one of the vocabulary |
+//! | `event_type` | required string, ≤ 100 characters, no NUL, one of the vocabulary |
 //! | `timestamp` | required RFC 3339 string within `[now − 24 h, now + 5 min]` ([`MetricsApi::clock_skew`]) |
-//! | `page_name`, `element_id` | optional strings, ≤ 255 characters each |
+//! | `page_name`, `element_id` | optional strings, ≤ 255 characters each, no NUL |
 //! | `success` | optional boolean |
-//! | `metadata` | optional object, ≤ 16 KiB serialised (compact JSON), ≤ 10 levels deep (`{}` is 1 level, `{"a":{}}` 2) |
+//! | `metadata` | optional object, ≤ 16 KiB serialised (compact JSON), ≤ 10 levels deep (`{}` is 1 level, `{"a":{}}` 2), no NUL in any key or string at any depth |
 //!
 //! `null` counts as absent. Other fields are ignored, in particular a
 //! `user_id`: the user is always the caller's identity.
+//!
+//! NUL (U+0000) is refused wherever it would be stored, because PostgreSQL
+//! cannot keep it (in `text`, nor as `\u0000` in `jsonb`): accepted, such an
+//! event would be lost later as rejected by the store. A caller whose user
+//! id (from the app's own authentication) holds one gets a 422 too. Invalid
+//! UTF-8 and lone surrogates (`"\ud800"`) never get that far: they are
+//! invalid JSON (400).
 //!
 //! Valid events become [`UsageEvent`](metrics_core::UsageEvent)s
 //! (`received_at` = the server's now) handed to the collector's
@@ -173,6 +180,7 @@ mod handlers;
 mod ingest;
 mod params;
 mod state;
+mod storable;
 
 use std::collections::BTreeSet;
 use std::fmt;
