@@ -105,10 +105,12 @@ pub enum Error {
     /// The collector configuration is invalid (or no Tokio runtime is running).
     #[error(transparent)]
     Collector(#[from] BuildError),
-    /// PostgreSQL could not be prepared (connection, migrations, partitions).
+    /// The PostgreSQL settings are invalid: the connection string, the
+    /// schema name or a sink setting. An unreachable database is *not* an
+    /// error: see [`AppMetricsBuilder::start`].
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    #[error("could not prepare PostgreSQL storage: {0}")]
+    #[error("invalid PostgreSQL storage settings: {0}")]
     Postgres(#[from] metrics_pg::Error),
 }
 
@@ -240,9 +242,31 @@ impl<I> AppMetricsBuilder<I> {
         self
     }
 
-    /// Prepares the store (PostgreSQL: migrations, partitions, background
-    /// jobs), starts the collector on the current Tokio runtime and returns
-    /// the running [`AppMetrics`].
+    /// Prepares the store, starts the collector on the current Tokio
+    /// runtime and returns the running [`AppMetrics`].
+    ///
+    /// With PostgreSQL, settings are checked first (connection string,
+    /// schema name, sink settings: [`Error::Postgres`]), then the database
+    /// gets a short first try: reachable, it is migrated and today's
+    /// partitions are created before `start` returns, and the scheduler
+    /// (rollups, partitions, retention) starts. Unreachable (refused, or no
+    /// answer within 2 s), `start` returns anyway and the app serves while
+    /// the metrics database is down:
+    ///
+    /// - records wait in the collector's bounded queue
+    ///   ([`queue_capacity`](metrics_core::CollectorBuilder::queue_capacity));
+    ///   its writes fail as retryable (`store not ready: migrations pending`)
+    ///   and are retried with its backoff, and past the queue's capacity
+    ///   records are counted as dropped, never failing a request;
+    /// - the dashboard API answers 503;
+    /// - the migrations are retried in the background (1 s, doubling to
+    ///   30 s; each failure logged at `warn`, or at `error` when it is not
+    ///   about connectivity, such as a migration failing with an SQL error;
+    ///   success at `info`), then the queued records are written and the
+    ///   scheduler starts.
+    ///
+    /// [`shutdown`](AppMetrics::shutdown) during that time still ends by its
+    /// deadline, counting what could not be written as `dropped_shutdown`.
     pub async fn start(self) -> Result<AppMetrics<I>, Error>
     where
         I: Clone + Send + Sync + 'static,

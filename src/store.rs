@@ -145,13 +145,16 @@ impl From<CustomSink> for Store {
 
 // ===== Postgres =====
 
-/// Records stored in PostgreSQL. [`start`](crate::AppMetricsBuilder::start)
-/// migrates the schema (`app_metrics` unless [`schema`](Self::schema) says
-/// otherwise), creates the daily partitions, starts the collector with a
-/// [`PgSink`](metrics_pg::PgSink), the partition maintenance and the
-/// [`Scheduler`](metrics_pg::Scheduler) (rollups every minute, retention
-/// daily at 02:00 UTC, each run once across app instances thanks to an
-/// advisory lock). Batches are 10,000 records unless
+/// Records stored in PostgreSQL. The schema (`app_metrics` unless
+/// [`schema`](Self::schema) says otherwise) is migrated and the daily
+/// partitions are created, then the
+/// [`Scheduler`](metrics_pg::Scheduler) starts (rollups every minute,
+/// partition maintenance hourly, retention daily at 02:00 UTC, each run once
+/// across app instances thanks to an advisory lock); the collector writes
+/// through a [`PgSink`](metrics_pg::PgSink). All of that happens in
+/// [`start`](crate::AppMetricsBuilder::start) when the database is
+/// reachable, and in the background, retried, when it is not: the app starts
+/// and serves meanwhile (see `start`). Batches are 10,000 records unless
 /// [`configure_collector`](crate::AppMetricsBuilder::configure_collector)
 /// says otherwise.
 #[cfg(feature = "postgres")]

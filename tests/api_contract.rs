@@ -377,6 +377,7 @@ contract_suite!(
     the_default_vocabulary_is_the_original_ten,
     page_views_count_page_view_events_only,
     error_details_are_an_object,
+    nul_in_any_stored_string_refuses_the_whole_batch,
     time_series_endpoint_filter_narrows_the_requests_only,
     requests_lists_an_endpoints_slowest_requests,
     reads_are_for_admins_and_ingest_needs_an_identity_first,
@@ -671,6 +672,72 @@ async fn error_details_are_an_object(api: Api) {
     // Errors without details carry none.
     let (_, body) = api.get("/time-series", ADMIN).await;
     assert!(body.get("details").is_none(), "{body}");
+}
+
+// ===== 8b. text the store cannot keep (issue 13 F3) =====
+
+async fn nul_in_any_stored_string_refuses_the_whole_batch(api: Api) {
+    let with = |field: &str, value: Value| {
+        let mut e = event("page_view");
+        e[field] = value;
+        e
+    };
+    // What was seen: two events, one NUL in a page_name. It used to be a
+    // 202, then one row stored and one counted dropped by the sink.
+    let seen = [
+        with("page_name", json!("/home")),
+        with("page_name", json!("/ho\u{0}me")),
+    ];
+    let batches = [
+        (seen.to_vec(), 1, "page_name"),
+        (vec![with("element_id", json!("\u{0}"))], 0, "element_id"),
+        (vec![with("metadata", json!({"k\u{0}": 1}))], 0, "metadata"),
+        (
+            vec![
+                event("button_click"),
+                with("metadata", json!({"a": [{"b": "x\u{0}"}]})),
+            ],
+            1,
+            "metadata",
+        ),
+    ];
+    for (events, index, field) in batches {
+        let (status, body) = api.post_events(USER, &events).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(
+            body["details"]["errors"],
+            json!([{"index": index, "field": field, "message": body["details"]["errors"][0]["message"]}]),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(field) && message.contains("NUL"),
+            "{message}"
+        );
+    }
+    // Text the store does keep, next to it: control characters other than
+    // NUL, RTL and zero-width marks, an emoji, in names and metadata.
+    let odd = "\u{1}\u{7f}\u{202e}rtl\u{200b}\u{1f600}";
+    let (status, body) = api
+        .post_events(
+            USER,
+            &[
+                with("page_name", json!(odd)),
+                with("metadata", json!({ odd: [odd, {"k": odd}] })),
+            ],
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.metrics.flush().await.unwrap();
+    let usage = api.ok("/usage").await;
+    assert_eq!(
+        usage["metrics"]["total_events"], 2,
+        "only the last batch: {usage}"
+    );
+    assert_eq!(usage["page_views"][odd], 1, "{usage}");
+    let stats = api.metrics.stats();
+    assert_eq!(stats.dropped(), 0, "nothing accepted then lost: {stats:?}");
+    assert!(stats.is_consistent(), "{stats:?}");
 }
 
 // ===== 9. drill-down (issue 11): extra parameters and an extra route =====

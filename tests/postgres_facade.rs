@@ -117,13 +117,50 @@ async fn requests_reach_postgres_through_the_facade() {
 }
 
 #[tokio::test]
-async fn unreachable_database_is_a_clear_start_error() {
-    let err = AppMetrics::postgres_url("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+async fn invalid_settings_are_start_errors_and_an_unreachable_database_is_not() {
+    // What a restart cannot fix fails at once, without touching the network.
+    let bad_schema = AppMetrics::builder(
+        Postgres::from_url("postgres://nobody@127.0.0.1:1/none").schema("Not-A-Schema"),
+    )
+    .start()
+    .await
+    .expect_err("an invalid schema name");
+    assert!(bad_schema.to_string().contains("schema"), "{bad_schema}");
+    let bad_url = AppMetrics::postgres_url("postgres://x@h/db?port=notanumber")
         .start()
         .await
-        .expect_err("nothing listens on port 1");
-    let text = err.to_string();
-    assert!(text.contains("PostgreSQL"), "{text}");
+        .expect_err("an invalid connection string");
+    assert!(bad_url.to_string().contains("PostgreSQL"), "{bad_url}");
+
+    // Nothing listens on port 1: the app starts anyway (issue 13 F7).
+    let metrics = AppMetrics::postgres_url("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+        .start()
+        .await
+        .expect("an unreachable database does not stop the app");
+    assert!(
+        metrics.collector().record(request_record()),
+        "records are taken"
+    );
+    let stats = match metrics.shutdown(Duration::from_secs(1)).await {
+        Ok(stats) | Err(app_metrics::ShutdownError::DeadlineExceeded(stats)) => stats,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        (stats.received, stats.written, stats.dropped_shutdown),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    assert!(stats.is_consistent(), "{stats:?}");
+}
+
+fn request_record() -> app_metrics::sink::RequestRecord {
+    app_metrics::sink::RequestRecord::new(
+        std::time::SystemTime::now(),
+        app_metrics::sink::Route::from_static("/r"),
+        app_metrics::sink::Method::GET,
+        200,
+        Duration::from_millis(1),
+    )
 }
 
 #[tokio::test]
