@@ -2,9 +2,10 @@
 //! returns, the app serves, records wait in the collector, the dashboard API
 //! answers 503; once the server is back the store is migrated in the
 //! background, the API answers 200 and every buffered record is stored
-//! exactly once. And a shutdown before that still ends by its deadline.
+//! exactly once. A shutdown before that still ends by its deadline, and a
+//! failure that is not about connectivity is retried, not fatal.
 //!
-//! Each test has its own throwaway cluster (it stops and starts it).
+//! The tests that stop the server have a throwaway cluster each.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use app_metrics::store::Postgres;
 use axum::{Router, body::Body, routing::get};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use test_support::TestServer;
+use test_support::{TestDb, TestServer};
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin@example.com";
@@ -50,7 +51,7 @@ async fn start(url: &str, schema: &str) -> AppMetrics<TrustedProxyHeaders> {
         .expect("start() succeeds with the database down");
     let took = started.elapsed();
     assert!(took < START_BOUND, "start() waited {took:?}");
-    eprintln!("start() with the database down returned after {took:?}");
+    eprintln!("start() returned after {took:?}");
     metrics
 }
 
@@ -236,4 +237,56 @@ async fn shutdown_before_the_database_is_back_ends_by_its_deadline() {
         .unwrap()
         .get(0);
     assert_eq!(tables, 0, "nothing ran after shutdown");
+}
+
+/// A failure that is not about connectivity (here a schema migrated by a
+/// "newer release": `UnknownMigration`) does not stop the app either: it is
+/// logged at error and retried, and the store opens once it is fixed,
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_it_cannot_migrate_is_retried_until_fixed() {
+    let db = TestDb::new().await;
+    let schema = db.name().to_owned();
+    let mut client = db.connect().await;
+    app_metrics::pg::migrate(&mut client, &schema)
+        .await
+        .unwrap();
+    let future = format!(
+        "INSERT INTO \"{schema}\"._migrations (version, name, checksum, execution_ms)
+         VALUES (9999, 'from_a_newer_release', 'x', 0)"
+    );
+    client.batch_execute(&future).await.unwrap();
+
+    let metrics = start(db.url(), &schema).await;
+    let app = app(&metrics);
+    for i in 0..10 {
+        assert_eq!(call(&app, i).await, 200);
+    }
+    let (status, body) = performance(&app).await;
+    assert_eq!(status, 503, "not ready while the migration fails: {body}");
+    assert_eq!(metrics.stats().written, 0);
+
+    // Fixed by the operator: picked up by the next attempt (backoff ≤ 30 s).
+    client
+        .batch_execute(&format!(
+            "DELETE FROM \"{schema}\"._migrations WHERE version = 9999"
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while performance(&app).await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready 90 s after the fix");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = metrics.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((stats.written, stats.dropped()), (10, 0), "{stats:?}");
+    let rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".performance_metrics"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 10);
 }

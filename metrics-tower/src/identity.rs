@@ -200,12 +200,13 @@ fn single<'h>(
     if value.contains(&b',') {
         return Err(Unusable::Repeated);
     }
-    let ok = !value.is_empty() && value.len() <= max && value.iter().all(u8::is_ascii_graphic);
-    // Visible ASCII is always UTF-8.
-    match std::str::from_utf8(value) {
-        Ok(text) if ok => Ok(Some(text)),
-        _ => Err(Unusable::Invalid),
+    if value.is_empty() || value.len() > max || !value.iter().all(u8::is_ascii_graphic) {
+        return Err(Unusable::Invalid);
     }
+    // Visible ASCII is always UTF-8.
+    std::str::from_utf8(value)
+        .map(Some)
+        .map_err(|_| Unusable::Invalid)
 }
 
 impl<B> MakeIdentity<B> for TrustedProxyHeaders {
