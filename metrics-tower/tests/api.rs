@@ -125,6 +125,51 @@ async fn a_repeated_identity_header_is_no_identity() {
     );
 }
 
+/// An identity from the app's own authentication holding a NUL (a JWT
+/// claim can encode `\u0000`) cannot be stored with the events: 422, not a
+/// 202 followed by rows the store refuses (issue 13 F3).
+#[tokio::test]
+async fn a_caller_whose_user_id_holds_nul_is_refused() {
+    let store = metrics_core::MemorySink::new();
+    let collector = metrics_core::Collector::builder(store.clone())
+        .spawn()
+        .unwrap();
+    let api = metrics_tower::axum::api::MetricsApi::new(
+        Arc::new(store.clone()),
+        collector.clone(),
+        SharedAdminCheck::new(metrics_core::StaticAdmins::new([ADMIN])),
+    )
+    .clock(now);
+    let app =
+        axum::Router::new()
+            .nest(BASE, api.router())
+            .layer(tower::util::MapRequestLayer::new(
+                |mut req: Request<Body>| {
+                    req.extensions_mut()
+                        .insert(metrics_core::Identity::new("ada\0"));
+                    req
+                },
+            ));
+    let req = post(
+        None,
+        Some("application/json"),
+        batch(&[event("page_view", secs(1))]),
+    );
+    let res = tower::ServiceExt::oneshot(app, req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("user id"),
+        "{body}"
+    );
+    collector.flush().await.unwrap();
+    assert!(store.snapshot().usage_events().is_empty());
+}
+
 #[tokio::test]
 async fn ingest_checks_the_identity_before_the_body() {
     let h = Harness::new();
