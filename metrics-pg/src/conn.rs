@@ -84,22 +84,6 @@ pub(crate) async fn read_transaction(
     Ok(tx)
 }
 
-/// A read-write transaction on `conn` with `set_timeout` (a
-/// [`set_statement_timeout`] statement, built once by the caller) applied.
-pub(crate) async fn write_transaction<'c>(
-    conn: &'c mut Object,
-    set_timeout: &str,
-) -> Result<Transaction<'c>, Error> {
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| Error::db("starting a write transaction", e))?;
-    tx.batch_execute(set_timeout)
-        .await
-        .map_err(|e| Error::db("setting statement_timeout", e))?;
-    Ok(tx)
-}
-
 /// Runs `work` under the client-side deadline of a statement timeout of
 /// `limit` (`limit` plus [`CLIENT_DEADLINE_MARGIN`]); past it,
 /// [`Error::Timeout`] with the deadline.
@@ -136,6 +120,39 @@ pub(crate) fn release_after_error(conn: Object, error: &Error) {
 /// Closes `conn` instead of handing it back to the pool.
 pub(crate) fn discard(conn: Object) {
     drop(Object::take(conn));
+}
+
+/// A pooled connection that is closed, not handed back, unless
+/// [`keep`](Self::keep) is called: the future using it may be dropped at any
+/// await (a caller's timeout), leaving the session mid-statement, and only
+/// closing it makes the server roll back what was not committed.
+#[derive(Debug)]
+pub(crate) struct DiscardOnDrop(Option<Object>);
+
+impl DiscardOnDrop {
+    pub(crate) fn new(conn: Object) -> Self {
+        Self(Some(conn))
+    }
+
+    /// The connection.
+    pub(crate) fn get(&mut self) -> &mut Object {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("DiscardOnDrop used after keep"))
+    }
+
+    /// The work finished cleanly: the connection goes back to the pool.
+    pub(crate) fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            discard(conn);
+        }
+    }
 }
 
 #[cfg(test)]

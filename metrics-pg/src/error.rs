@@ -36,6 +36,24 @@ pub enum Error {
     /// statement timeout plus a margin); the connection was discarded.
     #[error("PostgreSQL did not answer within {0:?}; the connection was discarded")]
     Timeout(Duration),
+    /// A write of the [`PgSink`](crate::PgSink) did not finish within its
+    /// write deadline. What it stored is remembered: the retry of the same
+    /// batch writes only the rest.
+    #[error(
+        "the write did not finish within the sink's write deadline of {0:?}; the retry of this batch goes on from where it stopped"
+    )]
+    WriteDeadline(Duration),
+    /// A `COMMIT` was sent and its answer lost, and the server cannot tell
+    /// yet whether transaction `xid` committed (it is still in progress, or
+    /// the server cannot be asked). The retry of the batch asks again before
+    /// writing anything, so the chunk is stored once either way.
+    #[error(
+        "the outcome of transaction {xid} is not known yet (its COMMIT was sent but not answered); the retry resolves it before writing"
+    )]
+    CommitInDoubt {
+        /// The transaction's `txid_current()`.
+        xid: i64,
+    },
     /// The schema name cannot be used (it must be a plain lower-case SQL
     /// identifier so it never needs quoting tricks).
     #[error(
@@ -125,8 +143,31 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Db { source, .. } => pg_error_is_retryable(source),
-            Self::PoolTimeout(_) | Self::Timeout(_) => true,
+            Self::PoolTimeout(_)
+            | Self::Timeout(_)
+            | Self::WriteDeadline(_)
+            | Self::CommitInDoubt { .. } => true,
             Self::Pool(e) => pool_error_is_retryable(e),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a timeout: no pooled connection in time, the client
+    /// deadline, the sink's write deadline, or the server's
+    /// `statement_timeout` / `lock_timeout` (SQLSTATE 57014, 55P03).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use metrics_pg::Error;
+    /// assert!(Error::PoolTimeout(Duration::from_secs(1)).is_timeout());
+    /// assert!(!Error::InvalidSchemaName("A-B".into()).is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::PoolTimeout(_) | Self::Timeout(_) | Self::WriteDeadline(_) => true,
+            Self::Db { source, .. } => source.code().is_some_and(|c| {
+                *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE
+            }),
             _ => false,
         }
     }
@@ -174,8 +215,10 @@ fn code_is_retryable(code: &SqlState) -> bool {
         || *code == SqlState::CANNOT_CONNECT_NOW
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
-        // A statement timeout or a cancel: the server was slow, not the data wrong.
+        // A statement timeout or a cancel, a lock timeout: the server was
+        // slow or busy, not the data wrong.
         || *code == SqlState::QUERY_CANCELED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
 }
 
 pub(crate) fn pg_error_is_retryable(e: &tokio_postgres::Error) -> bool {
