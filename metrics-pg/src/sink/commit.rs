@@ -31,8 +31,8 @@
 
 use std::time::SystemTime;
 
-use tokio_postgres::error::SqlState;
 use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::progress::Txn;

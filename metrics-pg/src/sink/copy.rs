@@ -3,8 +3,8 @@
 
 use std::pin::pin;
 
-use metrics_core::Batch;
 use deadpool_postgres::Transaction;
+use metrics_core::Batch;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use uuid::Uuid;
 

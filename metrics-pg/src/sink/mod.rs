@@ -256,8 +256,16 @@ impl PgSink {
         let (requests, usage) = (batch.requests().len(), batch.usage_events().len());
         let s = self.inner.settings;
         let _ = self.tracker().resume_or_insert(id, requests, usage, || {
-            let invalid = batch.requests().iter().filter(|r| !request_is_valid(r)).count()
-                + batch.usage_events().iter().filter(|e| !usage_is_valid(e)).count();
+            let invalid = batch
+                .requests()
+                .iter()
+                .filter(|r| !request_is_valid(r))
+                .count()
+                + batch
+                    .usage_events()
+                    .iter()
+                    .filter(|e| !usage_is_valid(e))
+                    .count();
             Progress::new(
                 requests,
                 usage,
@@ -437,7 +445,13 @@ impl PgSink {
 
     /// Resolves in-doubt `chunk` of transaction `txn` and records the
     /// answer; `Err` (retryable) while it cannot be known.
-    async fn settle(&self, batch: &Batch, id: BatchId, chunk: Chunk, txn: &Txn) -> Result<(), Error> {
+    async fn settle(
+        &self,
+        batch: &Batch,
+        id: BatchId,
+        chunk: Chunk,
+        txn: &Txn,
+    ) -> Result<(), Error> {
         match self.outcome_of(batch, chunk, txn).await {
             Outcome::Committed => {
                 let _ = self.with(id, |p| p.committed(chunk));
@@ -461,7 +475,11 @@ impl PgSink {
                 Outcome::Unknown
             }
         };
-        tracing::info!(xid = txn.xid, ?outcome, "PgSink: resolved an in-doubt COMMIT");
+        tracing::info!(
+            xid = txn.xid,
+            ?outcome,
+            "PgSink: resolved an in-doubt COMMIT"
+        );
         outcome
     }
 

@@ -183,7 +183,13 @@ impl Progress {
     pub(super) fn split_refused(&mut self, chunk: Chunk) {
         self.forget(chunk);
         let mid = chunk.start + (chunk.end - chunk.start) / 2;
-        self.pending.insert(0, Chunk { start: mid, ..chunk });
+        self.pending.insert(
+            0,
+            Chunk {
+                start: mid,
+                ..chunk
+            },
+        );
         self.pending.insert(0, Chunk { end: mid, ..chunk });
     }
 
@@ -325,7 +331,13 @@ mod tests {
         p.committing(a, txn(7));
         // The attempt is dropped here: `b` never had COMMIT sent.
         p.resume();
-        assert_eq!(p.in_doubt(), vec![InDoubt { chunk: a, txn: txn(7) }]);
+        assert_eq!(
+            p.in_doubt(),
+            vec![InDoubt {
+                chunk: a,
+                txn: txn(7)
+            }]
+        );
         assert!(p.is_in_doubt(a) && !p.is_in_doubt(b));
         // `b` is written again, before the usage chunk that never started.
         assert_eq!(p.start_next(), Some(b));

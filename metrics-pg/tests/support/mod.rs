@@ -1,6 +1,8 @@
 //! Shared helpers of the metrics-pg integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_core::{BatchId, Method, RequestRecord, Route, UsageEvent, UserId, WriteAttempt};
