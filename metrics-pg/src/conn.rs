@@ -126,6 +126,9 @@ pub(crate) fn discard(conn: Object) {
 /// [`keep`](Self::keep) is called: the future using it may be dropped at any
 /// await (a caller's timeout), leaving the session mid-statement, and only
 /// closing it makes the server roll back what was not committed.
+///
+/// Dropped without [`keep`](Self::keep) or [`discard`](Self::discard), it
+/// also cancels the session's running statement ([`cancel_running`]).
 #[derive(Debug)]
 pub(crate) struct DiscardOnDrop(Option<Object>);
 
@@ -145,15 +148,45 @@ impl DiscardOnDrop {
     pub(crate) fn keep(mut self) {
         drop(self.0.take());
     }
-}
 
-impl Drop for DiscardOnDrop {
-    fn drop(&mut self) {
+    /// The work failed with an answer from the server (nothing is running
+    /// on the session): close the connection.
+    pub(crate) fn discard(mut self) {
         if let Some(conn) = self.0.take() {
             discard(conn);
         }
     }
 }
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            cancel_running(&conn);
+            discard(conn);
+        }
+    }
+}
+
+/// Asks the server to cancel whatever `conn`'s session is running, in a
+/// task of its own (best effort, within [`CANCEL_TIMEOUT`]).
+///
+/// Closing a connection is not enough when its work was abandoned: a
+/// backend waiting for a lock, or running a long statement, does not read
+/// its socket, so it would notice the close only when the statement ends,
+/// holding its locks (a job's advisory lock among them) until then.
+pub(crate) fn cancel_running(conn: &Object) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let token = conn.cancel_token();
+    drop(runtime.spawn(async move {
+        let _ =
+            tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tokio_postgres::NoTls)).await;
+    }));
+}
+
+/// How long a cancel request may take to be delivered.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

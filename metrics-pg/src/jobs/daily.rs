@@ -31,7 +31,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::conn;
 use crate::error::Error;
-use crate::jobs::lock::JOB_ACQUIRE_TIMEOUT;
+use crate::jobs::lock::JobLimits;
 use crate::jobs::task::AbortOnDrop;
 use crate::schema::SchemaName;
 use crate::tables::{ALL, Kind};
@@ -56,18 +56,22 @@ pub(crate) async fn build_complete_days(
     schema: &SchemaName,
     concurrency: usize,
     mut accs: DayAccs,
+    limits: &JobLimits,
 ) -> Result<DaysBuilt, Error> {
+    let limits = *limits;
     let mut built = DaysBuilt::default();
     for kind in Kind::ALL {
-        let days = days_to_build(client, schema, kind).await?;
+        let days = limits.within(days_to_build(client, schema, kind)).await?;
         let results = futures_util::stream::iter(days)
             .map(|day| {
                 let acc = accs.remove(&(kind, day)).filter(|a| !a.overflow);
                 let (pool, schema) = (pool.clone(), schema.clone());
                 // A task per day, like the hours: days merge on all cores.
-                AbortOnDrop::spawn(
-                    async move { build_day_on(&pool, &schema, kind, day, acc).await },
-                )
+                AbortOnDrop::spawn(async move {
+                    limits
+                        .within(build_day_on(&pool, &schema, kind, day, acc, &limits))
+                        .await
+                })
             })
             .buffered(concurrency.max(1));
         pin_mut!(results);
@@ -113,17 +117,23 @@ async fn build_day_on(
     kind: Kind,
     day: i64,
     acc: Option<DayAcc>,
+    limits: &JobLimits,
 ) -> Result<Option<u64>, Error> {
-    let mut conn = conn::acquire(pool, JOB_ACQUIRE_TIMEOUT).await?;
-    let client: &mut Client = &mut conn;
+    // Closed, not pooled, if the run is cancelled or times out mid-day.
+    let mut conn = conn::DiscardOnDrop::new(limits.acquire(pool).await?);
+    let client: &mut Client = conn.get();
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::db("starting a daily rollup transaction", e))?;
+    tx.batch_execute(&limits.set_local())
+        .await
+        .map_err(|e| Error::db("setting statement_timeout", e))?;
     let written = build_day(&tx, schema, kind, day, acc).await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a daily rollup", e))?;
+    conn.keep();
     tracing::debug!(schema = %schema, metric_type = kind.metric_type(), day, ?written, "built day");
     Ok(written)
 }

@@ -33,6 +33,17 @@ pub const DAYS_AHEAD: u8 = 3;
 /// continues.
 const MAX_STRAY_DAYS_PER_RUN: i64 = 100;
 
+/// How long a maintenance transaction waits for a lock (the advisory lock
+/// of another run, the default partition behind a long transaction) before
+/// failing with `lock_not_available` (55P03, a timeout): while it waits,
+/// writers of stray days queue behind its ACCESS EXCLUSIVE request, so it
+/// gives up soon and the next run tries again.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
+/// `statement_timeout` of a maintenance transaction (moving a day's rows
+/// out of a default partition may take a while, never for ever).
+const STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '600s'";
+
 /// First key of the advisory lock serialising maintenance runs ("amPT").
 const PARTITION_LOCK_CLASS: i32 = 0x616D_5054;
 
@@ -125,10 +136,22 @@ fn parse_day(text: &str) -> Option<Date> {
     Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok()
 }
 
-/// The UTC days that have rows in `table`'s default partition.
-async fn stray_days(client: &Client, schema: &SchemaName, table: &str) -> Result<Vec<Date>, Error> {
+/// The UTC days that have rows in `table`'s default partition (read in a
+/// transaction of its own, for its lock and statement timeouts).
+async fn stray_days(
+    client: &mut Client,
+    schema: &SchemaName,
+    table: &str,
+) -> Result<Vec<Date>, Error> {
     let default = schema.qualify(&default_partition_name(table));
-    let rows = client
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting partition maintenance", e))?;
+    tx.batch_execute(&format!("{LOCK_TIMEOUT}; {STATEMENT_TIMEOUT}"))
+        .await
+        .map_err(|e| Error::db("setting partition maintenance timeouts", e))?;
+    let rows = tx
         .query(
             &format!(
                 "SELECT DISTINCT to_char((\"timestamp\" AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS day \
@@ -138,6 +161,9 @@ async fn stray_days(client: &Client, schema: &SchemaName, table: &str) -> Result
         )
         .await
         .map_err(|e| Error::db("listing days in a default partition", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("ending a read of a default partition", e))?;
     Ok(rows
         .iter()
         .filter_map(|r| parse_day(r.get::<_, &str>(0)))
@@ -167,6 +193,9 @@ async fn create_day(
         .transaction()
         .await
         .map_err(|e| Error::db("starting partition maintenance", e))?;
+    tx.batch_execute(&format!("{LOCK_TIMEOUT}; {STATEMENT_TIMEOUT}"))
+        .await
+        .map_err(|e| Error::db("setting partition maintenance timeouts", e))?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&PARTITION_LOCK_CLASS, &schema.as_str()],

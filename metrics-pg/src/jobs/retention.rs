@@ -124,6 +124,22 @@ impl RetentionJob {
         self
     }
 
+    /// How long the job waits for a pooled connection before the run fails
+    /// with [`Error::PoolTimeout`] (default 60 s).
+    pub fn acquire_timeout(mut self, wait: Duration) -> Self {
+        self.rollup.limits.acquire = wait.max(Duration::from_millis(1));
+        self
+    }
+
+    /// `statement_timeout` of every statement of the job (default 600 s;
+    /// the client gives up 5 s later). A statement past it fails the run
+    /// with a timeout ([`Error::is_timeout`]); each partition drop is its
+    /// own transaction, so what was done stays done.
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.rollup.limits.statement = limit.max(Duration::from_millis(1));
+        self
+    }
+
     /// The clock `run_once` reads; the [`Scheduler`](crate::Scheduler) also
     /// finds the next daily slot on it.
     pub fn clock(mut self, clock: Clock) -> Self {
@@ -145,12 +161,13 @@ impl RetentionJob {
     /// then partition drops, then rollup deletes.
     pub async fn run_at(&self, now: SystemTime) -> Result<JobReport, Error> {
         let started = Instant::now();
+        let limits = self.rollup.limits;
         let mut report = JobReport {
             job: "retention",
             ..JobReport::default()
         };
         let Some(mut lock) =
-            JobLock::try_acquire(&self.pool, RETENTION_LOCK_CLASS, &self.schema).await?
+            JobLock::try_acquire(&self.pool, &limits, RETENTION_LOCK_CLASS, &self.schema).await?
         else {
             report.skipped = true;
             report.elapsed = started.elapsed();
@@ -176,9 +193,13 @@ impl RetentionJob {
             let Some(kind) = Kind::of_table(table) else {
                 continue;
             };
-            for (name, day) in day_partitions(client, &self.schema, table).await? {
+            let days = limits
+                .within(day_partitions(client, &self.schema, table))
+                .await?;
+            for (name, day) in days {
                 if day + DAY <= raw_cutoff {
-                    self.drop_partition(client, kind, &name, day, &mut report)
+                    limits
+                        .within(self.drop_partition(client, kind, &name, day, &mut report))
                         .await?;
                 }
             }
@@ -187,7 +208,50 @@ impl RetentionJob {
         let keep = duration_secs(self.rollup_retention.max(self.raw_retention));
         // Hour [h, h+1h) expires when h + 1h <= cutoff, i.e. h <= cutoff - 1h.
         let last_expired = from_unix_secs(now_secs.saturating_sub(keep) - HOUR);
-        report.rollup_rows_deleted = client
+        report.rollup_rows_deleted = limits
+            .within(self.delete_expired(client, last_expired, now_secs, keep))
+            .await?;
+        let _ = limits
+            .within(crate::jobs::daily::delete_expired_days(
+                client,
+                &self.schema,
+                last_expired,
+            ))
+            .await?;
+        // Hours re-rolled before their partition was dropped withdrew their
+        // day's daily rows: build those days again.
+        let _ = crate::jobs::daily::build_complete_days(
+            client,
+            &self.pool,
+            &self.schema,
+            self.rollup.concurrency,
+            crate::jobs::daily::DayAccs::new(),
+            &limits,
+        )
+        .await?;
+
+        report.raw_rows_estimate = Some(
+            limits
+                .within(self.governance.check(&*client, &self.schema))
+                .await?,
+        );
+        lock.release().await?;
+        report.elapsed = started.elapsed();
+        // The scheduler logs the run at info; the CLI prints the report.
+        tracing::debug!(schema = %self.schema, %report, "retention done");
+        Ok(report)
+    }
+
+    /// Deletes the rollups (hourly, bookkeeping, 5-minute) of hours up to
+    /// `last_expired`; returns the hourly rows deleted.
+    async fn delete_expired(
+        &self,
+        client: &Client,
+        last_expired: SystemTime,
+        now_secs: i64,
+        keep: i64,
+    ) -> Result<u64, Error> {
+        let deleted = client
             .execute(
                 &format!(
                     "DELETE FROM {} WHERE time_bucket <= $1",
@@ -221,23 +285,7 @@ impl RetentionJob {
             )
             .await
             .map_err(|e| Error::db("deleting expired 5-minute rollups", e))?;
-        let _ = crate::jobs::daily::delete_expired_days(client, &self.schema, last_expired).await?;
-        // Hours re-rolled before their partition was dropped withdrew their
-        // day's daily rows: build those days again.
-        let _ = crate::jobs::daily::build_complete_days(
-            client,
-            &self.pool,
-            &self.schema,
-            self.rollup.concurrency,
-            crate::jobs::daily::DayAccs::new(),
-        )
-        .await?;
-
-        report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
-        lock.release().await?;
-        report.elapsed = started.elapsed();
-        tracing::info!(schema = %self.schema, %report, "retention done");
-        Ok(report)
+        Ok(deleted)
     }
 
     /// Rolls whatever the partition still needs, then drops it, atomically.
@@ -249,6 +297,7 @@ impl RetentionJob {
         day: i64,
         report: &mut JobReport,
     ) -> Result<(), Error> {
+        let set_timeout = self.rollup.limits.set_local();
         let tx = client
             .transaction()
             .await
@@ -262,8 +311,15 @@ impl RetentionJob {
         .await
         .map_err(|e| Error::db("locking a raw table to drop a partition", e))?;
         for hour in hours_to_roll(&tx, &self.schema, kind, day, day + DAY).await? {
-            let (raw, written, _) =
-                roll_hour(&tx, &self.schema, kind, hour, self.rollup.exact_limit).await?;
+            let (raw, written, _) = roll_hour(
+                &tx,
+                &self.schema,
+                kind,
+                hour,
+                self.rollup.exact_limit,
+                &set_timeout,
+            )
+            .await?;
             report.hours_rolled += 1;
             report.raw_rows_rolled += raw;
             report.rollup_rows_written += written;

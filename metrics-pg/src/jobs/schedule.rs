@@ -7,9 +7,16 @@
 //! once and the others report `skipped`. Use the `metrics-aggregate` binary
 //! instead (cron, Kubernetes CronJob) when you prefer jobs outside the app;
 //! both can run at once, the lock keeps them apart.
+//!
+//! Each run logs one `info` line (`metrics job run`: job, outcome, duration
+//! and what it did), or a `warn` line when it fails. No run waits for ever:
+//! connections, statements and round trips have limits
+//! ([`SchedulerConfig::job_acquire_timeout`],
+//! [`SchedulerConfig::job_statement_timeout`]), and
+//! [`SchedulerHandle::stop_within`] bounds the wait for a run to stop.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, watch};
@@ -19,7 +26,8 @@ use tokio::time::MissedTickBehavior;
 use crate::conn;
 use crate::error::Error;
 use crate::jobs::governance::Governance;
-use crate::jobs::lock::JOB_ACQUIRE_TIMEOUT;
+use crate::jobs::lock::JobLimits;
+use crate::jobs::partition::PartitionReport;
 use crate::jobs::report::JobReport;
 use crate::jobs::retention::RetentionJob;
 use crate::jobs::rollup::RollupJob;
@@ -61,6 +69,13 @@ pub struct SchedulerConfig {
     /// [`maintain_partitions`]: crate::maintain_partitions
     /// [`migrate`]: crate::migrate
     pub partitions_every: Duration,
+    /// How long a job run waits for a pooled connection before it fails
+    /// with [`Error::PoolTimeout`] (default 60 s).
+    pub job_acquire_timeout: Duration,
+    /// `statement_timeout` of every job statement (default 600 s; the client
+    /// gives up 5 s later). A run past it fails with a timeout
+    /// ([`Error::is_timeout`]) and the job runs again at its next slot.
+    pub job_statement_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +88,8 @@ impl Default for SchedulerConfig {
             rollup_retention: RetentionJob::DEFAULT_ROLLUP_RETENTION,
             governance: Governance::default(),
             partitions_every: Duration::from_secs(3600),
+            job_acquire_timeout: JobLimits::DEFAULT_ACQUIRE,
+            job_statement_timeout: JobLimits::DEFAULT_STATEMENT,
         }
     }
 }
@@ -117,9 +134,13 @@ impl Scheduler {
     ) -> Result<SchedulerHandle, Error> {
         let rollup = RollupJob::new(pool.clone(), schema)?
             .grace(config.grace)
-            .governance(config.governance);
+            .governance(config.governance)
+            .acquire_timeout(config.job_acquire_timeout)
+            .statement_timeout(config.job_statement_timeout);
         let retention = RetentionJob::new(pool, schema)?
             .grace(config.grace)
+            .acquire_timeout(config.job_acquire_timeout)
+            .statement_timeout(config.job_statement_timeout)
             .raw_retention(config.raw_retention)
             .rollup_retention(config.rollup_retention)
             .governance(config.governance);
@@ -127,8 +148,9 @@ impl Scheduler {
     }
 
     /// Starts the scheduler with jobs configured by the caller: their clocks
-    /// are used for the runs, and the retention job's clock also places its
-    /// daily slot (the rollup's cadence is a plain interval).
+    /// and limits are used for the runs (partition maintenance uses the
+    /// rollup job's), and the retention job's clock also places its daily
+    /// slot (the rollup's cadence is a plain interval).
     pub fn spawn_jobs(
         rollup: RollupJob,
         retention: RetentionJob,
@@ -156,15 +178,36 @@ impl SchedulerHandle {
         self.reports.clone()
     }
 
-    /// Stops the scheduler and waits for its task. A job run in progress is
-    /// cancelled: its open transaction rolls back (every rolled hour and
-    /// every partition drop is its own transaction, so nothing is left
-    /// half-written) and its connection is closed, which releases the
-    /// advisory lock.
+    /// How long [`stop`](Self::stop) waits for the scheduler's task.
+    pub const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(10);
+
+    /// Stops the scheduler, waiting at most
+    /// [`DEFAULT_STOP_WAIT`](Self::DEFAULT_STOP_WAIT) (see
+    /// [`stop_within`](Self::stop_within)).
     pub async fn stop(self) {
+        let _ = self.stop_within(Self::DEFAULT_STOP_WAIT).await;
+    }
+
+    /// Stops the scheduler and waits at most `limit` for its task; `true`
+    /// if it ended within it. A job run in progress is cancelled at its
+    /// next await: its open transaction rolls back (every rolled hour and
+    /// every partition drop is its own transaction, so nothing is left
+    /// half-written) and its connections are closed, which releases the
+    /// advisory lock. Past `limit` (a run busy without awaiting) the task
+    /// is aborted and left to end on its own.
+    pub async fn stop_within(self, limit: Duration) -> bool {
         // notify_one stores a permit: a task between awaits still sees it.
         self.stop.notify_one();
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(limit, &mut task).await.is_ok() {
+            return true;
+        }
+        task.abort();
+        tracing::warn!(
+            ?limit,
+            "metrics scheduler did not stop in time; its task was aborted"
+        );
+        false
     }
 }
 
@@ -181,6 +224,22 @@ enum Job {
     Rollup,
     Retention,
     Partitions,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rollup => "rollup",
+            Self::Retention => "retention",
+            Self::Partitions => "partitions",
+        }
+    }
+}
+
+/// What a finished run reports.
+enum Ran {
+    Job(JobReport),
+    Partitions(PartitionReport),
 }
 
 async fn run(
@@ -207,36 +266,61 @@ async fn run(
             _ = partitions.tick() => Job::Partitions,
             _ = tick.tick() => Job::Rollup,
         };
+        let started = Instant::now();
         let result = tokio::select! {
             biased;
             () = stop.notified() => return,
             r = async {
                 match job {
-                    Job::Retention => retention.run_once().await.map(Some),
-                    Job::Rollup => rollup.run_once().await.map(Some),
-                    Job::Partitions => maintain_partitions_now(&rollup, &retention).await.map(|()| None),
+                    Job::Retention => retention.run_once().await.map(Ran::Job),
+                    Job::Rollup => rollup.run_once().await.map(Ran::Job),
+                    Job::Partitions => maintain_partitions_now(&rollup, &retention).await.map(Ran::Partitions),
                 }
             } => r,
         };
+        log_run(job, &result, started.elapsed());
         if job == Job::Retention {
             next_retention = tokio::time::Instant::now()
                 + until_next_daily(retention.now(), cadence.retention_at);
         }
-        match result {
-            Ok(Some(report)) => {
-                let _ = reports.send(Some(report));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                job = match job {
-                    Job::Retention => "retention",
-                    Job::Rollup => "rollup",
-                    Job::Partitions => "partitions",
-                },
-                "metrics job failed; it runs again at its next slot"
-            ),
+        if let Ok(Ran::Job(report)) = result {
+            let _ = reports.send(Some(report));
         }
+    }
+}
+
+/// The one log line of a run: `info` with what it did, `warn` on failure.
+fn log_run(job: Job, result: &Result<Ran, Error>, elapsed: Duration) {
+    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(Ran::Job(r)) => tracing::info!(
+            job = job.name(),
+            outcome = if r.skipped { "skipped" } else { "ok" },
+            elapsed_ms,
+            hours_rolled = r.hours_rolled,
+            raw_rows_rolled = r.raw_rows_rolled,
+            rollup_rows_written = r.rollup_rows_written,
+            partitions_dropped = r.partitions_dropped.len(),
+            raw_rows_dropped = r.raw_rows_dropped,
+            rollup_rows_deleted = r.rollup_rows_deleted,
+            "metrics job run"
+        ),
+        Ok(Ran::Partitions(r)) => tracing::info!(
+            job = job.name(),
+            outcome = "ok",
+            elapsed_ms,
+            partitions_created = r.created.len(),
+            rows_moved = r.rows_moved,
+            "metrics job run"
+        ),
+        Err(e) => tracing::warn!(
+            job = job.name(),
+            outcome = "failed",
+            elapsed_ms,
+            timeout = e.is_timeout(),
+            error = %e,
+            "metrics job run failed; it runs again at its next slot"
+        ),
     }
 }
 
@@ -245,17 +329,22 @@ async fn run(
 async fn maintain_partitions_now(
     rollup: &RollupJob,
     retention: &RetentionJob,
-) -> Result<(), Error> {
-    let mut client = conn::acquire(rollup.pool(), JOB_ACQUIRE_TIMEOUT).await?;
+) -> Result<PartitionReport, Error> {
+    let limits = rollup.limits();
+    // Closed, not pooled, if the pass is cancelled or times out.
+    let mut conn = conn::DiscardOnDrop::new(limits.acquire(rollup.pool()).await?);
     let today = time::OffsetDateTime::from(retention.now()).date();
-    let report = crate::jobs::partition::maintain_partitions(
-        &mut client,
-        rollup.schema_name().as_str(),
-        today,
-    )
-    .await?;
-    tracing::debug!(?report, "partition maintenance done");
-    Ok(())
+    // Each day is its own transaction with its own lock and statement
+    // timeouts; this bounds the round trips of the whole pass.
+    let report = limits
+        .within(crate::jobs::partition::maintain_partitions(
+            conn.get(),
+            rollup.schema_name().as_str(),
+            today,
+        ))
+        .await?;
+    conn.keep();
+    Ok(report)
 }
 
 /// Time from `now` until the next `at` (time of day, UTC); a full day when

@@ -411,8 +411,12 @@ impl PgSink {
         .await;
         match &result {
             // Refused data (the bisection path) keeps the connection.
-            Err(e) if !conn::keeps_connection(e) => {}
-            _ => conn.keep(),
+            Ok(()) => conn.keep(),
+            Err(e) if conn::keeps_connection(e) => conn.keep(),
+            // Past the client deadline the session may still be running a
+            // statement: dropping the guard cancels it too.
+            Err(Error::Timeout(_)) => drop(conn),
+            Err(_) => conn.discard(),
         }
         result
     }

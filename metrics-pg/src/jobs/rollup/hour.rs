@@ -13,23 +13,28 @@ use crate::schema::SchemaName;
 use crate::tables::Kind;
 use crate::units::{HOUR, floor_day, ts_literal};
 
-/// `statement_timeout` of each rollup transaction: generous (an hour of a
-/// busy service streams in seconds), but a stuck statement must not hold the
-/// job's lock for ever.
-pub(super) const ROLL_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '600s'";
-
 /// Rolls one hour of one raw table inside `tx`: streams its rows, upserts the
 /// rollup rows, records the count. Returns (raw rows read, rollup rows
-/// written).
+/// written). `set_timeout` is the job's `SET LOCAL statement_timeout`.
 pub(crate) async fn roll_hour(
     tx: &Transaction<'_>,
     schema: &SchemaName,
     kind: Kind,
     hour: i64,
     exact_limit: u32,
+    set_timeout: &str,
 ) -> Result<(u64, u64, Vec<(Key, Acc)>), Error> {
     let write = write_sql(schema);
-    roll_hour_with(tx, schema, kind, hour, exact_limit, write.as_str()).await
+    roll_hour_with(
+        tx,
+        schema,
+        kind,
+        hour,
+        exact_limit,
+        write.as_str(),
+        set_timeout,
+    )
+    .await
 }
 
 /// [`roll_hour`] with the write statement given (prepared, or its text).
@@ -40,6 +45,7 @@ pub(super) async fn roll_hour_with(
     hour: i64,
     exact_limit: u32,
     write: &(impl tokio_postgres::ToStatement + Sync + Send + ?Sized),
+    set_timeout: &str,
 ) -> Result<(u64, u64, Vec<(Key, Acc)>), Error> {
     // One round trip: the timeout, and withdrawing what the hour replaces:
     // its 5-minute rows, and its day's `rollup_days` row (the daily rows no
@@ -47,7 +53,7 @@ pub(super) async fn roll_hour_with(
     // Literals, not parameters: a simple query runs several statements.
     let metric_type = kind.metric_type(); // 'performance' | 'usage'
     tx.batch_execute(&format!(
-        "{ROLL_STATEMENT_TIMEOUT}; \
+        "{set_timeout}; \
          DELETE FROM {five} WHERE metric_type = '{metric_type}' \
            AND time_bucket >= {from} AND time_bucket < {to}; \
          DELETE FROM {days} WHERE metric_type = '{metric_type}' AND day = {day}",

@@ -81,7 +81,7 @@ use crate::error::Error;
 use crate::jobs::clock::Clock;
 use crate::jobs::daily::{Acc, DayAccs, Key};
 use crate::jobs::governance::Governance;
-use crate::jobs::lock::{JOB_ACQUIRE_TIMEOUT, JobLock, ROLLUP_LOCK_CLASS};
+use crate::jobs::lock::{JobLimits, JobLock, ROLLUP_LOCK_CLASS};
 use crate::jobs::report::JobReport;
 use crate::jobs::task::AbortOnDrop;
 use crate::schema::SchemaName;
@@ -124,6 +124,7 @@ pub(crate) struct RollupOptions {
     pub(crate) grace: Duration,
     pub(crate) recheck_window: Duration,
     pub(crate) exact_limit: u32,
+    pub(crate) limits: JobLimits,
 }
 
 impl Default for RollupOptions {
@@ -133,6 +134,7 @@ impl Default for RollupOptions {
             grace: RollupJob::DEFAULT_GRACE,
             recheck_window: RollupJob::DEFAULT_RECHECK_WINDOW,
             exact_limit: DEFAULT_EXACT_LIMIT,
+            limits: JobLimits::default(),
         }
     }
 }
@@ -197,6 +199,27 @@ impl RollupJob {
         self
     }
 
+    /// How long the job waits for a pooled connection before the run fails
+    /// with [`Error::PoolTimeout`] (default 60 s).
+    pub fn acquire_timeout(mut self, wait: Duration) -> Self {
+        self.options.limits.acquire = wait.max(Duration::from_millis(1));
+        self
+    }
+
+    /// `statement_timeout` of every statement of the job (default 600 s;
+    /// the client gives up 5 s later, in case the server vanished). A
+    /// statement past it fails the run with a timeout
+    /// ([`Error::is_timeout`]); hours rolled before it stay rolled.
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.options.limits.statement = limit.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The job's wait and statement limits.
+    pub(crate) fn limits(&self) -> &JobLimits {
+        &self.options.limits
+    }
+
     /// Hours rolled at once, each in its own transaction on its own pooled
     /// connection (default 2; the pool needs this many connections besides
     /// the one holding the job's lock).
@@ -229,8 +252,13 @@ impl RollupJob {
             job: "rollup",
             ..JobReport::default()
         };
-        let Some(mut lock) =
-            JobLock::try_acquire(&self.pool, ROLLUP_LOCK_CLASS, &self.schema).await?
+        let Some(mut lock) = JobLock::try_acquire(
+            &self.pool,
+            &self.options.limits,
+            ROLLUP_LOCK_CLASS,
+            &self.schema,
+        )
+        .await?
         else {
             report.skipped = true;
             report.elapsed = started.elapsed();
@@ -247,10 +275,16 @@ impl RollupJob {
             &mut report,
         )
         .await?;
-        report.raw_rows_estimate = Some(self.governance.check(&*client, &self.schema).await?);
+        let limits = self.options.limits;
+        report.raw_rows_estimate = Some(
+            limits
+                .within(self.governance.check(&*client, &self.schema))
+                .await?,
+        );
         lock.release().await?;
         report.elapsed = started.elapsed();
-        tracing::info!(schema = %self.schema, %report, "rollup done");
+        // The scheduler logs the run at info; the CLI prints the report.
+        tracing::debug!(schema = %self.schema, %report, "rollup done");
         Ok(report)
     }
 }
@@ -271,10 +305,14 @@ pub(crate) async fn roll_closed_hours(
     let grace = options.grace.as_secs().min(CENTURY) as i64;
     let closed_end = floor_hour(unix_secs(now).saturating_sub(grace));
     let recheck = options.recheck_window.as_secs().min(CENTURY) as i64;
+    let limits = options.limits;
     let mut accs = DayAccs::new();
     for kind in Kind::ALL {
-        let (hours, gap_fills) =
-            closed_hours_to_roll(client, schema, kind, closed_end, recheck).await?;
+        let (hours, gap_fills) = limits
+            .within(closed_hours_to_roll(
+                client, schema, kind, closed_end, recheck,
+            ))
+            .await?;
         let results = futures_util::stream::iter(hours)
             .map(|hour| {
                 // A task per hour, so the hours rolled at once also decode
@@ -283,7 +321,16 @@ pub(crate) async fn roll_closed_hours(
                 let (pool, schema) = (pool.clone(), schema.clone());
                 let exact_limit = options.exact_limit;
                 AbortOnDrop::spawn(async move {
-                    roll_hour_on(&pool, &schema, kind, hour, exact_limit).await
+                    limits
+                        .within(roll_hour_on(
+                            &pool,
+                            &schema,
+                            kind,
+                            hour,
+                            exact_limit,
+                            &limits,
+                        ))
+                        .await
                 })
             })
             .buffered(options.concurrency.max(1));
@@ -298,12 +345,20 @@ pub(crate) async fn roll_closed_hours(
             report.raw_rows_rolled += raw;
             report.rollup_rows_written += written;
         }
-        record_empty_hours(client, schema, kind, &gap_fills).await?;
+        limits
+            .within(record_empty_hours(client, schema, kind, &gap_fills))
+            .await?;
     }
     let td = Instant::now();
-    let days =
-        crate::jobs::daily::build_complete_days(client, pool, schema, options.concurrency, accs)
-            .await?;
+    let days = crate::jobs::daily::build_complete_days(
+        client,
+        pool,
+        schema,
+        options.concurrency,
+        accs,
+        &limits,
+    )
+    .await?;
     if days.days > 0 {
         tracing::debug!(schema = %schema, days = days.days, rows = days.rows, elapsed = ?td.elapsed(), "built daily rollups");
     }
@@ -349,23 +404,35 @@ async fn roll_hour_on(
     kind: Kind,
     hour: i64,
     exact_limit: u32,
+    limits: &JobLimits,
 ) -> Result<(i64, u64, u64, Vec<(Key, Acc)>), Error> {
-    let mut conn = conn::acquire(pool, JOB_ACQUIRE_TIMEOUT).await?;
+    // Closed, not pooled, if the run is cancelled or times out mid-hour.
+    let mut conn = conn::DiscardOnDrop::new(limits.acquire(pool).await?);
     // Parsed once per pooled connection, not once per hour.
     let write = conn
+        .get()
         .prepare_cached(&write_sql(schema))
         .await
         .map_err(|e| Error::db("writing an hour's rollups", e))?;
-    let client: &mut Client = &mut conn;
+    let client: &mut Client = conn.get();
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::db("starting a rollup transaction", e))?;
-    let (raw, written, states) =
-        roll_hour_with(&tx, schema, kind, hour, exact_limit, &write).await?;
+    let (raw, written, states) = roll_hour_with(
+        &tx,
+        schema,
+        kind,
+        hour,
+        exact_limit,
+        &write,
+        &limits.set_local(),
+    )
+    .await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a rollup", e))?;
+    conn.keep();
     tracing::debug!(schema = %schema, table = kind.table(), hour = %ts_literal(hour), raw, written, "rolled hour");
     Ok((hour, raw, written, states))
 }
