@@ -213,3 +213,45 @@ async fn a_backend_terminated_mid_copy_is_written_once_by_the_retry() {
     assert_eq!(summary, WriteSummary::all_written());
     assert_stored_once(&db, &schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_commit_across_a_server_restart_is_confirmed_by_its_rows() {
+    // After a restart a transaction id may be handed out again, so the
+    // sink does not trust `committed` alone: it looks for the chunk's rows
+    // by `xmin`. The stalled chunk committed before the restart; the retry
+    // must find it and not write it again.
+    let server = test_support::TestServer::dedicated().await;
+    let db = server.create_db().await;
+    let schema = db.name().to_owned();
+    metrics_pg::migrate(&mut db.connect().await, &schema)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&db).await;
+    let sink = sink(&proxy.url(&db), &schema);
+    let batch = batch();
+    let attempt = first();
+    proxy.arm(Cut::Stall);
+    tokio::select! {
+        r = sink.write(&batch, attempt) => panic!("the stalled write finished: {r:?}"),
+        () = proxy.cut_done() => {}
+    }
+    server.stop().await;
+    server.start().await;
+    let summary = write_until_done(&sink, &batch, attempt.retry()).await;
+    assert_eq!(summary, WriteSummary::all_written());
+    let client = db.connect().await;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(DISTINCT correlation_id) FROM \"{schema}\".performance_metrics"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (ROWS as i64, ROWS as i64)
+    );
+    assert_eq!(count(&client, &schema, "usage_events").await, 1);
+}
