@@ -109,6 +109,15 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
+    /// PostgreSQL answered a statement with something other than what it
+    /// asked for (a server or proxy bug, or an incompatible server).
+    #[error("unexpected answer from PostgreSQL while {context}: {reason}")]
+    UnexpectedAnswer {
+        /// What metrics-pg was doing.
+        context: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// A stored rollup row could not be read back (its sketch bytes or its
     /// `aggregated_values` are not what metrics-pg writes). Re-rolling the
     /// hour rewrites it while its raw rows exist.
@@ -154,7 +163,8 @@ impl Error {
 
     /// Whether this is a timeout: no pooled connection in time, the client
     /// deadline, the sink's write deadline, or the server's
-    /// `statement_timeout` / `lock_timeout` (SQLSTATE 57014, 55P03).
+    /// `statement_timeout` / `lock_timeout` (SQLSTATE 57014, which a cancel
+    /// request also gives, and 55P03).
     ///
     /// ```
     /// use std::time::Duration;
@@ -300,6 +310,12 @@ mod tests {
             .is_retryable()
         );
         assert!(!Error::PoolTimeout(Duration::from_secs(1)).is_data_error());
+        let deadline = Error::WriteDeadline(Duration::from_secs(60));
+        assert!(deadline.is_retryable() && deadline.is_timeout());
+        let in_doubt = Error::CommitInDoubt { xid: 7 };
+        assert!(in_doubt.is_retryable() && !in_doubt.is_timeout());
+        assert!(in_doubt.to_string().contains("retry resolves it"));
+        assert!(code_is_retryable(&SqlState::LOCK_NOT_AVAILABLE));
         let e = Error::ChecksumMismatch {
             version: 1,
             name: "raw_tables".into(),

@@ -78,7 +78,7 @@ pub(super) async fn begin_tracked(tx: &Transaction<'_>, set_timeout: &str) -> Re
             server_start: row.get(1)?.to_owned(),
         })
     });
-    txn.ok_or(Error::CopyFormat {
+    txn.ok_or(Error::UnexpectedAnswer {
         context: "naming a write transaction",
         reason: "txid_current() returned no usable row",
     })
