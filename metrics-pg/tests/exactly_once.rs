@@ -217,9 +217,9 @@ async fn a_backend_terminated_mid_copy_is_written_once_by_the_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_doubt_commit_across_a_server_restart_is_confirmed_by_its_rows() {
     // After a restart a transaction id may be handed out again, so the
-    // sink does not trust `committed` alone: it looks for the chunk's rows
-    // by `xmin`. The stalled chunk committed before the restart; the retry
-    // must find it and not write it again.
+    // sink does not trust `committed` alone: it looks for the chunk's first
+    // row by the id it was written with. The stalled chunk committed before
+    // the restart; the retry must find it and not write it again.
     let server = test_support::TestServer::dedicated().await;
     let db = server.create_db().await;
     let schema = db.name().to_owned();

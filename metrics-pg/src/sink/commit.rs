@@ -8,32 +8,33 @@
 //! connection with `txid_status(xid)`, as the PostgreSQL documentation
 //! ("Transaction ID and snapshot functions") describes for this case:
 //!
-//! * `committed` → the chunk is stored;
+//! * `committed` → confirmed through the chunk's rows (below), then stored;
 //! * `aborted` → it is not: write it again;
 //! * `in progress` → the old session is still finishing (its `COMMIT` may be
 //!   queued): unknown for now, ask again on the next attempt;
-//! * `NULL` (the xid is older than the commit log kept) or, after a server
-//!   restart, `committed` → confirmed through the rows themselves (below);
+//! * `NULL` (the xid is older than the commit log kept) → the rows tell;
 //! * an error "transaction ID is in the future" → this server never reached
 //!   that xid (a restore or a failover to a server that lacks it), so the
 //!   chunk is not stored here: write it again.
 //!
-//! Why a restart needs care: after crash recovery the server may hand out an
-//! xid again if nothing of the first transaction reached the WAL on disk;
-//! a `committed` status could then be another transaction's. A committed
-//! chunk, though, left rows whose `xmin` is its xid, so the probe looks for
-//! the chunk's first row (its key and timestamp, both indexed) with that
-//! `xmin`: found → committed, absent → not stored. (`xmin` keeps the
-//! original xid after freezing, and retention never drops rows that
-//! recent.) `aborted` and `in progress` after a restart both mean the chunk
-//! is not stored: the old session died with the restart, and a committed
-//! chunk would have made its xid durable.
+//! Why `committed` is confirmed: after crash recovery (a postmaster
+//! restart, or the reinitialisation after a backend crash, which keeps the
+//! postmaster and its start time) the server may hand an xid out again if
+//! nothing of the first transaction reached the WAL on disk, and the
+//! status would then be another transaction's. So the probe looks for the
+//! chunk's first row by its deterministic id (see `copy::row_id`), its key
+//! and timestamp (indexed): found → committed, absent → not stored. Rows
+//! moved between partitions keep their id. `aborted` needs no check: had
+//! the chunk committed, its xid would be durable and not reused, and its
+//! status `committed`. The probe costs one indexed lookup per lost
+//! acknowledgement, a rare event.
 
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
+use uuid::Uuid;
 
 use super::progress::Txn;
 use crate::error::Error;
@@ -49,23 +50,21 @@ pub(super) enum Outcome {
     Unknown,
 }
 
-/// One row of a chunk, to look for when the status alone cannot be
-/// trusted: `sql` selects whether a row with key `$1`, timestamp `$2` and
-/// `xmin` `$3` exists.
+/// One row of a chunk, to look for: `sql` selects whether a row with key
+/// `$1`, timestamp `$2` and id `$3` exists.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Probe<'a> {
     pub(super) sql: &'a str,
     pub(super) key: &'a str,
     pub(super) at: SystemTime,
+    pub(super) id: Uuid,
 }
 
 /// Sets the transaction's statement timeout and names it, in one round
 /// trip; call it first in the transaction.
 pub(super) async fn begin_tracked(tx: &Transaction<'_>, set_timeout: &str) -> Result<Txn, Error> {
     let messages = tx
-        .simple_query(&format!(
-            "{set_timeout}; SELECT txid_current()::text, pg_postmaster_start_time()::text"
-        ))
+        .simple_query(&format!("{set_timeout}; SELECT txid_current()::text"))
         .await
         .map_err(|e| Error::db("naming a write transaction", e))?;
     let row = messages.iter().find_map(|m| match m {
@@ -75,7 +74,6 @@ pub(super) async fn begin_tracked(tx: &Transaction<'_>, set_timeout: &str) -> Re
     let txn = row.and_then(|row| {
         Some(Txn {
             xid: row.get(0)?.parse().ok()?,
-            server_start: row.get(1)?.to_owned(),
         })
     });
     txn.ok_or(Error::UnexpectedAnswer {
@@ -93,10 +91,7 @@ pub(super) async fn resolve(
     probe: Option<Probe<'_>>,
 ) -> Result<Outcome, Error> {
     let row = match client
-        .query_one(
-            "SELECT txid_status($1), pg_postmaster_start_time()::text",
-            &[&txn.xid],
-        )
+        .query_one("SELECT txid_status($1)", &[&txn.xid])
         .await
     {
         Ok(row) => row,
@@ -107,25 +102,21 @@ pub(super) async fn resolve(
         Err(e) => return Err(Error::db("asking a transaction's status", e)),
     };
     let status: Option<&str> = row.get(0);
-    let restarted = row.get::<_, &str>(1) != txn.server_start;
-    match (status, restarted) {
-        (Some("committed"), false) => Ok(Outcome::Committed),
-        (Some("in progress"), false) => Ok(Outcome::Unknown),
-        (Some("aborted"), _) | (Some("in progress"), true) => Ok(Outcome::Aborted),
-        // NULL, a restart before `committed`, or a status this code does not
-        // know: the rows tell.
+    match status {
+        Some("aborted") => Ok(Outcome::Aborted),
+        Some("in progress") => Ok(Outcome::Unknown),
+        // `committed`, NULL, or a status this code does not know: the rows
+        // tell.
         _ => match probe {
             None => Ok(Outcome::Aborted),
-            Some(p) => rows_exist(client, txn, p).await,
+            Some(p) => rows_exist(client, p).await,
         },
     }
 }
 
-async fn rows_exist(client: &Client, txn: &Txn, probe: Probe<'_>) -> Result<Outcome, Error> {
-    // `xmin` is the low 32 bits of the epoch-extended id.
-    let xmin = (txn.xid & 0xFFFF_FFFF).to_string();
+async fn rows_exist(client: &Client, probe: Probe<'_>) -> Result<Outcome, Error> {
     let found: bool = client
-        .query_one(probe.sql, &[&probe.key, &probe.at, &xmin])
+        .query_one(probe.sql, &[&probe.key, &probe.at, &probe.id])
         .await
         .map_err(|e| Error::db("looking for the rows of an in-doubt transaction", e))?
         .get(0);

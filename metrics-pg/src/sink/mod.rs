@@ -181,7 +181,7 @@ impl PgSink {
         let probe = |table: &str, key: &str| {
             format!(
                 "SELECT EXISTS (SELECT 1 FROM {table} \
-                 WHERE {key} = $1 AND \"timestamp\" = $2 AND xmin::text = $3)"
+                 WHERE {key} = $1 AND \"timestamp\" = $2 AND id = $3)"
             )
         };
         Self {
@@ -372,7 +372,7 @@ impl PgSink {
         // connection, whether it took effect.
         if let Some(txn) = self.with(id, |p| p.txn_of(chunk)).flatten() {
             tracing::warn!(error = %error, xid = txn.xid, "PgSink: COMMIT unanswered; resolving it by transaction id");
-            match self.outcome_of(batch, chunk, &txn).await {
+            match self.outcome_of(batch, id, chunk, &txn).await {
                 Outcome::Committed => {
                     let _ = self.with(id, |p| p.committed(chunk));
                     return Ok(());
@@ -437,7 +437,7 @@ impl PgSink {
             Table::Requests => &self.inner.copy_requests,
             Table::Usage => &self.inner.copy_usage,
         };
-        copy::copy_rows(&tx, sql, batch, chunk).await?;
+        copy::copy_rows(&tx, sql, batch, id, chunk).await?;
         // Recorded before COMMIT is sent: if its answer is lost, or this
         // future is dropped from here on, the chunk is resolved by its xid
         // rather than written again.
@@ -456,7 +456,7 @@ impl PgSink {
         chunk: Chunk,
         txn: &Txn,
     ) -> Result<(), Error> {
-        match self.outcome_of(batch, chunk, txn).await {
+        match self.outcome_of(batch, id, chunk, txn).await {
             Outcome::Committed => {
                 let _ = self.with(id, |p| p.committed(chunk));
                 Ok(())
@@ -471,8 +471,8 @@ impl PgSink {
 
     /// What became of in-doubt `chunk`; [`Outcome::Unknown`] also when the
     /// server cannot be asked right now.
-    async fn outcome_of(&self, batch: &Batch, chunk: Chunk, txn: &Txn) -> Outcome {
-        let outcome = match self.resolve(batch, chunk, txn).await {
+    async fn outcome_of(&self, batch: &Batch, id: BatchId, chunk: Chunk, txn: &Txn) -> Outcome {
+        let outcome = match self.resolve(batch, id, chunk, txn).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, xid = txn.xid, "PgSink: could not resolve an in-doubt COMMIT yet");
@@ -487,9 +487,15 @@ impl PgSink {
         outcome
     }
 
-    async fn resolve(&self, batch: &Batch, chunk: Chunk, txn: &Txn) -> Result<Outcome, Error> {
+    async fn resolve(
+        &self,
+        batch: &Batch,
+        id: BatchId,
+        chunk: Chunk,
+        txn: &Txn,
+    ) -> Result<Outcome, Error> {
         let conn = conn::acquire(&self.inner.pool, self.inner.settings.acquire_timeout).await?;
-        let probe = self.probe(batch, chunk);
+        let probe = self.probe(batch, id, chunk);
         match tokio::time::timeout(RESOLVE_TIMEOUT, commit::resolve(&conn, txn, probe)).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => {
@@ -503,24 +509,26 @@ impl PgSink {
         }
     }
 
-    /// The chunk's first valid row, to look for by `xmin`.
-    fn probe<'a>(&'a self, batch: &'a Batch, chunk: Chunk) -> Option<Probe<'a>> {
+    /// The chunk's first valid row, to look for by its id.
+    fn probe<'a>(&'a self, batch: &'a Batch, id: BatchId, chunk: Chunk) -> Option<Probe<'a>> {
         match chunk.table {
-            Table::Requests => batch.requests()[chunk.start..chunk.end]
-                .iter()
-                .find(|r| request_is_valid(r))
-                .map(|r| Probe {
+            Table::Requests => (chunk.start..chunk.end)
+                .map(|i| (i, &batch.requests()[i]))
+                .find(|(_, r)| request_is_valid(r))
+                .map(|(i, r)| Probe {
                     sql: &self.inner.probe_requests,
                     key: r.route.as_str(),
                     at: r.timestamp,
+                    id: copy::row_id(id, chunk.table, i, r.timestamp),
                 }),
-            Table::Usage => batch.usage_events()[chunk.start..chunk.end]
-                .iter()
-                .find(|e| usage_is_valid(e))
-                .map(|e| Probe {
+            Table::Usage => (chunk.start..chunk.end)
+                .map(|i| (i, &batch.usage_events()[i]))
+                .find(|(_, e)| usage_is_valid(e))
+                .map(|(i, e)| Probe {
                     sql: &self.inner.probe_usage,
                     key: e.user_id.as_str(),
                     at: e.timestamp,
+                    id: copy::row_id(id, chunk.table, i, e.timestamp),
                 }),
         }
     }

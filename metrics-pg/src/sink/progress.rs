@@ -36,11 +36,6 @@ pub(super) struct Chunk {
 pub(super) struct Txn {
     /// `txid_current()`: the 64-bit (epoch-extended) transaction id.
     pub(super) xid: i64,
-    /// `pg_postmaster_start_time()` as text: a different value at
-    /// resolution time means the server restarted in between, after which
-    /// an xid whose transaction left no durable trace may have been handed
-    /// out again (see `commit.rs`).
-    pub(super) server_start: String,
 }
 
 /// A chunk sent `COMMIT` whose outcome is not known yet.
@@ -297,10 +292,7 @@ mod tests {
     use super::*;
 
     fn txn(xid: i64) -> Txn {
-        Txn {
-            xid,
-            server_start: "t0".into(),
-        }
+        Txn { xid }
     }
 
     #[test]
