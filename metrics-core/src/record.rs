@@ -410,6 +410,131 @@ pub enum Record {
     Usage(Box<UsageEvent>),
 }
 
+impl Record {
+    /// An estimate of the memory this record holds while the collector keeps
+    /// it, in bytes: its own size plus what it owns on the heap. The
+    /// collector's memory budget
+    /// ([`CollectorBuilder::memory_budget`](crate::CollectorBuilder::memory_budget))
+    /// is counted in these.
+    ///
+    /// Cheap by design, as `record()` calls it on the request path: for a
+    /// request record it is a constant plus the lengths of its user and
+    /// correlation ids (no allocation, no walk); a usage event adds its
+    /// strings and a walk over its metadata JSON (a few nanoseconds per JSON
+    /// value). Not counted: route labels and other `Arc`-shared labels, which
+    /// many records share and the label cap bounds; allocator overhead. The
+    /// estimate may change between versions; it is deterministic for a given
+    /// record.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use metrics_core::{Method, Record, RequestRecord, Route, UsageEvent, UserId};
+    ///
+    /// let req = Record::from(RequestRecord::new(
+    ///     SystemTime::now(), Route::from_static("/"), Method::GET, 200, Duration::ZERO,
+    /// ));
+    /// let event = UsageEvent::new("page_view", UserId::new("ada"), SystemTime::now())
+    ///     .with_metadata(Some(serde_json::json!({ "note": "x".repeat(16 * 1024) })));
+    /// let heavy = Record::from(event);
+    /// assert!(req.approx_size() >= std::mem::size_of::<Record>());
+    /// assert!(heavy.approx_size() > 16 * 1024);
+    /// ```
+    pub fn approx_size(&self) -> usize {
+        size_of::<Self>()
+            + match self {
+                Self::Request(r) => r.heap_size(),
+                Self::Usage(e) => size_of::<UsageEvent>() + e.heap_size(),
+            }
+    }
+}
+
+/// Bytes of an `Arc<str>`'s allocation: the two reference counts and the text.
+fn arc_str_size(s: &str) -> usize {
+    2 * size_of::<usize>() + s.len()
+}
+
+impl RequestRecord {
+    /// Heap bytes this record owns (see [`Record::approx_size`]): the user id
+    /// (one `Arc<str>` per request, made from its credentials), the correlation
+    /// id (a caller's is copied; a generated one shares a buffer, counted as
+    /// its own text) and an application-defined error type.
+    #[inline]
+    fn heap_size(&self) -> usize {
+        let user = self
+            .user_id
+            .as_ref()
+            .map_or(0, |u| arc_str_size(u.as_str()));
+        let correlation = self.correlation_id.as_ref().map_or(0, |c| c.as_str().len());
+        let error = match &self.error_type {
+            Some(ErrorType::Other(s)) => arc_str_size(s),
+            _ => 0,
+        };
+        user + correlation + error
+    }
+}
+
+impl UsageEvent {
+    /// Heap bytes this event owns (see [`Record::approx_size`]).
+    fn heap_size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        self.event_type.capacity()
+            + arc_str_size(self.user_id.as_str())
+            + text(&self.page_name)
+            + text(&self.element_id)
+            + self.metadata.as_ref().map_or(0, json_heap_size)
+    }
+}
+
+/// Heap bytes of a JSON value (not counting the value itself, which lives in
+/// its parent): string buffers, array buffers, and per object entry its key
+/// and value plus the map's node overhead.
+///
+/// Iterative, so a deeply nested value cannot overflow the stack; the stack
+/// holds only nested containers, so a flat object allocates nothing.
+fn json_heap_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    /// Per object entry, beyond its key and value: the map's share of node
+    /// headers and spare slots (a B-tree node holds up to 11 entries and is
+    /// on average about two thirds full).
+    const MAP_ENTRY_OVERHEAD: usize = 16;
+    const VALUE: usize = size_of::<Value>();
+    const ENTRY: usize = size_of::<String>() + VALUE + MAP_ENTRY_OVERHEAD;
+
+    // A scalar's heap bytes; a container is queued for its own visit.
+    fn visit<'a>(v: &'a Value, nested: &mut Vec<&'a Value>) -> usize {
+        match v {
+            Value::String(s) => s.capacity(),
+            Value::Array(_) | Value::Object(_) => {
+                nested.push(v);
+                0
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+    }
+
+    let mut total = 0;
+    let mut nested: Vec<&Value> = Vec::new();
+    let mut next = Some(value);
+    while let Some(v) = next.take().or_else(|| nested.pop()) {
+        match v {
+            Value::String(s) => total += s.capacity(),
+            Value::Array(items) => {
+                total += items.capacity() * VALUE;
+                for item in items {
+                    total += visit(item, &mut nested);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    total += ENTRY + key.capacity() + visit(item, &mut nested);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    total
+}
+
 impl From<RequestRecord> for Record {
     fn from(r: RequestRecord) -> Self {
         Self::Request(r)
@@ -438,6 +563,75 @@ mod tests {
         assert_eq!(ErrorType::ClientClosed.as_str(), "ClientClosed");
         assert_eq!(ErrorType::for_status(399), None);
         assert_eq!(ErrorType::for_status(400), Some(ErrorType::Http(400)));
+    }
+
+    fn request() -> RequestRecord {
+        RequestRecord::new(
+            SystemTime::UNIX_EPOCH,
+            Route::from_static("/a/{id}"),
+            Method::GET,
+            200,
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn request_size_is_a_constant_plus_its_ids() {
+        let bare = Record::from(request()).approx_size();
+        assert_eq!(bare, size_of::<Record>());
+        let with_ids = Record::from(
+            request()
+                .with_user(Some(UserId::new("ada@example.com")))
+                .with_correlation_id(Some(CorrelationId::generate())),
+        );
+        // 15 bytes of user id in an `Arc` (two counts), 36 of UUID text.
+        assert_eq!(
+            with_ids.approx_size(),
+            bare + 2 * size_of::<usize>() + 15 + 36
+        );
+        // A shared route label is not the record's own memory.
+        let shared = Record::from(RequestRecord {
+            route: Route::from(String::from("/b/{id}")),
+            ..request()
+        });
+        assert_eq!(shared.approx_size(), bare);
+    }
+
+    #[test]
+    fn usage_size_grows_with_its_metadata() {
+        let event = || UsageEvent::new("page_view", UserId::new("ada"), SystemTime::UNIX_EPOCH);
+        let bare = Record::from(event()).approx_size();
+        assert!(bare >= size_of::<Record>() + size_of::<UsageEvent>() + 9 + 3);
+        // 16 KiB of text in one string.
+        let long = Record::from(event().with_metadata(Some(serde_json::json!("x".repeat(16_384)))));
+        assert_eq!(long.approx_size(), bare + 16_384);
+        // The same text as 1,024 object entries costs far more than its text.
+        let map: serde_json::Map<String, serde_json::Value> = (0..1_024)
+            .map(|i| (format!("k{i:05}"), serde_json::json!("0123456789")))
+            .collect();
+        let text_len = serde_json::to_string(&map).unwrap().len();
+        let wide = Record::from(event().with_metadata(Some(serde_json::Value::Object(map))));
+        assert!(
+            wide.approx_size() - bare > 4 * text_len,
+            "{}",
+            wide.approx_size()
+        );
+    }
+
+    #[test]
+    fn deep_json_is_walked_without_recursion() {
+        // Deeper than any parser would build (serde_json stops at 128) and
+        // than a recursive walk could go on a small stack.
+        let mut v = serde_json::json!("leaf");
+        for _ in 0..100_000 {
+            v = serde_json::Value::Array(vec![v]);
+        }
+        let size = json_heap_size(&v);
+        assert!(size >= 100_000 * size_of::<serde_json::Value>() + 4);
+        // Dropped iteratively, so the test itself cannot overflow its stack.
+        while let serde_json::Value::Array(mut items) = v {
+            v = items.pop().unwrap_or(serde_json::Value::Null);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The accounting invariant `received = written + dropped + pending` under
 //! concurrent producers, a misbehaving sink and a shutdown racing the
-//! producers, on both runtime flavours.
+//! producers, on both runtime flavours; with heavy usage events among the
+//! records, the bytes held never pass the memory budget.
 
 mod support;
 
@@ -9,12 +10,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_core::test_util::{GateMode, GatedSink};
-use metrics_core::{Collector, RetryPolicy};
+use metrics_core::{Collector, RetryPolicy, UsageEvent, UserId};
 use support::req;
 
 const PRODUCERS: usize = 4;
 /// Sink calls to wait for before shutting down (so every mode has been hit).
 const CALLS_BEFORE_SHUTDOWN: u64 = 120;
+/// Small enough for heavy events to reach it while the sink misbehaves.
+const MEMORY_BUDGET: usize = 512 * 1024;
+
+/// A usage event with 2 KiB of metadata.
+fn heavy(i: u16) -> UsageEvent {
+    UsageEvent::new(
+        "page_view",
+        UserId::new("ada"),
+        std::time::SystemTime::UNIX_EPOCH,
+    )
+    .with_element_id(Some(i.to_string()))
+    .with_metadata(Some(serde_json::json!({ "note": "x".repeat(2048) })))
+}
 
 async fn stress() {
     let sink = GatedSink::new();
@@ -40,6 +54,7 @@ async fn stress() {
 
     let handle = Collector::builder(sink.clone())
         .queue_capacity(2_000)
+        .memory_budget(MEMORY_BUDGET)
         .max_batch(256)
         .linger(Duration::from_millis(2))
         .export_timeout(Duration::from_millis(50))
@@ -67,6 +82,12 @@ async fn stress() {
                     s.received >= s.written + s.dropped() + s.pending,
                     "snapshot over-counts: {s:?}"
                 );
+                // Each shard's charge stays within its share, so any sum of
+                // them read one after another does too.
+                assert!(
+                    s.pending_bytes <= MEMORY_BUDGET as u64,
+                    "over the budget: {s:?}"
+                );
                 samples += 1;
                 // Sampling rate, not a wait for behaviour: leave CPU to the
                 // producers and the worker on this 2-core box.
@@ -86,7 +107,13 @@ async fn stress() {
                 while !stop.load(Ordering::Relaxed) {
                     for i in 0..256u16 {
                         attempted += 1;
-                        if handle.record(req(i)) {
+                        // One heavy event in 16 records.
+                        let accepted = if i % 16 == 0 {
+                            handle.record(heavy(i))
+                        } else {
+                            handle.record(req(i))
+                        };
+                        if accepted {
                             queued += 1;
                         }
                     }
@@ -130,10 +157,13 @@ async fn stress() {
     assert_eq!(final_stats.dropped_shutdown, 0);
     let s = handle.stats();
     assert_eq!(s.received, attempted, "{s:?}");
-    assert_eq!(s.pending, 0, "{s:?}");
+    assert_eq!((s.pending, s.pending_bytes), (0, 0), "{s:?}");
     assert_eq!(s.received, s.written + s.dropped(), "{s:?}");
     // Every record `record()` accepted was resolved by the worker.
-    assert_eq!(queued, s.received - s.dropped_queue_full - s.dropped_closed);
+    assert_eq!(
+        queued,
+        s.received - s.dropped_queue_full - s.dropped_memory_budget - s.dropped_closed
+    );
     // What the collector calls written is what the sink stored.
     assert_eq!(s.written, sink.written());
     assert!(

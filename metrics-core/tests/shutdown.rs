@@ -279,6 +279,7 @@ async fn shutdown_logs_one_line_with_the_drop_totals_by_reason() {
     for field in [
         "dropped=3",
         "dropped_queue_full=2",
+        "dropped_memory_budget=0",
         "dropped_retries_exhausted=0",
         "dropped_rejected=1",
         "dropped_shutdown=0",

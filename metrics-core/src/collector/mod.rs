@@ -37,6 +37,17 @@ const DEFAULT_MAX_BATCH: usize = 1_000;
 const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// Default [`CollectorBuilder::export_timeout`].
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`CollectorBuilder::memory_budget`]: 64 MiB. Room for the default
+/// queue of 100,000 request records (≈ 250 bytes each with a user and a
+/// correlation id, ≈ 25 MB) plus a batch, so for request traffic the record
+/// cap binds first as before; large usage events (16 KiB of metadata costs
+/// tens of KiB as a JSON tree) are held to a few thousand, a bound that fits
+/// a small container beside the app.
+const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// Added to the sink's [`MetricsSink::max_write_duration`] for the effective
+/// export timeout: the sink's own timers (and its round trips to the backend)
+/// fire first, so it reports its failure before the collector gives up.
+const SINK_BOUND_MARGIN: Duration = Duration::from_secs(5);
 /// Capacity of the control channel (flush and shutdown requests).
 const CONTROL_CAPACITY: usize = 8;
 /// How long `shutdown` waits for the worker's answer beyond the deadline
@@ -92,10 +103,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///
 /// # Failures
 ///
-/// Every write is bounded by `export_timeout` (default 10 s; a hung sink gets
+/// Every write is bounded by the export timeout (default 10 s, raised above
+/// the sink's own bound on a write, see
+/// [`CollectorBuilder::export_timeout`]; a hung sink gets
 /// [`SinkError::Timeout`](crate::SinkError::Timeout)). Retryable errors are
-/// retried with capped exponential backoff and jitter per [`RetryPolicy`];
-/// when it gives up the batch counts as `dropped_retries_exhausted`.
+/// retried with capped exponential backoff (1 s doubling to 30 s) and jitter
+/// per [`RetryPolicy`], by default for as long as the sink keeps failing:
+/// during an outage records wait within the queue's bounds below, and only
+/// those bounds and the shutdown deadline drop records. A bounded policy that
+/// gives up counts the batch as `dropped_retries_exhausted`.
 /// Non-retryable errors count the batch as `dropped_rejected`. A sink that
 /// panics does not take the worker down: the panic is caught, the batch is not
 /// retried and counts as `dropped_retries_exhausted`. The text of the last
@@ -104,20 +120,32 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///
 /// # Memory
 ///
-/// The queue is the only buffer, and it is bounded by `queue_capacity`
-/// (default 100,000 records): that capacity is the memory cap while the sink
-/// is down. It is split exactly between the shards (each holds
-/// `queue_capacity / shards`, rounded up for some so the parts add up), and a
-/// producer whose shard is full moves on to the next ones, so the cap is the
-/// total: `record()` drops and counts (`dropped_queue_full`) only when every
-/// shard is full, even with a single producer thread. Records the worker has
-/// taken out of a shard but not yet put in a batch still count against that
-/// shard. When full, the queue holds `queue_capacity` records of
-/// `size_of::<Record>()` bytes each plus what they own (shared `Arc` labels,
-/// an optional user id and correlation id); the worker holds at most one
-/// extra batch of `max_batch` records. Buffers start small and grow as
-/// traffic needs; the worker resizes the ones it hands back to the shards to
-/// the recent traffic, so a burst's memory is given back afterwards.
+/// The queue is the only buffer, and two caps bound it while the sink is slow
+/// or down:
+///
+/// - **`queue_capacity`** (default 100,000 records) counts records. It is
+///   split exactly between the shards (each holds `queue_capacity / shards`,
+///   rounded up for some so the parts add up), and a producer whose shard is
+///   full moves on to the next ones, so the cap is the total: `record()` drops
+///   and counts (`dropped_queue_full`) only when every shard is full, even
+///   with a single producer thread. Records the worker has taken out of a
+///   shard but not yet put in a batch still count against that shard; the
+///   worker holds at most one extra batch of `max_batch` records.
+/// - **`memory_budget`** (default 64 MiB) counts bytes, by
+///   [`Record::approx_size`]: everything the collector holds, the queued
+///   records *and* the batch being written or retried. A record whose bytes
+///   do not fit is refused by `record()` and counted as
+///   `dropped_memory_budget`; [`CollectorStats::pending_bytes`] says how much
+///   is held now. The budget is split between the shards like the capacity
+///   (a record's bytes stay charged to the shard that took it until its batch
+///   is written or dropped), which keeps `record()` on one shard lock; the
+///   price is that less than one record per shard may go unused, and that a
+///   single record larger than `memory_budget / shards` (the shards are at
+///   most 64: 1 MiB at worst with the default) is always refused.
+///
+/// Buffers start small and grow as traffic needs; the worker resizes the ones
+/// it hands back to the shards to the recent traffic, so a burst's memory is
+/// given back afterwards.
 ///
 /// # Upkeep / background work
 ///
@@ -126,7 +154,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///   [`Worker`] future instead, for you to spawn where you like. Nothing else
 ///   runs in the background: no thread, no global state.
 /// - **[`CollectorHandle::flush`]** returns once every record queued before
-///   the call has been written or dropped (retries included).
+///   the call has been written or dropped (retries included: with the
+///   default [`RetryPolicy`] a flush during an outage waits until the sink is
+///   back, so bound it with `tokio::time::timeout`).
 /// - **[`CollectorHandle::shutdown`]`(deadline)`** first closes intake (later
 ///   records count as `dropped_closed`), then drains and writes everything
 ///   queued, retrying as usual, until the deadline. Whatever is still unwritten
@@ -135,8 +165,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 ///   returns the final stats, with `pending == 0`. A second call waits for
 ///   the first and returns the same outcome.
 /// - **Dropping every handle** tells the worker (through its control
-///   channel, which the handles own); it drains what is left (no deadline),
-///   writes it and ends.
+///   channel, which the handles own); it drains what is left (no deadline,
+///   retrying per the policy: while the sink is down, until it is back or
+///   the runtime stops), writes it and ends.
 /// - **Dropping the worker future** (for example when the runtime shuts down
 ///   first) counts what was still queued as `dropped_shutdown`. Call
 ///   `shutdown` before leaving `main` so nothing is lost.
@@ -185,7 +216,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// # async fn main() -> Result<(), metrics_core::BuildError> {
 /// let (handle, worker) = Collector::builder(MemorySink::new())
 ///     .queue_capacity(10_000)
-///     .retry(RetryPolicy::default().with_max_attempts(3))
+///     .memory_budget(16 * 1024 * 1024)
+///     .retry(RetryPolicy::bounded(3, Duration::from_secs(30)))
 ///     .export_timeout(Duration::from_secs(5))
 ///     .build()?;
 /// let task = tokio::spawn(worker);
@@ -199,12 +231,15 @@ pub struct Collector(());
 
 impl Collector {
     /// A builder for a collector writing to `sink`, with the defaults: queue
-    /// capacity 100,000, batches of 1,000, linger 1 s, export timeout 10 s,
-    /// [`RetryPolicy::default`].
+    /// capacity 100,000, memory budget 64 MiB, batches of 1,000, linger 1 s,
+    /// export timeout 10 s (or more, see
+    /// [`export_timeout`](CollectorBuilder::export_timeout)),
+    /// [`RetryPolicy::default`] (retry until written).
     pub fn builder<S: MetricsSink>(sink: S) -> CollectorBuilder<S> {
         CollectorBuilder {
             sink,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
             max_batch: DEFAULT_MAX_BATCH,
             linger: DEFAULT_LINGER,
             retry: RetryPolicy::default(),
@@ -217,6 +252,7 @@ impl Collector {
 pub struct CollectorBuilder<S> {
     sink: S,
     queue_capacity: usize,
+    memory_budget: usize,
     max_batch: usize,
     linger: Duration,
     retry: RetryPolicy,
@@ -229,6 +265,7 @@ impl<S> fmt::Debug for CollectorBuilder<S> {
         f.debug_struct("CollectorBuilder")
             .field("sink", &std::any::type_name::<S>())
             .field("queue_capacity", &self.queue_capacity)
+            .field("memory_budget", &self.memory_budget)
             .field("max_batch", &self.max_batch)
             .field("linger", &self.linger)
             .field("retry", &self.retry)
@@ -239,10 +276,23 @@ impl<S> fmt::Debug for CollectorBuilder<S> {
 
 impl<S: MetricsSink> CollectorBuilder<S> {
     /// Most records held while the sink is slow or down (default 100,000);
-    /// beyond it `record()` drops and counts. This is the collector's memory
-    /// cap. Must be at least 1.
+    /// beyond it `record()` drops and counts (`dropped_queue_full`). Must be
+    /// at least 1. See also [`memory_budget`](Self::memory_budget).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
+        self
+    }
+
+    /// Most bytes held, by [`Record::approx_size`] (default 64 MiB): the
+    /// queued records and the batch being written or retried. A record that
+    /// does not fit is dropped by `record()` and counted
+    /// (`dropped_memory_budget`); `record()` never waits for room. This, with
+    /// `queue_capacity`, is the collector's memory cap; which binds first
+    /// depends on the records (request records are ≈ 200–300 bytes, a usage
+    /// event with large metadata tens of KiB). See [Memory](Collector#memory)
+    /// for how it is split. Must be at least 1.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
         self
     }
 
@@ -268,8 +318,19 @@ impl<S: MetricsSink> CollectorBuilder<S> {
     }
 
     /// Time limit of each write attempt (default 10 s); an attempt that takes
-    /// longer fails with the retryable
+    /// longer is cut short and fails with the retryable
     /// [`SinkError::Timeout`](crate::SinkError::Timeout). Must be non-zero.
+    ///
+    /// **The effective limit is never below the sink's own.** A sink that
+    /// bounds its writes ([`MetricsSink::max_write_duration`], for example
+    /// `PgSink`'s statement and commit timeouts) must be the one to give up,
+    /// or the collector could count as failed (and retry, or drop) a write
+    /// the backend went on to commit. So `build()` uses
+    /// `max(export_timeout, sink.max_write_duration() + 5 s)`, the margin
+    /// letting the sink's timers fire and report first (logged at debug
+    /// level when it raises the limit): an attempt the collector counts as
+    /// failed is always one the sink reported as failed, or one it did not
+    /// bound.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = timeout;
         self
@@ -293,6 +354,12 @@ impl<S: MetricsSink> CollectorBuilder<S> {
                 reason: "is too large; it is the memory cap, pick a number of records that fits in memory",
             });
         }
+        if self.memory_budget == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "memory_budget",
+                reason: "must be at least 1 byte",
+            });
+        }
         if self.max_batch == 0 {
             return Err(BuildError::InvalidSetting {
                 setting: "max_batch",
@@ -307,9 +374,15 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         }
         self.retry.validate()?;
         let max_batch = self.max_batch.min(self.queue_capacity);
+        let export_timeout =
+            effective_export_timeout(self.export_timeout, self.sink.max_write_duration());
 
         let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-        let shared = Arc::new(Shared::new(self.queue_capacity, max_batch as u64));
+        let shared = Arc::new(Shared::new(
+            self.queue_capacity,
+            self.memory_budget,
+            max_batch as u64,
+        ));
         let handle = CollectorHandle {
             inner: Arc::new(HandleInner {
                 control: control_tx,
@@ -322,7 +395,7 @@ impl<S: MetricsSink> CollectorBuilder<S> {
             max_batch,
             linger: self.linger,
             retry: self.retry,
-            export_timeout: self.export_timeout,
+            export_timeout,
         };
         let worker = Worker::new(self.sink, control_rx, shared, config);
         Ok((handle, worker))
@@ -338,6 +411,26 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         drop(runtime.spawn(worker));
         Ok(handle)
     }
+}
+
+/// The export timeout a collector runs with: the configured one, raised to
+/// the sink's own bound on a write plus [`SINK_BOUND_MARGIN`] (see
+/// [`CollectorBuilder::export_timeout`]).
+fn effective_export_timeout(configured: Duration, sink_bound: Option<Duration>) -> Duration {
+    let Some(bound) = sink_bound else {
+        return configured;
+    };
+    let floor = bound.saturating_add(SINK_BOUND_MARGIN);
+    if floor <= configured {
+        return configured;
+    }
+    tracing::debug!(
+        configured_ms = configured.as_millis() as u64,
+        sink_max_write_ms = bound.as_millis() as u64,
+        effective_ms = floor.as_millis() as u64,
+        "metrics collector export timeout raised above the sink's own bound on a write"
+    );
+    floor
 }
 
 /// The cheap, cloneable handle producers use to record, and the owner side
@@ -396,6 +489,7 @@ impl fmt::Debug for CollectorHandle {
             .field("stats", &self.stats())
             .field("max_batch", &self.inner.shared.max_batch)
             .field("queue_capacity", &self.inner.shared.queue.capacity())
+            .field("memory_budget", &self.inner.shared.queue.memory_budget())
             .field("shards", &self.inner.shared.queue.shards())
             .finish_non_exhaustive()
     }
@@ -403,8 +497,8 @@ impl fmt::Debug for CollectorHandle {
 
 impl CollectorHandle {
     /// Queues a record for the worker. Returns `true` if it was queued,
-    /// `false` if it was dropped (queue full, or the collector is shut down);
-    /// either way it is counted.
+    /// `false` if it was dropped (queue full, memory budget used up, or the
+    /// collector is shut down); either way it is counted.
     ///
     /// Never awaits and never panics. It locks one shard of the queue,
     /// normally uncontended (see [the queue](Collector#the-queue)): it waits
@@ -424,6 +518,10 @@ impl CollectorHandle {
             }
             Pushed::QueueFull => {
                 shared.counters.on_queue_full();
+                false
+            }
+            Pushed::MemoryBudget => {
+                shared.counters.on_memory_budget();
                 false
             }
             Pushed::Closed => {
@@ -449,7 +547,8 @@ impl CollectorHandle {
     /// dropped; a partial batch is written at once rather than lingering.
     ///
     /// This can take as long as the retry policy allows when the sink is
-    /// failing; wrap it in `tokio::time::timeout` to bound it. Fails with
+    /// failing (with the default policy: until the sink is back); wrap it in
+    /// `tokio::time::timeout` to bound it. Fails with
     /// [`ShutdownError::AlreadyShutdown`] after `shutdown`, and
     /// [`ShutdownError::WorkerGone`] if the worker has ended.
     pub async fn flush(&self) -> Result<(), ShutdownError> {
@@ -527,9 +626,24 @@ mod tests {
         assert_eq!(bad(b().queue_capacity(0)), "queue_capacity");
         assert_eq!(bad(b().max_batch(0)), "max_batch");
         assert_eq!(bad(b().export_timeout(Duration::ZERO)), "export_timeout");
+        assert_eq!(bad(b().memory_budget(0)), "memory_budget");
         assert_eq!(
             bad(b().retry(RetryPolicy::default().with_max_attempts(0))),
             "retry.max_attempts"
+        );
+    }
+
+    #[test]
+    fn export_timeout_is_raised_above_the_sink_bound() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_export_timeout(s(10), None), s(10));
+        // PgSink's 30 s + 5 s.
+        assert_eq!(effective_export_timeout(s(10), Some(s(35))), s(40));
+        // Already above: kept.
+        assert_eq!(effective_export_timeout(s(60), Some(s(35))), s(60));
+        assert_eq!(
+            effective_export_timeout(s(10), Some(Duration::MAX)),
+            Duration::MAX
         );
     }
 

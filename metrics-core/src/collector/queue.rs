@@ -34,6 +34,20 @@
 //! that shard's capacity, so the queue never holds more than `queue_capacity`
 //! records.
 //!
+//! # Memory budget
+//!
+//! The memory budget (bytes, by [`Record::approx_size`], computed by the
+//! producer before it locks anything) is split between the shards the same
+//! way, and a producer whose shard lacks the bytes moves on the same way. A
+//! record's bytes are charged to the shard that accepted it from the push
+//! until the worker has *resolved* the batch the record went into (written or
+//! dropped, see [`Drainer::batch_done`]): the budget covers the records queued,
+//! held and in the batch being written or retried, which is everything the
+//! collector holds. Per-shard charges keep the request path on its one shard
+//! lock (a shared byte counter would be a cache line every producer writes);
+//! the cost is fragmentation: less than one record per shard of the budget may
+//! go unused, and a record larger than one shard's share is never accepted.
+//!
 //! # Waking the worker
 //!
 //! The worker is woken through one `Notify`, by at most one producer per shard
@@ -95,12 +109,25 @@ pub(crate) fn shard_count() -> usize {
         .min(MAX_SHARDS)
 }
 
+/// A queued record and its size estimate, kept so the worker can give back
+/// exactly the bytes the push charged.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    record: Record,
+    size: usize,
+}
+
 /// One shard: a buffer and its counters, all under one lock.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    buf: VecDeque<Record>,
+    buf: VecDeque<Queued>,
     /// Most records this shard holds (`buf` plus `held`).
     cap: usize,
+    /// Bytes charged to this shard: its records queued, held, and in the
+    /// worker's batch until that batch is resolved. At most `byte_cap`.
+    bytes: usize,
+    /// This shard's share of the memory budget.
+    byte_cap: usize,
     /// Records the worker swapped out of this shard and has not yet moved
     /// into a batch; they count against `cap` and as pending.
     held: usize,
@@ -112,27 +139,41 @@ pub(crate) struct Shard {
     closed: bool,
     received: u64,
     dropped_queue_full: u64,
+    dropped_memory_budget: u64,
     dropped_closed: u64,
 }
 
+/// Whether a shard can take a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Yes,
+    /// No slot left (`queue_capacity`).
+    NoSlot,
+    /// A slot, but not the record's bytes (memory budget).
+    NoBytes,
+}
+
 impl Shard {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, byte_cap: usize) -> Self {
         Self {
             buf: VecDeque::with_capacity(cap.min(MIN_BUFFER)),
             cap,
+            bytes: 0,
+            byte_cap,
             held: 0,
             wake_at: 1,
             poked: false,
             closed: false,
             received: 0,
             dropped_queue_full: 0,
+            dropped_memory_budget: 0,
             dropped_closed: 0,
         }
     }
 
     /// Records accepted into this shard so far.
     fn accepted(&self) -> u64 {
-        self.received - self.dropped_queue_full - self.dropped_closed
+        self.received - self.dropped_queue_full - self.dropped_memory_budget - self.dropped_closed
     }
 
     /// Counts a record refused because intake is closed.
@@ -142,15 +183,25 @@ impl Shard {
         Pushed::Closed
     }
 
-    fn has_room(&self) -> bool {
-        self.buf.len() + self.held < self.cap
+    #[inline]
+    fn room_for(&self, size: usize) -> Room {
+        if self.buf.len() + self.held >= self.cap {
+            Room::NoSlot
+        } else if size > self.byte_cap - self.bytes {
+            // `bytes <= byte_cap` always, so this cannot underflow, and it
+            // cannot overflow either (unlike `bytes + size`).
+            Room::NoBytes
+        } else {
+            Room::Yes
+        }
     }
 
-    /// Queues `rec` (the caller checked `has_room`); returns whether to
-    /// wake the worker.
+    /// Queues `rec` of `size` bytes (the caller checked `room_for`); returns
+    /// whether to wake the worker.
     #[inline]
-    fn push(&mut self, rec: Record) -> Pushed {
-        self.buf.push_back(rec);
+    fn push(&mut self, rec: Record, size: usize) -> Pushed {
+        self.buf.push_back(Queued { record: rec, size });
+        self.bytes += size;
         self.received += 1;
         let wake = !self.poked && self.buf.len() >= self.wake_at;
         self.poked |= wake;
@@ -165,6 +216,9 @@ pub(crate) enum Pushed {
     Queued { wake: bool },
     /// Every shard was full: dropped (and counted).
     QueueFull,
+    /// No shard had the record's bytes left in its share of the memory
+    /// budget (though some had a slot): dropped (and counted).
+    MemoryBudget,
     /// Intake is closed: dropped (and counted).
     Closed,
 }
@@ -174,9 +228,12 @@ pub(crate) enum Pushed {
 pub(crate) struct Tally {
     pub(crate) received: u64,
     pub(crate) dropped_queue_full: u64,
+    pub(crate) dropped_memory_budget: u64,
     pub(crate) dropped_closed: u64,
     /// Records in the shards or swapped out and held by the worker.
     pub(crate) queued: u64,
+    /// Bytes charged: records queued, held, or in the worker's batch.
+    pub(crate) bytes: u64,
 }
 
 /// The sharded, bounded record queue.
@@ -186,6 +243,7 @@ pub(crate) struct Queue {
     /// `shards.len() - 1` (the length is a power of two).
     mask: usize,
     capacity: usize,
+    memory_budget: usize,
 }
 
 #[cfg(not(app_metrics_loom))]
@@ -241,23 +299,34 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl Queue {
-    /// A queue of `capacity` records over `shards` shards (a power of two,
-    /// at most [`MAX_SHARDS`]).
-    pub(crate) fn new(capacity: usize, shards: usize) -> Self {
+    /// A queue of `capacity` records and `memory_budget` bytes over `shards`
+    /// shards (a power of two, at most [`MAX_SHARDS`]).
+    pub(crate) fn new(capacity: usize, memory_budget: usize, shards: usize) -> Self {
         debug_assert!(shards.is_power_of_two() && shards <= MAX_SHARDS);
-        let (base, extra) = (capacity / shards, capacity % shards);
+        // Both split exactly: the first shards get one more of the rest.
+        let split = |total: usize, i: usize| total / shards + usize::from(i < total % shards);
         let shards: Box<[_]> = (0..shards)
-            .map(|i| Padded(Mutex::new(Shard::new(base + usize::from(i < extra)))))
+            .map(|i| {
+                Padded(Mutex::new(Shard::new(
+                    split(capacity, i),
+                    split(memory_budget, i),
+                )))
+            })
             .collect();
         Self {
             mask: shards.len() - 1,
             shards,
             capacity,
+            memory_budget,
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    pub(crate) fn memory_budget(&self) -> usize {
+        self.memory_budget
     }
 
     pub(crate) fn shards(&self) -> usize {
@@ -272,6 +341,11 @@ impl Queue {
     /// is dropped, in the matching `dropped_*` of a shard.
     #[inline]
     pub(crate) fn push(&self, rec: Record) -> Pushed {
+        // Before any lock: the estimate walks a usage event's metadata.
+        let size = rec.approx_size();
+        // Whether some shard had a slot but not the bytes: then a drop is the
+        // memory budget's, not the record cap's.
+        let mut short_of_bytes = false;
         let home = home_hint() & self.mask;
         // Shards whose lock was taken when we tried (bit i = shard i).
         let mut busy = 0u64;
@@ -293,8 +367,10 @@ impl Queue {
             if shard.closed {
                 return shard.count_closed();
             }
-            if shard.has_room() {
-                return shard.push(rec);
+            match shard.room_for(size) {
+                Room::Yes => return shard.push(rec, size),
+                Room::NoBytes => short_of_bytes = true,
+                Room::NoSlot => {}
             }
         }
         // Rare: every shard was busy or full. Wait for the busy ones in turn.
@@ -307,18 +383,25 @@ impl Queue {
             if shard.closed {
                 return shard.count_closed();
             }
-            if shard.has_room() {
-                return shard.push(rec);
+            match shard.room_for(size) {
+                Room::Yes => return shard.push(rec, size),
+                Room::NoBytes => short_of_bytes = true,
+                Room::NoSlot => {}
             }
         }
-        // Every shard is full: drop, counted in the home shard.
+        // No shard can take it: drop, counted in the home shard.
         let mut shard = self.lock(home);
         if shard.closed {
             return shard.count_closed();
         }
         shard.received += 1;
-        shard.dropped_queue_full += 1;
-        Pushed::QueueFull
+        if short_of_bytes {
+            shard.dropped_memory_budget += 1;
+            Pushed::MemoryBudget
+        } else {
+            shard.dropped_queue_full += 1;
+            Pushed::QueueFull
+        }
     }
 
     /// Closes intake: later pushes count as `dropped_closed`. A push that
@@ -336,8 +419,10 @@ impl Queue {
             let s = self.lock(i);
             t.received += s.received;
             t.dropped_queue_full += s.dropped_queue_full;
+            t.dropped_memory_budget += s.dropped_memory_budget;
             t.dropped_closed += s.dropped_closed;
             t.queued += (s.buf.len() + s.held) as u64;
+            t.bytes += s.bytes as u64;
         }
         t
     }
@@ -359,7 +444,7 @@ struct Lane {
     /// Records swapped out of the shard and not yet moved into a batch (the
     /// shard's `held`); when empty, the buffer handed to the shard at the next
     /// swap.
-    taken_out: VecDeque<Record>,
+    taken_out: VecDeque<Queued>,
     /// The shard's capacity (the most a buffer needs).
     cap: usize,
     /// Records of this shard moved into batches, ever.
@@ -368,6 +453,9 @@ struct Lane {
     /// where the traffic comes from, for the wake-up thresholds.
     in_batch: u64,
     in_prev_batch: u64,
+    /// Bytes of this shard's records in the current batch, given back to the
+    /// shard when the batch is resolved.
+    batch_bytes: usize,
     /// Recent peak length of the shard's buffer at a swap (sizes the next
     /// buffer); decays slowly so a burst's memory is given back over time.
     peak: usize,
@@ -404,6 +492,7 @@ impl Drainer {
                     moved: 0,
                     in_batch: 0,
                     in_prev_batch: 0,
+                    batch_bytes: 0,
                     peak: 0,
                 }
             })
@@ -463,8 +552,9 @@ impl Drainer {
                 };
                 if take > 0 {
                     on_moved(take);
-                    for rec in lane.taken_out.drain(..take) {
-                        batch.push(rec);
+                    for q in lane.taken_out.drain(..take) {
+                        lane.batch_bytes += q.size;
+                        batch.push(q.record);
                     }
                     lane.moved += take as u64;
                     lane.in_batch += take as u64;
@@ -482,11 +572,19 @@ impl Drainer {
         Filled { moved, exhausted }
     }
 
-    /// The current batch was written or dropped.
-    pub(crate) fn batch_done(&mut self) {
-        for lane in self.lanes.iter_mut() {
+    /// The current batch was written or dropped: its records' bytes are
+    /// given back to the shards they came from (one brief lock per shard that
+    /// contributed, once per batch), so producers may use them again.
+    pub(crate) fn batch_done(&mut self, queue: &Queue) {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
             lane.in_prev_batch = lane.in_batch;
             lane.in_batch = 0;
+            let bytes = std::mem::take(&mut lane.batch_bytes);
+            if bytes > 0 {
+                let mut shard = queue.lock(i);
+                debug_assert!(shard.bytes >= bytes, "bytes given back twice");
+                shard.bytes = shard.bytes.saturating_sub(bytes);
+            }
         }
     }
 
@@ -529,14 +627,17 @@ impl Drainer {
     }
 
     /// Closes intake and takes every queued record out of the queue (the
-    /// caller counts them as dropped). Returns how many.
+    /// caller counts them as dropped, and has dropped its batch: every byte
+    /// charge is cleared). Returns how many.
     pub(crate) fn take_all(&mut self, queue: &Queue) -> u64 {
         let mut n = 0;
         for (i, lane) in self.lanes.iter_mut().enumerate() {
+            lane.batch_bytes = 0;
             let taken = {
                 let mut shard = queue.lock(i);
                 shard.closed = true;
                 shard.held = 0;
+                shard.bytes = 0;
                 std::mem::take(&mut shard.buf)
             };
             // Freed outside the lock.
@@ -554,6 +655,9 @@ mod tests {
 
     use super::*;
     use crate::record::{Method, RequestRecord, Route};
+
+    /// A memory budget no test reaches.
+    const NO_BUDGET: usize = usize::MAX;
 
     fn rec(i: u16) -> Record {
         Record::from(RequestRecord::new(
@@ -577,7 +681,7 @@ mod tests {
 
     #[test]
     fn capacity_is_split_exactly_and_one_thread_can_use_all_of_it() {
-        let q = Queue::new(10, 4);
+        let q = Queue::new(10, NO_BUDGET, 4);
         let caps: Vec<usize> = (0..4).map(|i| q.lock(i).cap).collect();
         assert_eq!(caps, [3, 3, 2, 2]);
         let pushed: Vec<Pushed> = (0..12).map(|i| q.push(rec(i))).collect();
@@ -593,14 +697,14 @@ mod tests {
 
     #[test]
     fn a_capacity_below_the_shard_count_still_works() {
-        let q = Queue::new(1, 4);
+        let q = Queue::new(1, NO_BUDGET, 4);
         assert_eq!(q.push(rec(0)), Pushed::Queued { wake: true });
         assert_eq!(q.push(rec(1)), Pushed::QueueFull);
     }
 
     #[test]
     fn closed_queue_counts_dropped_closed() {
-        let q = Queue::new(10, 2);
+        let q = Queue::new(10, NO_BUDGET, 2);
         assert!(matches!(q.push(rec(0)), Pushed::Queued { .. }));
         q.close();
         assert_eq!(q.push(rec(1)), Pushed::Closed);
@@ -610,7 +714,7 @@ mod tests {
 
     #[test]
     fn fill_keeps_order_within_a_shard_and_holds_back_what_does_not_fit() {
-        let q = Queue::new(100, 2);
+        let q = Queue::new(100, NO_BUDGET, 2);
         let mut d = Drainer::new(&q);
         for i in 0..7 {
             let _ = q.push(rec(i));
@@ -634,7 +738,7 @@ mod tests {
 
     #[test]
     fn held_records_count_against_capacity() {
-        let q = Queue::new(4, 2);
+        let q = Queue::new(4, NO_BUDGET, 2);
         let mut d = Drainer::new(&q);
         for i in 0..4 {
             let _ = q.push(rec(i));
@@ -647,7 +751,7 @@ mod tests {
 
     #[test]
     fn idle_worker_is_poked_by_the_first_record_once() {
-        let q = Queue::new(100, 4);
+        let q = Queue::new(100, NO_BUDGET, 4);
         let mut d = Drainer::new(&q);
         assert!(d.arm(&q, 1));
         assert_eq!(q.push(rec(0)), Pushed::Queued { wake: true });
@@ -658,7 +762,7 @@ mod tests {
 
     #[test]
     fn thresholds_follow_the_traffic_and_never_miss_a_full_batch() {
-        let q = Queue::new(1_000, 4);
+        let q = Queue::new(1_000, NO_BUDGET, 4);
         let mut d = Drainer::new(&q);
         let mut batch = Batch::new();
         // One producer thread: its shard gets the whole remaining need.
@@ -673,7 +777,7 @@ mod tests {
 
         // Whatever the distribution, `need` queued records always poke.
         for need in 1..40 {
-            let q = Queue::new(1_000, 4);
+            let q = Queue::new(1_000, NO_BUDGET, 4);
             let mut d = Drainer::new(&q);
             assert!(d.arm(&q, need));
             let mut poked = false;
@@ -681,7 +785,10 @@ mod tests {
                 // Spread over the shards by locking them directly.
                 let i = (k * 7 + need) % 4;
                 let mut s = q.lock(i);
-                s.buf.push_back(rec(0));
+                s.buf.push_back(Queued {
+                    record: rec(0),
+                    size: 0,
+                });
                 if s.buf.len() >= s.wake_at {
                     poked = true;
                 }
@@ -690,9 +797,92 @@ mod tests {
         }
     }
 
+    /// Every `rec(i)` has this estimate.
+    fn rec_size() -> usize {
+        rec(0).approx_size()
+    }
+
+    #[test]
+    fn the_memory_budget_refuses_and_counts_what_does_not_fit() {
+        // Two records' worth of bytes per shard, plenty of slots.
+        let q = Queue::new(100, 4 * 2 * rec_size(), 4);
+        let pushed: Vec<Pushed> = (0..10).map(|i| q.push(rec(i))).collect();
+        assert!(
+            pushed[..8]
+                .iter()
+                .all(|p| matches!(p, Pushed::Queued { .. }))
+        );
+        assert_eq!(pushed[8..], [Pushed::MemoryBudget, Pushed::MemoryBudget]);
+        let t = q.tally();
+        assert_eq!(
+            (
+                t.received,
+                t.dropped_memory_budget,
+                t.dropped_queue_full,
+                t.queued
+            ),
+            (10, 2, 0, 8)
+        );
+        assert_eq!(t.bytes, 8 * rec_size() as u64);
+        assert_eq!(q.accepted().iter().sum::<u64>(), 8);
+    }
+
+    #[test]
+    fn a_batch_keeps_its_bytes_until_it_is_resolved() {
+        let q = Queue::new(100, 2 * 2 * rec_size(), 2);
+        let mut d = Drainer::new(&q);
+        for i in 0..4 {
+            assert!(matches!(q.push(rec(i)), Pushed::Queued { .. }));
+        }
+        let mut batch = Batch::new();
+        let f = d.fill(&q, &mut batch, 100, |_| {});
+        assert_eq!(f.moved, 4);
+        // Out of the queue but in the batch being written: still charged.
+        let t = q.tally();
+        assert_eq!((t.queued, t.bytes), (0, 4 * rec_size() as u64));
+        assert_eq!(q.push(rec(4)), Pushed::MemoryBudget);
+        d.batch_done(&q);
+        assert_eq!(q.tally().bytes, 0);
+        assert!(matches!(q.push(rec(5)), Pushed::Queued { .. }));
+        assert_eq!(q.tally().bytes, rec_size() as u64);
+    }
+
+    #[test]
+    fn slots_run_out_first_means_queue_full() {
+        let q = Queue::new(2, NO_BUDGET, 2);
+        let _ = (q.push(rec(0)), q.push(rec(1)));
+        assert_eq!(q.push(rec(2)), Pushed::QueueFull);
+        let t = q.tally();
+        assert_eq!((t.dropped_queue_full, t.dropped_memory_budget), (1, 0));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_share_is_refused_even_when_empty() {
+        // 4 shards of just under one record's bytes each: the whole budget
+        // would hold three records, no shard holds one.
+        let q = Queue::new(100, 4 * (rec_size() - 1), 4);
+        assert_eq!(q.push(rec(0)), Pushed::MemoryBudget);
+        assert_eq!(q.tally().bytes, 0);
+    }
+
+    #[test]
+    fn take_all_clears_every_charge() {
+        let q = Queue::new(100, 4 * rec_size(), 2);
+        let mut d = Drainer::new(&q);
+        for i in 0..4 {
+            let _ = q.push(rec(i));
+        }
+        let _ = d.fill(&q, &mut Batch::new(), 1, |_| {});
+        assert_eq!(d.take_all(&q), 3);
+        assert_eq!(q.tally().bytes, 0);
+        // A later batch_done has nothing left to give back.
+        d.batch_done(&q);
+        assert_eq!(q.tally().bytes, 0);
+    }
+
     #[test]
     fn take_all_closes_and_empties_everything() {
-        let q = Queue::new(10, 2);
+        let q = Queue::new(10, NO_BUDGET, 2);
         let mut d = Drainer::new(&q);
         for i in 0..5 {
             let _ = q.push(rec(i));

@@ -19,9 +19,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(queue_capacity: usize, max_batch: u64) -> Self {
+    pub(super) fn new(queue_capacity: usize, memory_budget: usize, max_batch: u64) -> Self {
         Self {
-            queue: Queue::new(queue_capacity, queue::shard_count()),
+            queue: Queue::new(queue_capacity, memory_budget, queue::shard_count()),
             counters: Counters::default(),
             notify: Notify::new(),
             max_batch,
@@ -35,8 +35,10 @@ impl Shared {
         let q = self.queue.tally();
         s.received = q.received;
         s.dropped_queue_full = q.dropped_queue_full;
+        s.dropped_memory_budget = q.dropped_memory_budget;
         s.dropped_closed = q.dropped_closed;
         s.pending += q.queued;
+        s.pending_bytes = q.bytes;
         s
     }
 }

@@ -49,12 +49,20 @@ pub struct CollectorStats {
     /// Records refused by `record()` because the queue was full (the sink is
     /// down or slower than the traffic).
     pub dropped_queue_full: u64,
+    /// Records refused by `record()` because the collector's memory budget
+    /// ([`CollectorBuilder::memory_budget`](crate::CollectorBuilder::memory_budget))
+    /// had no room for them: the records it holds (queued, or in the batch
+    /// being written or retried) already used it up, typically large usage
+    /// events while the sink is down or slow.
+    pub dropped_memory_budget: u64,
     /// Records whose batch failed with a retryable error until the retry
-    /// policy gave up, or whose sink panicked while writing (a panicking write
-    /// is not retried).
+    /// policy gave up (never, with the default [`RetryPolicy`](crate::RetryPolicy),
+    /// which retries until the shutdown deadline), or whose sink panicked
+    /// while writing (a panicking write is not retried).
     pub dropped_retries_exhausted: u64,
-    /// Records still queued or being written when the shutdown deadline passed
-    /// (or when the worker future was dropped before it could drain).
+    /// Records still queued or being written (or retried) when the shutdown
+    /// deadline passed (or when the worker future was dropped before it could
+    /// drain).
     pub dropped_shutdown: u64,
     /// Records the sink refused for good: [`WriteSummary::rejected`](crate::WriteSummary)
     /// of a successful write, or a whole batch failing with a non-retryable
@@ -70,12 +78,18 @@ pub struct CollectorStats {
     /// Records queued, or taken by the worker and not yet written or dropped
     /// (the batch being assembled or written).
     pub pending: u64,
+    /// Bytes the collector holds now by [`Record::approx_size`](crate::Record::approx_size):
+    /// the pending records (queued, and the batch being assembled, written
+    /// or retried), measured against the memory budget. Not part of the
+    /// record equation; 0 once the collector is quiet and drained.
+    pub pending_bytes: u64,
 }
 
 impl CollectorStats {
     /// All dropped records, whatever the reason.
     pub fn dropped(&self) -> u64 {
         self.dropped_queue_full
+            + self.dropped_memory_budget
             + self.dropped_retries_exhausted
             + self.dropped_shutdown
             + self.dropped_rejected
@@ -124,6 +138,7 @@ pub(crate) struct WorkerCounters {
 #[derive(Debug, Default)]
 struct Warned {
     queue_full: AtomicBool,
+    memory_budget: AtomicBool,
     closed: AtomicBool,
     retries_exhausted: AtomicBool,
     shutdown: AtomicBool,
@@ -169,6 +184,15 @@ impl Counters {
         warn_once(
             &self.warned.queue_full,
             "metrics collector queue is full; dropping records (the sink is down or slower than the traffic; see CollectorStats::dropped_queue_full)",
+        );
+    }
+
+    /// A record refused by `record()` because the memory budget is used up
+    /// (counted in its shard).
+    pub(crate) fn on_memory_budget(&self) {
+        warn_once(
+            &self.warned.memory_budget,
+            "metrics collector memory budget is used up; dropping records (the sink is down or slower than the traffic, and the records held are large; see CollectorStats::dropped_memory_budget)",
         );
     }
 
@@ -282,11 +306,13 @@ mod tests {
             dropped_shutdown: 4,
             dropped_rejected: 8,
             dropped_closed: 16,
+            dropped_memory_budget: 32,
             retries: 100,
             batches: 100,
+            pending_bytes: 1_000,
             ..CollectorStats::default()
         };
-        assert_eq!(s.dropped(), 31);
+        assert_eq!(s.dropped(), 63);
     }
 
     #[test]

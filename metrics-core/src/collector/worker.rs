@@ -269,7 +269,7 @@ impl<S: MetricsSink> WorkerState<S> {
         }
         self.batch.clear();
         self.batcher.reset();
-        self.drainer.batch_done();
+        self.drainer.batch_done(&self.shared.queue);
         true
     }
 
@@ -356,6 +356,7 @@ fn log_dropped_totals(s: &CollectorStats) {
     tracing::warn!(
         dropped = s.dropped(),
         dropped_queue_full = s.dropped_queue_full,
+        dropped_memory_budget = s.dropped_memory_budget,
         dropped_retries_exhausted = s.dropped_retries_exhausted,
         dropped_rejected = s.dropped_rejected,
         dropped_shutdown = s.dropped_shutdown,

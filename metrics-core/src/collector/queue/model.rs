@@ -20,6 +20,9 @@ use super::{Drainer, Pushed, Queue};
 use crate::record::{Method, Record, RequestRecord, Route};
 use crate::sink::Batch;
 
+/// A memory budget no model reaches (the budget's own model sets one).
+const NO_BUDGET: usize = usize::MAX;
+
 /// Runs `f` under loom with a preemption bound that keeps each model to
 /// seconds (the bound loom's own docs suggest: bugs need few preemptions).
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -103,7 +106,7 @@ fn consume(queue: &Queue, permit: &Permit, max_batch: usize, total: usize) -> Ve
         if batch.len() == max_batch || written.len() + batch.len() == total {
             written.extend(statuses(&batch));
             batch.clear();
-            drainer.batch_done();
+            drainer.batch_done(queue);
         }
         if written.len() == total {
             return written;
@@ -137,7 +140,7 @@ fn an_idle_worker_is_always_woken_by_the_first_record() {
     // Two producers, one record each, batches of one: every record must wake
     // the worker from idle (need = 1), whichever shard it lands in.
     model(|| {
-        let queue = Arc::new(Queue::new(8, 2));
+        let queue = Arc::new(Queue::new(8, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let producers: Vec<_> = [1, 2]
             .map(|i| {
@@ -161,7 +164,7 @@ fn a_lingering_worker_is_woken_once_the_batch_can_be_filled() {
     // split over the shards by where records came from. Whatever the split
     // and the interleaving, the record that completes the batch must poke.
     model(|| {
-        let queue = Arc::new(Queue::new(8, 2));
+        let queue = Arc::new(Queue::new(8, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let a = {
             let (q, p) = (Arc::clone(&queue), Arc::clone(&permit));
@@ -184,7 +187,7 @@ fn a_need_split_over_two_busy_shards_still_wakes_the_worker() {
     // split between their thresholds. The split must leave no way for the
     // missing records to sit below both thresholds.
     model(|| {
-        let queue = Arc::new(Queue::new(8, 2));
+        let queue = Arc::new(Queue::new(8, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let producers: Vec<_> = [[1, 3], [2, 4]]
             .map(|records| {
@@ -207,7 +210,7 @@ fn a_full_queue_drops_and_counts_and_never_exceeds_its_capacity() {
     // producers while the worker drains once: every record is either
     // written or counted as dropped_queue_full, never both, never neither.
     model(|| {
-        let queue = Arc::new(Queue::new(2, 2));
+        let queue = Arc::new(Queue::new(2, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let a = {
             let (q, p) = (Arc::clone(&queue), Arc::clone(&permit));
@@ -258,7 +261,7 @@ fn closing_races_with_pushes_without_losing_a_record() {
     // either queued before its shard closed (and drained by the final
     // drain) or refused as dropped_closed.
     model(|| {
-        let queue = Arc::new(Queue::new(8, 2));
+        let queue = Arc::new(Queue::new(8, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let producers: Vec<_> = [[1, 2], [3, 4]]
             .map(|records| {
@@ -301,7 +304,7 @@ fn a_flush_covers_every_record_accepted_before_it() {
     // concurrently. Once `has_moved` says the flush is covered, the
     // producer's records must have been moved.
     model(|| {
-        let queue = Arc::new(Queue::new(8, 2));
+        let queue = Arc::new(Queue::new(8, NO_BUDGET, 2));
         let permit = Arc::new(Permit::new());
         let targets = Arc::new(Mutex::new(None));
         let producer = {
