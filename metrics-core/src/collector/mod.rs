@@ -351,7 +351,7 @@ impl<S: MetricsSink> CollectorBuilder<S> {
         if self.queue_capacity > usize::MAX >> 4 {
             return Err(BuildError::InvalidSetting {
                 setting: "queue_capacity",
-                reason: "is too large; it is the memory cap, pick a number of records that fits in memory",
+                reason: "is too large; it caps the records held in memory, pick a number that fits",
             });
         }
         if self.memory_budget == 0 {

@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) max_batch: usize,
     pub(crate) linger: Duration,
     pub(crate) retry: RetryPolicy,
+    /// The effective limit of one attempt: never below the sink's own bound
+    /// (see `CollectorBuilder::export_timeout`).
     pub(crate) export_timeout: Duration,
 }
 

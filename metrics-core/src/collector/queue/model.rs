@@ -341,3 +341,62 @@ fn a_flush_covers_every_record_accepted_before_it() {
         producer.join().unwrap();
     });
 }
+
+#[test]
+fn the_memory_budget_is_charged_until_the_batch_is_resolved() {
+    // Bytes for one record per shard (two shards), three records from two
+    // producers while the worker drains and resolves a batch: a record's
+    // bytes are given back only by `batch_done`, the charge never passes the
+    // budget, and every record is written once or counted as
+    // dropped_memory_budget.
+    model(|| {
+        let size = rec(0).approx_size();
+        let queue = Arc::new(Queue::new(8, 2 * size, 2));
+        let permit = Arc::new(Permit::new());
+        let a = {
+            let (q, p) = (Arc::clone(&queue), Arc::clone(&permit));
+            thread::spawn(move || produce(&q, &p, &[1, 2]))
+        };
+        let b = {
+            let (q, p) = (Arc::clone(&queue), Arc::clone(&permit));
+            thread::spawn(move || produce(&q, &p, &[3]))
+        };
+        let mut drainer = Drainer::new(&queue);
+        let mut moved = Vec::new();
+        let mut batch = Batch::new();
+        let _ = drainer.fill(&queue, &mut batch, 8, |_| {});
+        // Moved into the batch, not yet resolved: still charged.
+        let t = queue.tally();
+        assert_eq!(t.bytes, (t.queued + batch.len() as u64) * size as u64);
+        assert!(t.bytes <= 2 * size as u64, "budget exceeded");
+        moved.extend(statuses(&batch));
+        batch.clear();
+        drainer.batch_done(&queue);
+        let pushed: Vec<_> = [a, b].into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let filled = drainer.fill(&queue, &mut batch, 8, |_| {});
+        assert!(filled.exhausted);
+        moved.extend(statuses(&batch));
+        drainer.batch_done(&queue);
+
+        let queued: BTreeSet<u16> = pushed
+            .iter()
+            .filter(|(_, p)| matches!(p, Pushed::Queued { .. }))
+            .map(|(i, _)| *i)
+            .collect();
+        let refused = pushed
+            .iter()
+            .filter(|(_, p)| *p == Pushed::MemoryBudget)
+            .count();
+        assert_eq!(queued.len() + refused, 3);
+        assert_eq!(moved.iter().copied().collect::<BTreeSet<_>>(), queued);
+        assert_eq!(moved.len(), queued.len(), "a record moved twice");
+        let t = queue.tally();
+        assert_eq!(
+            (t.received, t.dropped_memory_budget, t.dropped_queue_full),
+            (3, refused as u64, 0)
+        );
+        assert_eq!((t.queued, t.bytes), (0, 0), "every byte given back");
+        // Three records, room for two at a time: at most one refused.
+        assert!(refused <= 1);
+    });
+}
