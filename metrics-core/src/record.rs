@@ -464,7 +464,11 @@ impl RequestRecord {
             .user_id
             .as_ref()
             .map_or(0, |u| arc_str_size(u.as_str()));
-        let correlation = self.correlation_id.as_ref().map_or(0, |c| c.as_str().len());
+        // `HeaderValue::len`, not `as_str().len()`: `to_str` checks every byte.
+        let correlation = self
+            .correlation_id
+            .as_ref()
+            .map_or(0, |c| c.header_value().len());
         let error = match &self.error_type {
             Some(ErrorType::Other(s)) => arc_str_size(s),
             _ => 0,
