@@ -213,8 +213,8 @@ impl<I> AppMetricsBuilder<I> {
     }
 
     /// Tunes the collector with its own builder methods: `queue_capacity`
-    /// (the memory cap while the store is down), `max_batch`, `linger`,
-    /// `retry`, `export_timeout`. Steps run in the order given, after the
+    /// and `memory_budget` (the record and byte caps while the store is
+    /// down), `max_batch`, `linger`, `retry`, `export_timeout`. Steps run in the order given, after the
     /// store's defaults (PostgreSQL: batches of 10,000); an invalid setting
     /// makes [`start`](Self::start) fail with [`Error::Collector`].
     ///
