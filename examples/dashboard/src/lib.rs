@@ -1,16 +1,21 @@
 //! The example app: a small axum service wired with app-metrics.
 //!
 //! [`app`] builds the router (demo routes plus a view of what was recorded) so
-//! tests can drive it with `oneshot`; `main.rs` serves it, optionally with
-//! self-generated demo traffic ([`demo_traffic`]).
+//! tests can drive it with `oneshot`; `main.rs` reads its [`settings`] and
+//! serves it with [`server::serve`], optionally with self-generated demo
+//! traffic ([`demo_traffic`]), and prints the collector's [`counters`] at exit.
 
+pub mod counters;
 pub mod demo;
+pub mod server;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use app_metrics::AppMetrics;
-use app_metrics::identity::TrustedProxyHeaders;
+use app_metrics::identity::{MakeIdentity, TrustedProxyHeaders};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -25,21 +30,31 @@ pub const MAX_SLOW_MS: u64 = 5_000;
 /// Where the example app mounts the dashboard API.
 pub const API_PREFIX: &str = "/api/v1/metrics";
 
-/// The example's app-metrics: callers are identified by the headers of an
-/// authenticating proxy (as the Databricks Apps proxy sends them).
+/// The example's app-metrics by default: callers are identified by the
+/// headers of an authenticating proxy (as the Databricks Apps proxy sends
+/// them); `METRICS_IDENTITY=extension` uses another identity source.
 pub type Metrics = AppMetrics<TrustedProxyHeaders>;
 
-/// Builds the example app's router around an already started [`Metrics`]:
-/// the demo routes, the dashboard API under [`API_PREFIX`] and the page
-/// under `/metrics/`, and the metrics layer last, so it wraps (and records)
-/// every route above it, the API's included.
-pub fn app(metrics: &Metrics) -> Router {
+/// What the example's routers need of an identity source.
+pub trait Identity: MakeIdentity<Body> + Clone + Send + Sync + 'static {}
+
+impl<I: MakeIdentity<Body> + Clone + Send + Sync + 'static> Identity for I {}
+
+/// Builds the example app's router around an already started
+/// [`AppMetrics`] (usually [`Metrics`]): the demo routes, the dashboard API
+/// under [`API_PREFIX`] and the page under `/metrics/`, and the metrics
+/// layer last, so it wraps (and records) every route above it, the API's
+/// included.
+pub fn app<I: Identity>(metrics: &AppMetrics<I>) -> Router {
     app_with(metrics, None)
 }
 
 /// [`app`], with the development-only [`demo::AutoLogin`] outermost when
 /// `auto_login` is given.
-pub fn app_with(metrics: &Metrics, auto_login: Option<demo::AutoLogin>) -> Router {
+pub fn app_with<I: Identity>(
+    metrics: &AppMetrics<I>,
+    auto_login: Option<demo::AutoLogin>,
+) -> Router {
     let router = routes(metrics);
     match auto_login {
         Some(login) => router.layer(axum::middleware::from_fn(move |req, next| {
@@ -49,13 +64,13 @@ pub fn app_with(metrics: &Metrics, auto_login: Option<demo::AutoLogin>) -> Route
     }
 }
 
-fn routes(metrics: &Metrics) -> Router {
+fn routes<I: Identity>(metrics: &AppMetrics<I>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/demo/items/{id}", get(item))
         .route("/api/demo/slow", get(slow))
         .route("/api/demo/status/{code}", get(status))
-        .route("/api/demo/recorded", get(recorded))
+        .route("/api/demo/recorded", get(recorded::<I>))
         .nest(API_PREFIX, metrics.api_router())
         .merge(metrics.dashboard_router_at("/metrics"))
         .merge(demo::pages())
@@ -102,19 +117,13 @@ async fn status(Path(code): Path<u16>) -> Response {
     }
 }
 
-/// What the collector has seen, and the last records the memory store holds
-/// (a debugging view; the admin-only dashboard API answers the real questions).
-async fn recorded(State(metrics): State<Metrics>) -> Json<serde_json::Value> {
-    let s = metrics.stats();
-    let mut body = json!({
-        "collector": {
-            "received": s.received,
-            "written": s.written,
-            "dropped": s.dropped(),
-            "pending": s.pending,
-            "batches": s.batches,
-        }
-    });
+/// What the collector has seen (every counter, see [`counters::counters`]),
+/// and the last records the memory store holds (a debugging view; the
+/// admin-only dashboard API answers the real questions).
+async fn recorded<I: Send + Sync + 'static>(
+    State(metrics): State<AppMetrics<I>>,
+) -> Json<serde_json::Value> {
+    let mut body = json!({ "collector": counters::counters_json(&metrics.stats()) });
     if let Some(memory) = metrics.memory_sink() {
         let snap = memory.snapshot();
         let requests = snap.requests();

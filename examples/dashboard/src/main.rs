@@ -1,54 +1,131 @@
 //! `example-dashboard`: serves the example app.
 //!
-//! Environment: `BIND` (default `127.0.0.1:8080`), `DATABASE_URL` (PostgreSQL;
-//! without it records go to the in-memory store), `ADMIN_USERS` (comma-separated
-//! user ids allowed to read the dashboard API), `DATABRICKS_HOST` (when set,
-//! admins are the workspace's admin groups instead, checked with the caller's
-//! `X-Forwarded-Access-Token`; `ADMIN_GROUPS` overrides the group names),
-//! `RUST_LOG`, `DEMO_AUTO_LOGIN` (development only: requests without identity
-//! headers act as this user, so a plain browser can open the dashboard;
-//! `scripts/demo` sets it to the demo admin).
-//! Flags: `--demo-traffic` makes the app send itself a steady mix of requests
-//! and usage events.
+//! Flags: `--demo-traffic` makes the app send itself a steady mix of
+//! requests and usage events.
+//!
+//! # Environment
+//!
+//! Every variable is optional; a malformed value stops the app at start
+//! with an error naming the variable (see `settings.rs`). Durations are
+//! whole milliseconds, at most one day.
+//!
+//! | variable | default | what |
+//! | --- | --- | --- |
+//! | `BIND` | `127.0.0.1:8080` | address to listen on (`:0` picks a free port; the banner names it) |
+//! | `DATABASE_URL` | unset: in-memory store | PostgreSQL for the records |
+//! | `ADMIN_USERS` | empty | comma-separated user ids allowed to read the dashboard API |
+//! | `DATABRICKS_HOST` | unset | admins are the workspace's admin groups instead, checked with the caller's `X-Forwarded-Access-Token` (`ADMIN_GROUPS` overrides the group names) |
+//! | `ADMIN_TTL_MS` | 300000 | how long the Databricks admin check's answers are cached (0: not cached; errors never are) |
+//! | `METRICS_IDENTITY` | `trusted-proxy` | `trusted-proxy`: the proxy's `X-Forwarded-*` headers; `extension`: an auth layer's `Identity` extension (the example has none, so every caller is anonymous) |
+//! | `METRICS_QUEUE_CAPACITY` | 100000 | most records the collector holds (records) |
+//! | `METRICS_MAX_BATCH` | 10000 (PostgreSQL), 1000 (memory) | records per write |
+//! | `METRICS_LINGER_MS` | 1000 | longest wait before a partial batch is written |
+//! | `METRICS_MEMORY_BUDGET` | the collector's | most bytes of records the collector holds |
+//! | `METRICS_SHUTDOWN_DEADLINE_MS` | 30000 | how long the final flush may take |
+//! | `SERVER_HEADER_TIMEOUT_MS` | 10000 | most time to receive a request head (also the keep-alive idle limit) |
+//! | `SERVER_BODY_TIMEOUT_MS` | 30000 | most time to receive a whole request body |
+//! | `SERVER_DRAIN_MS` | 5000 | after SIGTERM/Ctrl-C, how long requests in flight may finish before their connections are closed |
+//! | `SERVER_MAX_CONNECTIONS` | 4096 | connections served at once |
+//! | `DEMO_AUTO_LOGIN` | unset | development only: requests without identity headers act as this user, so a plain browser can open the dashboard (`scripts/demo` sets it to the demo admin) |
+//! | `RUST_LOG` | `info` | log filter |
+//!
+//! # Output
+//!
+//! On start, `example-dashboard listening on http://ADDR`. On SIGTERM or
+//! Ctrl-C the server stops accepting, drains (`SERVER_DRAIN_MS`), and the
+//! collector writes what it holds (`METRICS_SHUTDOWN_DEADLINE_MS`); then one
+//! line with every collector counter, which the fault harness parses:
+//!
+//! ```text
+//! collector flushed: received=120 written=118 pending=0 dropped=2 dropped_queue_full=0 dropped_retries_exhausted=0 dropped_shutdown=2 dropped_rejected=0 dropped_closed=0 retries=3 batches=9 outcome=deadline_exceeded
+//! ```
+//!
+//! `outcome` is `flushed`, `deadline_exceeded` (what was left is counted in
+//! `dropped_shutdown`), `timed_out` (shutdown itself did not return in time;
+//! `pending` is what was left) or another word for a collector that was
+//! already gone. The exit code is 0 after a signal, whatever the outcome
+//! (drops are counted, not failures), and 1 when the app cannot start.
 
-use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use app_metrics::AppMetrics;
 use app_metrics::admin::{CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
-use app_metrics::identity::TrustedProxyHeaders;
+use app_metrics::identity::{ExtensionIdentity, TrustedProxyHeaders};
 use app_metrics::store::{Memory, Postgres, Store};
+use app_metrics::{AppMetrics, AppMetricsBuilder, ShutdownError};
+use example_dashboard::counters::{exit_line, outcome};
 use example_dashboard::demo::AutoLogin;
-use example_dashboard::{app_with, demo_traffic};
+use example_dashboard::settings::{IdentityMode, Settings};
+use example_dashboard::{Identity, app_with, demo_traffic, server};
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Beyond the collector's own deadline, how long shutdown may take before
+/// the app gives up on it and exits anyway (it also stops the PostgreSQL
+/// store's maintenance first, which the deadline does not bound).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run() -> Result<(), BoxError> {
+    let signal = shutdown_signal()?;
+    let settings = Settings::from_env()?;
     let demo = std::env::args().any(|a| a == "--demo-traffic");
-    let bind: SocketAddr = std::env::var("BIND")
-        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
-        .parse()
-        .map_err(|e| format!("BIND must be host:port, e.g. 127.0.0.1:8080 ({e})"))?;
 
-    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-    let (store, store_name): (Store, _) = match &database_url {
+    let (store, store_name): (Store, _) = match &settings.database_url {
         Some(url) => (Postgres::from_url(url).into(), "postgres"),
         None => (Memory::new().into(), "memory"),
     };
-    let builder = AppMetrics::builder(store).identity(TrustedProxyHeaders);
-    let builder = match std::env::var("DATABRICKS_HOST") {
+    let collector = settings.collector;
+    let builder = with_admins(AppMetrics::builder(store), &settings)?
+        .configure_collector(move |c| collector.apply(c));
+    match settings.identity {
+        IdentityMode::TrustedProxy => {
+            let builder = builder.identity(TrustedProxyHeaders);
+            start_and_serve(builder, &settings, demo, store_name, signal).await
+        }
+        IdentityMode::Extension => {
+            tracing::info!(
+                "METRICS_IDENTITY=extension: identity headers are ignored; callers are anonymous"
+            );
+            let builder = builder.identity(ExtensionIdentity);
+            start_and_serve(builder, &settings, demo, store_name, signal).await
+        }
+    }
+}
+
+/// The admin check: the Databricks workspace's admin groups when
+/// `DATABRICKS_HOST` is set, else `ADMIN_USERS`.
+fn with_admins(
+    builder: AppMetricsBuilder,
+    settings: &Settings,
+) -> Result<AppMetricsBuilder, BoxError> {
+    match std::env::var("DATABRICKS_HOST") {
         Ok(host) if !host.trim().is_empty() => {
             let check = DatabricksAdminCheck::from_env().map_err(|e| {
                 format!("DATABRICKS_HOST is set but the admin check cannot be built: {e}")
             })?;
+            // Cached: one SCIM call per user per TTL, errors never cached.
+            let mut cached = CachedAdminCheck::new(check);
+            if let Some(ttl) = settings.admin_ttl {
+                cached = cached.with_ttl(ttl);
+            }
             tracing::info!(host = %host.trim(), "admins: Databricks workspace admin groups");
-            // Cached: one SCIM call per user per 5 minutes, errors never cached.
-            builder.admins(CachedAdminCheck::new(check))
+            Ok(builder.admins(cached))
         }
         _ => {
             let admins = StaticAdmins::from_env();
@@ -57,25 +134,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 tracing::info!(count = admins.len(), "admins: ADMIN_USERS");
             }
-            builder.admins(admins)
+            Ok(builder.admins(admins))
         }
-    };
+    }
+}
+
+async fn start_and_serve<I: Identity>(
+    builder: AppMetricsBuilder<I>,
+    settings: &Settings,
+    demo: bool,
+    store_name: &str,
+    signal: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
     let metrics = builder.start().await?;
 
-    let auto_login = match std::env::var("DEMO_AUTO_LOGIN") {
-        Ok(user) if !user.trim().is_empty() => {
-            let login = AutoLogin::new(&user)
+    let auto_login = match &settings.auto_login {
+        Some(user) => {
+            let login = AutoLogin::new(user)
                 .ok_or("DEMO_AUTO_LOGIN must be a user id that fits in an HTTP header")?;
             tracing::warn!(
-                user = %user.trim(),
+                user = %user,
                 "DEMO_AUTO_LOGIN is set: every request without identity headers acts as this user; \
                  development only, never expose this app"
             );
             Some(login)
         }
-        _ => None,
+        None => None,
     };
 
+    let bind = settings.bind;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -98,50 +185,83 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let traffic = demo.then(|| demo_traffic(addr));
     // Stop the demo traffic as soon as shutdown starts, so it does not knock on a closed listener.
     let stop_traffic = traffic.as_ref().map(|t| t.abort_handle());
-
-    axum::serve(listener, app_with(&metrics, auto_login))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+    let report = server::serve(
+        listener,
+        app_with(&metrics, auto_login),
+        settings.server,
+        async move {
+            signal.await;
             if let Some(t) = stop_traffic {
                 t.abort();
             }
-        })
-        .await?;
-
+        },
+    )
+    .await;
+    tracing::info!(
+        accepted = report.accepted,
+        closed_at_drain = report.closed_at_drain,
+        "server stopped"
+    );
     if let Some(t) = traffic {
         t.abort();
     }
-    // Flush every queued record before the process exits.
-    match metrics.shutdown(Duration::from_secs(30)).await {
-        Ok(stats) => println!(
-            "collector flushed: received={} written={} dropped={}",
-            stats.received,
-            stats.written,
-            stats.dropped()
-        ),
-        Err(e) => eprintln!("collector shutdown: {e}"),
-    }
+
+    // Write every queued record before the process exits, then say what
+    // became of them all.
+    let deadline = settings.collector.shutdown_deadline;
+    let (stats, outcome) = match tokio::time::timeout(
+        deadline + SHUTDOWN_GRACE,
+        metrics.shutdown(deadline),
+    )
+    .await
+    {
+        Ok(result) => {
+            let stats = match &result {
+                Ok(stats) | Err(ShutdownError::DeadlineExceeded(stats)) => *stats,
+                // The counters are still known after a failed shutdown.
+                Err(_) => metrics.stats(),
+            };
+            if let Err(e) = &result {
+                eprintln!("collector shutdown: {e}");
+            }
+            (stats, outcome(&result))
+        }
+        Err(_) => {
+            eprintln!(
+                "collector shutdown did not return within {} ms; exiting with what is left counted as pending",
+                (deadline + SHUTDOWN_GRACE).as_millis()
+            );
+            (metrics.stats(), "timed_out")
+        }
+    };
+    println!("{}", exit_line(&stats, outcome));
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C). The handlers are
+/// installed here, at once, rather than when the future is first polled: a
+/// signal that arrives while the app is still starting is kept, and starts
+/// the shutdown as soon as the server runs, instead of killing the process
+/// without its exit line.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+            tracing::info!("shutdown signal received; draining");
+        })
     }
-    tracing::info!("shutdown signal received; draining");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received; draining");
+        })
+    }
 }
