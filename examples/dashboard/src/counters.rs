@@ -1,12 +1,13 @@
 //! The collector's counters as the example reports them: in
 //! `GET /api/demo/recorded` and in the line printed at exit, which the fault
-//! harness parses. Both come from [`counters`], so they cannot disagree on
-//! what they list.
+//! harness parses ([`exit_line`], after [`shutdown_and_count`]). Both come
+//! from [`counters`], so they cannot disagree on what they list.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use app_metrics::ShutdownError;
 use app_metrics::collector::CollectorStats;
+use app_metrics::{AppMetrics, ShutdownError};
 use serde_json::{Map, Value};
 
 /// What the exit line starts with.
@@ -48,6 +49,39 @@ pub fn outcome(result: &Result<CollectorStats, ShutdownError>) -> &'static str {
         Err(ShutdownError::AlreadyShutdown) => "already_shutdown",
         Err(ShutdownError::WorkerGone) => "worker_gone",
         Err(_) => "error",
+    }
+}
+
+/// Shuts `metrics` down with `deadline` and returns the final counters with
+/// the [`outcome`] word, waiting at most `deadline + grace` for the shutdown
+/// itself (it also stops the PostgreSQL store's maintenance first, which
+/// the collector's deadline does not bound); past that the outcome is
+/// `timed_out` and the counters are those of the moment (with what was
+/// left in `pending`). The counters are known whatever happens: a failed
+/// shutdown still leaves them in [`AppMetrics::stats`]. Errors are logged.
+pub async fn shutdown_and_count<I>(
+    metrics: &AppMetrics<I>,
+    deadline: Duration,
+    grace: Duration,
+) -> (CollectorStats, &'static str) {
+    match tokio::time::timeout(deadline + grace, metrics.shutdown(deadline)).await {
+        Ok(result) => {
+            let stats = match &result {
+                Ok(stats) | Err(ShutdownError::DeadlineExceeded(stats)) => *stats,
+                Err(_) => metrics.stats(),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "collector shutdown");
+            }
+            (stats, outcome(&result))
+        }
+        Err(_) => {
+            tracing::error!(
+                waited_ms = (deadline + grace).as_millis(),
+                "collector shutdown did not return in time; exiting with what is left counted as pending"
+            );
+            (metrics.stats(), "timed_out")
+        }
     }
 }
 

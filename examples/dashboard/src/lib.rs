@@ -36,22 +36,22 @@ pub const API_PREFIX: &str = "/api/v1/metrics";
 pub type Metrics = AppMetrics<TrustedProxyHeaders>;
 
 /// What the example's routers need of an identity source.
-pub trait Identity: MakeIdentity<Body> + Clone + Send + Sync + 'static {}
+pub trait IdentitySource: MakeIdentity<Body> + Clone + Send + Sync + 'static {}
 
-impl<I: MakeIdentity<Body> + Clone + Send + Sync + 'static> Identity for I {}
+impl<I: MakeIdentity<Body> + Clone + Send + Sync + 'static> IdentitySource for I {}
 
 /// Builds the example app's router around an already started
 /// [`AppMetrics`] (usually [`Metrics`]): the demo routes, the dashboard API
 /// under [`API_PREFIX`] and the page under `/metrics/`, and the metrics
 /// layer last, so it wraps (and records) every route above it, the API's
 /// included.
-pub fn app<I: Identity>(metrics: &AppMetrics<I>) -> Router {
+pub fn app<I: IdentitySource>(metrics: &AppMetrics<I>) -> Router {
     app_with(metrics, None)
 }
 
 /// [`app`], with the development-only [`demo::AutoLogin`] outermost when
 /// `auto_login` is given.
-pub fn app_with<I: Identity>(
+pub fn app_with<I: IdentitySource>(
     metrics: &AppMetrics<I>,
     auto_login: Option<demo::AutoLogin>,
 ) -> Router {
@@ -64,7 +64,7 @@ pub fn app_with<I: Identity>(
     }
 }
 
-fn routes<I: Identity>(metrics: &AppMetrics<I>) -> Router {
+fn routes<I: IdentitySource>(metrics: &AppMetrics<I>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/demo/items/{id}", get(item))

@@ -26,7 +26,7 @@
 //! | `SERVER_BODY_TIMEOUT_MS` | 30000 | most time to receive a whole request body |
 //! | `SERVER_DRAIN_MS` | 5000 | after SIGTERM/Ctrl-C, how long requests in flight may finish before their connections are closed |
 //! | `SERVER_MAX_CONNECTIONS` | 4096 | connections served at once |
-//! | `DEMO_AUTO_LOGIN` | unset | development only: requests without identity headers act as this user, so a plain browser can open the dashboard (`scripts/demo` sets it to the demo admin) |
+//! | `DEMO_AUTO_LOGIN` | unset | development only: requests without identity headers act as this user, so a plain browser can open the dashboard (`scripts/demo` sets it to the demo admin); with `METRICS_IDENTITY=trusted-proxy` only |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! # Output
@@ -52,11 +52,11 @@ use std::time::Duration;
 use app_metrics::admin::{CachedAdminCheck, DatabricksAdminCheck, StaticAdmins};
 use app_metrics::identity::{ExtensionIdentity, TrustedProxyHeaders};
 use app_metrics::store::{Memory, Postgres, Store};
-use app_metrics::{AppMetrics, AppMetricsBuilder, ShutdownError};
-use example_dashboard::counters::{exit_line, outcome};
+use app_metrics::{AppMetrics, AppMetricsBuilder};
+use example_dashboard::counters::{exit_line, shutdown_and_count};
 use example_dashboard::demo::AutoLogin;
 use example_dashboard::settings::{IdentityMode, Settings};
-use example_dashboard::{Identity, app_with, demo_traffic, server};
+use example_dashboard::{IdentitySource, app_with, demo_traffic, server};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -139,7 +139,7 @@ fn with_admins(
     }
 }
 
-async fn start_and_serve<I: Identity>(
+async fn start_and_serve<I: IdentitySource>(
     builder: AppMetricsBuilder<I>,
     settings: &Settings,
     demo: bool,
@@ -208,32 +208,12 @@ async fn start_and_serve<I: Identity>(
 
     // Write every queued record before the process exits, then say what
     // became of them all.
-    let deadline = settings.collector.shutdown_deadline;
-    let (stats, outcome) = match tokio::time::timeout(
-        deadline + SHUTDOWN_GRACE,
-        metrics.shutdown(deadline),
+    let (stats, outcome) = shutdown_and_count(
+        &metrics,
+        settings.collector.shutdown_deadline,
+        SHUTDOWN_GRACE,
     )
-    .await
-    {
-        Ok(result) => {
-            let stats = match &result {
-                Ok(stats) | Err(ShutdownError::DeadlineExceeded(stats)) => *stats,
-                // The counters are still known after a failed shutdown.
-                Err(_) => metrics.stats(),
-            };
-            if let Err(e) = &result {
-                eprintln!("collector shutdown: {e}");
-            }
-            (stats, outcome(&result))
-        }
-        Err(_) => {
-            eprintln!(
-                "collector shutdown did not return within {} ms; exiting with what is left counted as pending",
-                (deadline + SHUTDOWN_GRACE).as_millis()
-            );
-            (metrics.stats(), "timed_out")
-        }
-    };
+    .await;
     println!("{}", exit_line(&stats, outcome));
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! not touch the process environment (`set_var` is `unsafe` in edition 2024
 //! and racy across parallel tests).
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -37,7 +38,9 @@ pub const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Everything the example reads from the environment, besides what the
 /// library reads itself (`DATABASE_URL` is read here; `ADMIN_USERS`,
 /// `DATABRICKS_HOST` and `ADMIN_GROUPS` by their admin checks).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` leaves out the database URL, which may hold a password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `BIND`: the address to listen on.
     pub bind: SocketAddr,
@@ -131,6 +134,20 @@ impl SettingsError {
 }
 
 // ===== impl Settings =====
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("auto_login", &self.auto_login)
+            .field("identity", &self.identity)
+            .field("admin_ttl", &self.admin_ttl)
+            .field("collector", &self.collector)
+            .field("server", &self.server)
+            .finish()
+    }
+}
 
 impl Settings {
     /// The settings from the process environment.
@@ -347,6 +364,13 @@ mod tests {
                 max_connections: 16,
             }
         );
+    }
+
+    #[test]
+    fn debug_leaves_out_the_database_url() {
+        let s = parse(&[("DATABASE_URL", "postgres://u:s3cret@h/db")]).unwrap();
+        let text = format!("{s:?}");
+        assert!(!text.contains("s3cret") && text.contains("<set>"), "{text}");
     }
 
     #[test]

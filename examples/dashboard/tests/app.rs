@@ -102,6 +102,18 @@ async fn recorded_view_reports_collector_counters() {
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["collector"]["written"], 1, "{v}");
+    // Every counter, the drops by reason included (the values moved on
+    // since: this request is counted now).
+    let collector = v["collector"].as_object().unwrap();
+    let names: Vec<&str> = example_dashboard::counters::counters(&metrics.stats())
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(collector.len(), names.len(), "{v}");
+    for k in names {
+        assert!(collector[k].is_u64(), "{k}: {v}");
+    }
+    assert_eq!(collector["dropped_queue_full"], 0, "{v}");
     assert_eq!(v["stored_requests"], 1);
     assert_eq!(v["recent"][0]["endpoint"], "/api/demo/items/{id}");
 }
