@@ -341,7 +341,7 @@ async fn http2_prior_knowledge_is_served() {
     let metrics = metrics().await;
     let mut server = Server::start(
         example_dashboard::app(&metrics),
-        settings(1_000, 30_000, 1_000),
+        settings(10_000, 30_000, 1_000),
     )
     .await;
     let mut conn = stalled(server.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
