@@ -228,3 +228,45 @@ async fn extension_identity_ignores_identity_headers() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_the_database_down_exits_by_its_deadline_counting_every_record_dropped() {
+    // Nothing listens on port 1: every connection is refused at once.
+    let (mut child, addr, mut lines) = start(&[
+        ("DATABASE_URL", "postgres://app@127.0.0.1:1/metrics"),
+        ("SERVER_DRAIN_MS", "200"),
+        ("METRICS_SHUTDOWN_DEADLINE_MS", "1000"),
+        ("METRICS_LINGER_MS", "5"),
+    ])
+    .await;
+    for id in 0..3 {
+        assert_eq!(
+            support::get(addr, &format!("/api/demo/items/{id}")).await.0,
+            200
+        );
+    }
+    let head = "GET /api/v1/metrics/performance HTTP/1.1\r\nX-Forwarded-Email: admin@example.com";
+    let (status, body) = support::request(addr, head, "").await;
+    assert_eq!(status, 503, "no store to read yet: {body}");
+
+    sigterm(&child);
+    let exit = bounded("the app's exit", child.wait()).await.unwrap();
+    assert!(exit.success(), "drops are counted, not failures: {exit:?}");
+    let mut exit_line = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("collector flushed:") {
+            exit_line = Some(line);
+        }
+    }
+    let line = exit_line.expect("an exit line after a failed shutdown too");
+    let kv = parse_exit_line(&line);
+    let n = |k: &str| -> u64 { kv[k].parse().unwrap() };
+    assert_eq!(kv["outcome"], "deadline_exceeded", "{line}");
+    assert_eq!(
+        (n("received"), n("written"), n("pending")),
+        (4, 0, 0),
+        "{line}"
+    );
+    assert_eq!(n("dropped"), n("received"), "{line}");
+    assert_eq!(n("dropped_shutdown"), n("dropped"), "{line}");
+}
