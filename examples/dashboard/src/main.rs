@@ -41,9 +41,9 @@
 //! ```
 //!
 //! `outcome` is `flushed`, `deadline_exceeded` (what was left is counted in
-//! `dropped_shutdown`), `timed_out` (shutdown itself did not return in time;
-//! `pending` is what was left) or another word for a collector that was
-//! already gone. The exit code is 0 after a signal, whatever the outcome
+//! `dropped_shutdown`), `timed_out` (shutdown itself did not return within
+//! the deadline plus 12 s; `pending` is what was left) or another word for
+//! a collector that was already gone. The exit code is 0 after a signal, whatever the outcome
 //! (drops are counted, not failures), and 1 when the app cannot start.
 
 use std::process::ExitCode;
@@ -61,9 +61,13 @@ use example_dashboard::{IdentitySource, app_with, demo_traffic, server};
 type BoxError = Box<dyn std::error::Error>;
 
 /// Beyond the collector's own deadline, how long shutdown may take before
-/// the app gives up on it and exits anyway (it also stops the PostgreSQL
-/// store's maintenance first, which the deadline does not bound).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// the app gives up on it and exits anyway: shutdown first stops the
+/// PostgreSQL store's maintenance, which metrics-pg bounds by
+/// `SchedulerHandle::DEFAULT_STOP_WAIT` (10 s) and the collector's deadline
+/// does not cover, plus 2 s. Normally it stops at once; this only keeps a
+/// hang from outliving the process's own deadline for ever.
+const SHUTDOWN_GRACE: Duration =
+    Duration::from_secs(app_metrics::pg::SchedulerHandle::DEFAULT_STOP_WAIT.as_secs() + 2);
 
 #[tokio::main]
 async fn main() -> ExitCode {
