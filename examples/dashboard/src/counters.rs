@@ -14,21 +14,25 @@ use serde_json::{Map, Value};
 pub const EXIT_LINE_PREFIX: &str = "collector flushed:";
 
 /// Every counter of `stats`, by name: `received`, `written`, `pending`,
-/// `dropped` (the total) and each `dropped_*` reason, then `retries` and
-/// `batches`. The names are the [`CollectorStats`] field names.
-pub fn counters(s: &CollectorStats) -> [(&'static str, u64); 11] {
+/// `dropped` (the total) and each `dropped_*` reason, then `retries`,
+/// `batches` and `pending_bytes` (bytes held now, against the memory
+/// budget; not a record count). The names are the [`CollectorStats`] field
+/// names.
+pub fn counters(s: &CollectorStats) -> [(&'static str, u64); 13] {
     [
         ("received", s.received),
         ("written", s.written),
         ("pending", s.pending),
         ("dropped", s.dropped()),
         ("dropped_queue_full", s.dropped_queue_full),
+        ("dropped_memory_budget", s.dropped_memory_budget),
         ("dropped_retries_exhausted", s.dropped_retries_exhausted),
         ("dropped_shutdown", s.dropped_shutdown),
         ("dropped_rejected", s.dropped_rejected),
         ("dropped_closed", s.dropped_closed),
         ("retries", s.retries),
         ("batches", s.batches),
+        ("pending_bytes", s.pending_bytes),
     ]
 }
 
@@ -96,7 +100,8 @@ pub async fn shutdown_and_count<I>(
 /// (s.received, s.written, s.dropped_shutdown) = (5, 3, 2);
 /// let line = example_dashboard::counters::exit_line(&s, "deadline_exceeded");
 /// assert!(line.starts_with("collector flushed: received=5 written=3 pending=0 dropped=2 "));
-/// assert!(line.ends_with(" batches=0 outcome=deadline_exceeded"));
+/// assert!(line.contains(" dropped_shutdown=2 "));
+/// assert!(line.ends_with(" batches=0 pending_bytes=0 outcome=deadline_exceeded"));
 /// ```
 pub fn exit_line(s: &CollectorStats, outcome: &str) -> String {
     let mut line = String::from(EXIT_LINE_PREFIX);
@@ -119,13 +124,15 @@ mod tests {
             s.written,
             s.pending,
             s.dropped_queue_full,
+            s.dropped_memory_budget,
             s.dropped_retries_exhausted,
             s.dropped_shutdown,
             s.dropped_rejected,
             s.dropped_closed,
             s.retries,
             s.batches,
-        ) = (100, 60, 9, 1, 2, 4, 8, 16, 3, 7);
+            s.pending_bytes,
+        ) = (132, 60, 9, 1, 32, 2, 4, 8, 16, 3, 7, 4096);
         s
     }
 
@@ -135,7 +142,7 @@ mod tests {
         let names: std::collections::HashSet<_> = c.iter().map(|(k, _)| *k).collect();
         assert_eq!(names.len(), c.len(), "{c:?}");
         let get = |name| c.iter().find(|(k, _)| *k == name).unwrap().1;
-        assert_eq!(get("dropped"), 31);
+        assert_eq!(get("dropped"), 63);
         let by_reason: u64 = c
             .iter()
             .filter(|(k, _)| k.starts_with("dropped_"))

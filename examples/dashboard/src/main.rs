@@ -20,7 +20,7 @@
 //! | `METRICS_QUEUE_CAPACITY` | 100000 | most records the collector holds (records) |
 //! | `METRICS_MAX_BATCH` | 10000 (PostgreSQL), 1000 (memory) | records per write |
 //! | `METRICS_LINGER_MS` | 1000 | longest wait before a partial batch is written |
-//! | `METRICS_MEMORY_BUDGET` | the collector's | most bytes of records the collector holds |
+//! | `METRICS_MEMORY_BUDGET` | 67108864 (64 MiB) | most bytes of records the collector holds (queued and being written) |
 //! | `METRICS_SHUTDOWN_DEADLINE_MS` | 30000 | how long the final flush may take |
 //! | `SERVER_HEADER_TIMEOUT_MS` | 10000 | most time to receive a request head (also the keep-alive idle limit) |
 //! | `SERVER_BODY_TIMEOUT_MS` | 30000 | most time to receive a whole request body |
@@ -37,7 +37,7 @@
 //! line with every collector counter, which the fault harness parses:
 //!
 //! ```text
-//! collector flushed: received=120 written=118 pending=0 dropped=2 dropped_queue_full=0 dropped_retries_exhausted=0 dropped_shutdown=2 dropped_rejected=0 dropped_closed=0 retries=3 batches=9 outcome=deadline_exceeded
+//! collector flushed: received=120 written=118 pending=0 dropped=2 dropped_queue_full=0 dropped_memory_budget=0 dropped_retries_exhausted=0 dropped_shutdown=2 dropped_rejected=0 dropped_closed=0 retries=3 batches=9 pending_bytes=0 outcome=deadline_exceeded
 //! ```
 //!
 //! `outcome` is `flushed`, `deadline_exceeded` (what was left is counted in

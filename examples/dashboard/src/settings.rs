@@ -217,11 +217,8 @@ impl CollectorSettings {
         if let Some(d) = self.linger {
             builder = builder.linger(d);
         }
-        // TODO(issue 13 F2): apply `self.memory_budget` with `builder.memory_budget(bytes)` once `CollectorBuilder::memory_budget` is on main.
-        if self.memory_budget.is_some() {
-            tracing::warn!(
-                "METRICS_MEMORY_BUDGET is read but not applied yet: this collector has no byte budget"
-            );
+        if let Some(bytes) = self.memory_budget {
+            builder = builder.memory_budget(bytes);
         }
         builder
     }

@@ -15,18 +15,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The counters the exit line and `/api/demo/recorded` must both carry.
-const COUNTERS: [&str; 11] = [
+const COUNTERS: [&str; 13] = [
     "received",
     "written",
     "pending",
     "dropped",
     "dropped_queue_full",
+    "dropped_memory_budget",
     "dropped_retries_exhausted",
     "dropped_shutdown",
     "dropped_rejected",
     "dropped_closed",
     "retries",
     "batches",
+    "pending_bytes",
 ];
 
 /// The binary with a clean environment for what it reads: the in-memory
