@@ -208,6 +208,21 @@ def depth(value: object) -> int:
     return 0
 
 
+def holds_nul(value: object) -> bool:
+    """Whether a NUL (U+0000) is in any key or string at any depth (PostgreSQL cannot store it)."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False
+
+
+def nul_message(field: str) -> str:
+    return f"{field} must not contain NUL (U+0000) characters, which the metrics store cannot keep"
+
+
 def event_problems(index: int, event: dict, now: float, doc: dict) -> list[tuple[int, str, str]] | None:
     """The prose-rule problems of one schema-valid event; None when this side cannot be sure."""
     schema = doc["components"]["schemas"]["UsageEvent"]["properties"]
@@ -223,6 +238,10 @@ def event_problems(index: int, event: dict, now: float, doc: dict) -> list[tuple
     elif t > now + window["after_seconds"]:
         after = span(window["after_seconds"])
         problems.append((index, "timestamp", f"timestamp must not be more than {after} after the server time"))
+    # The schema keeps event_type within its enum (no NUL) and the names within their lengths.
+    for field in ("page_name", "element_id"):
+        if holds_nul(event.get(field)):
+            problems.append((index, field, nul_message(field)))
     metadata = event.get("metadata")
     if isinstance(metadata, dict):
         max_depth, max_bytes = meta_limits["x-max-depth"], meta_limits["x-max-bytes"]
@@ -233,6 +252,8 @@ def event_problems(index: int, event: dict, now: float, doc: dict) -> list[tuple
             return None
         elif size > max_bytes:
             problems.append((index, "metadata", f"metadata must be at most {max_bytes} bytes as JSON"))
+        elif holds_nul(metadata):
+            problems.append((index, "metadata", nul_message("metadata keys and strings")))
     return problems
 
 
