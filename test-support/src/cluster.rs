@@ -247,6 +247,52 @@ impl Cluster {
         Ok(())
     }
 
+    /// The postmaster's process id (from `postmaster.pid`), while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Crashes the server: `SIGKILL` to the postmaster (no shutdown checkpoint; its backends
+    /// notice and exit on their own), waits until it and its children are gone, and marks the
+    /// server stopped, so that [`start`](Self::start) runs crash recovery on the same port.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] when `kill` fails, [`Error::Startup`] when processes of the old
+    /// server are still alive after a minute.
+    pub fn kill(&self) -> Result<(), Error> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(pid) = self.postmaster_pid().filter(|_| *running) else {
+            return Ok(());
+        };
+        // The children first: once the postmaster is gone they are re-parented and can no
+        // longer be told from other processes.
+        let children = child_pids(pid);
+        run(Command::new("kill").args(["-s", "KILL", &pid.to_string()]))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // A new postmaster refuses to start while an old backend still holds the shared memory.
+        while is_alive(pid) || children.iter().any(|&c| is_alive(c)) {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Startup {
+                    data_dir: self.data.clone(),
+                    log_tail: format!("processes of the killed server {pid} still alive"),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // A zombie postmaster (nobody reaps it here) would pass the new server's `kill(pid, 0)`
+        // check and look alive; it is dead and its children are gone, so the lock file is stale.
+        let _ = fs::remove_file(self.data.join("postmaster.pid"));
+        *running = false;
+        Ok(())
+    }
+
     // ----- setup steps -----
 
     /// Fills the data directory: a copy of this machine's cached `initdb` output when there is
@@ -718,6 +764,30 @@ fn make_base_dir(runner: &Runner) -> Result<PathBuf, Error> {
     }
 }
 
+/// Whether `pid` runs (a zombie counts as gone: it has exited, only nobody reaped it).
+fn is_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+/// The processes whose parent is `pid` (from `/proc/*/status`).
+fn child_pids(pid: u32) -> Vec<u32> {
+    let parent = format!("PPid:\t{pid}");
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            fs::read_to_string(format!("/proc/{child}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l == parent))
+        })
+        .collect()
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, release it).
 fn free_port() -> Result<u16, Error> {
     TcpListener::bind("127.0.0.1:0")
@@ -792,6 +862,16 @@ mod tests {
             Runner::Direct.command(Path::new("/bin/x")).get_program(),
             "/bin/x"
         );
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_a_child_is_found() {
+        assert!(is_alive(std::process::id()));
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        assert!(child_pids(std::process::id()).contains(&child.id()));
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        assert!(!is_alive(child.id()));
     }
 
     #[test]
