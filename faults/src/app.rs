@@ -112,10 +112,10 @@ impl App {
                 app.status = Some(status);
                 // Let the readers catch the last lines.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                return Err(app.failure(format!("exited before listening ({status})")));
+                return Err(app.failure(&format!("exited before listening ({status})")));
             }
             if t0.elapsed() > START_TIMEOUT {
-                return Err(app.failure("no listening line within 60 s".to_owned()));
+                return Err(app.failure("no listening line within 60 s"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -140,11 +140,6 @@ impl App {
     /// workspace forbids `unsafe`, so no libc).
     pub(crate) fn signal(&self, signal: &str) -> Result<(), Error> {
         signal_pid(self.pid, signal)
-    }
-
-    /// Resident memory in KiB (`VmRSS`), `None` once it has exited.
-    pub(crate) fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid)
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -207,21 +202,12 @@ impl App {
             latency: t0.elapsed(),
             sent_at,
             events: Vec::new(),
-            accepted: 0,
         });
         let body = told.ok()?.json()?;
         Some(Counters::from_json(&body["collector"]))
     }
 
-    /// The lines matching `needle`, for a scenario's figures.
-    pub(crate) fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.output()
-            .into_iter()
-            .filter(|l| l.contains(needle))
-            .collect()
-    }
-
-    fn failure(&self, what: String) -> Error {
+    fn failure(&self, what: &str) -> Error {
         let out = self.output();
         let tail = out[out.len().saturating_sub(15)..].join("\n");
         Error::App {
@@ -254,7 +240,9 @@ pub(crate) fn signal_pid(pid: u32, signal: &str) -> Result<(), Error> {
     if status.success() {
         Ok(())
     } else {
-        Err(Error::Setup(format!("kill -s {signal} {pid} failed ({status})")))
+        Err(Error::Setup(format!(
+            "kill -s {signal} {pid} failed ({status})"
+        )))
     }
 }
 

@@ -94,6 +94,16 @@ impl Request {
         }
     }
 
+    /// A `POST` of `body` with no `Content-Type` (hostile cases add their own).
+    pub(crate) fn post_untyped(target: impl Into<String>, body: Vec<u8>) -> Self {
+        Self {
+            method: "POST",
+            target: target.into(),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     /// Adds a header, raw bytes allowed (and repeated names kept).
     #[must_use]
     pub(crate) fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
@@ -104,8 +114,11 @@ impl Request {
 
     /// The request as it goes on the wire.
     pub(crate) fn bytes(&self, addr: SocketAddr) -> Vec<u8> {
-        let mut out = format!("{} {} HTTP/1.1\r\nHost: {addr}\r\n", self.method, self.target)
-            .into_bytes();
+        let mut out = format!(
+            "{} {} HTTP/1.1\r\nHost: {addr}\r\n",
+            self.method, self.target
+        )
+        .into_bytes();
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
@@ -193,12 +206,16 @@ mod tests {
 
     #[test]
     fn parses_a_response() {
-        let r = parse(b"HTTP/1.1 202 Accepted\r\nX-Correlation-ID: abc\r\ncontent-length: 2\r\n\r\n{}")
-            .expect("a response");
+        let r =
+            parse(b"HTTP/1.1 202 Accepted\r\nX-Correlation-ID: abc\r\ncontent-length: 2\r\n\r\n{}")
+                .expect("a response");
         assert_eq!(r.status, 202);
         assert_eq!(r.header("x-correlation-id"), Some("abc"));
         assert_eq!(r.json(), Some(serde_json::json!({})));
-        assert!(parse(b"HTTP/1.1 200 OK\r\n").is_none(), "an incomplete head");
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\n").is_none(),
+            "an incomplete head"
+        );
         assert!(parse(b"SSH-2.0\r\n\r\n").is_none());
     }
 

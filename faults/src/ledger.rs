@@ -37,8 +37,6 @@ pub(crate) struct Entry {
     pub(crate) sent_at: Duration,
     /// The `element_id`s of the usage events in the body (ingest only).
     pub(crate) events: Vec<String>,
-    /// `events_received` of a 202 answer (0 otherwise).
-    pub(crate) accepted: u64,
 }
 
 /// Every entry of a scenario, shared by the load tasks.
@@ -135,7 +133,6 @@ mod tests {
             latency: ms(1),
             sent_at: ms(at),
             events: Vec::new(),
-            accepted: 0,
         };
         let entries = vec![
             e(Ok(200), 1),

@@ -135,13 +135,6 @@ async fn one(addr: SocketAddr, spec: &LoadSpec, n: u64, ingest: bool, ledger: &L
     let t0 = Instant::now();
     let told = http::send(addr, &req, spec.timeout).await;
     let latency = t0.elapsed();
-    let accepted = match &told {
-        Ok(r) if r.status == 202 => r
-            .json()
-            .and_then(|v| v["events_received"].as_u64())
-            .unwrap_or(0),
-        _ => 0,
-    };
     ledger.push(Entry {
         id: Some(id),
         kind,
@@ -149,7 +142,6 @@ async fn one(addr: SocketAddr, spec: &LoadSpec, n: u64, ingest: bool, ledger: &L
         latency,
         sent_at,
         events,
-        accepted,
     });
 }
 

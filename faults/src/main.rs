@@ -55,7 +55,11 @@ async fn main() -> ExitCode {
             "--ci" => names.extend(scenarios::CI.iter().map(|s| (*s).to_owned())),
             "--list" => {
                 for s in scenarios::ALL {
-                    let ci = if scenarios::CI.contains(s) { " (ci)" } else { "" };
+                    let ci = if scenarios::CI.contains(s) {
+                        " (ci)"
+                    } else {
+                        ""
+                    };
                     println!("{s}{ci}");
                 }
                 return ExitCode::SUCCESS;
@@ -118,6 +122,7 @@ async fn main() -> ExitCode {
 
 /// `$CARGO_TARGET_DIR/release/example-dashboard`, else `target/release/..`.
 fn default_app() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     target.join("release").join("example-dashboard")
 }

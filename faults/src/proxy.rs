@@ -127,7 +127,7 @@ impl Drop for Proxy {
             r.abort();
         }
         // Closes the connections still open.
-        self.shared.generation.send_modify(|g| *g += 1);
+        self.reset_all();
     }
 }
 

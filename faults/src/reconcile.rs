@@ -233,7 +233,6 @@ mod tests {
             latency: Duration::ZERO,
             sent_at: Duration::ZERO,
             events: events.iter().map(|s| (*s).to_owned()).collect(),
-            accepted: 0,
         }
     }
 
@@ -255,17 +254,17 @@ mod tests {
         let db = stored(&[("a", 1), ("b", 1)], &[("e1", 1), ("e2", 1)]);
         let exit = Counters::parse_line("received=4 written=4 dropped=0");
         let r = reconcile(&entries, &db, &[Some(exit)]);
-        assert_eq!((r.acked, r.stored, r.dup, r.lost, r.phantom), (4, 4, 0, 0, 0));
+        assert_eq!(
+            (r.acked, r.stored, r.dup, r.lost, r.phantom),
+            (4, 4, 0, 0, 0)
+        );
         assert_eq!(r.invariant(), Some(true));
         assert_eq!(r.stored_is_written(), Some(true));
     }
 
     #[test]
     fn finds_duplicates_phantoms_and_losses() {
-        let entries = [
-            entry("a", Ok(200), &[]),
-            entry("b", Ok(202), &["e1", "e2"]),
-        ];
+        let entries = [entry("a", Ok(200), &[]), entry("b", Ok(202), &["e1", "e2"])];
         // a twice, e2 never, x never sent.
         let db = stored(&[("a", 2), ("b", 1), ("x", 1)], &[("e1", 1)]);
         let exit = Counters::parse_line("received=4 written=5 dropped=0");

@@ -38,11 +38,8 @@ pub(crate) async fn baseline(ctx: &mut Ctx) -> Result<Outcome, Error> {
     };
     rig.finish(ctx, &mut o, &[app.exit_counters()], expect)
         .await?;
-    let mut lat = crate::ledger::normal_latencies(
-        &rig.ledger.entries(),
-        Duration::ZERO,
-        Duration::MAX,
-    );
+    let mut lat =
+        crate::ledger::normal_latencies(&rig.ledger.entries(), Duration::ZERO, Duration::MAX);
     ctx.baseline_p99 = crate::ledger::p99(&mut lat);
     Ok(o)
 }
@@ -91,7 +88,10 @@ pub(crate) async fn sigterm_pg_down(ctx: &mut Ctx) -> Result<Outcome, Error> {
     o.figure("exit_s", secs(Some(took)));
     o.figure("deadline_s", secs(Some(deadline)));
     // Drain (at most 5 s by default) + the collector's deadline + slack.
-    o.check("exit_within_deadline", took <= deadline + Duration::from_secs(7));
+    o.check(
+        "exit_within_deadline",
+        took <= deadline + Duration::from_secs(7),
+    );
     o.check("exit", status.is_some());
     rig.pg.start_again().await?;
     let expect = Expect {
@@ -134,7 +134,13 @@ pub(crate) async fn sigkill_restart_pg_down(ctx: &mut Ctx) -> Result<Outcome, Er
         .entries()
         .iter()
         .filter(|e| e.told.is_ok())
-        .map(|e| 1 + if e.told == Ok(202) { e.events.len() as u64 } else { 0 })
+        .map(|e| {
+            1 + if e.told == Ok(202) {
+                e.events.len() as u64
+            } else {
+                0
+            }
+        })
         .sum();
     let loss = acked_before.saturating_sub(stored_n);
     o.figure("sigkill_loss", loss);

@@ -40,7 +40,10 @@ pub(crate) async fn backend_kill(ctx: &mut Ctx) -> Result<Outcome, Error> {
         killed = rig.pg.kill_copy_backend(Duration::from_secs(15)).await?;
         rig.proxy.set_mode(Mode::Pass);
     }
-    o.figure("killed_pid", killed.map_or_else(|| "none".to_owned(), |p| p.to_string()));
+    o.figure(
+        "killed_pid",
+        killed.map_or_else(|| "none".to_owned(), |p| p.to_string()),
+    );
     o.check("caught_copy", killed.is_some());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let recovery = rig.settle(&app, RECOVERY_TIMEOUT).await;

@@ -160,6 +160,7 @@ impl Rig {
             .filter(|e| e.sent_at >= expect.from)
             .cloned()
             .collect();
+        o.figure("pg_connections", self.proxy.connections());
         let errors = ledger::normal_errors(&window, expect.until);
         o.figure("errors", errors);
         o.check("errors", errors == 0);
@@ -179,7 +180,10 @@ impl Rig {
 
 /// Milliseconds with one decimal, `?` when unknown.
 pub(crate) fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(|| "?".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+    d.map_or_else(
+        || "?".to_owned(),
+        |d| format!("{:.1}", d.as_secs_f64() * 1e3),
+    )
 }
 
 /// Seconds with one decimal, `?` when unknown.
