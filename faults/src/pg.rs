@@ -25,10 +25,16 @@ pub(crate) struct Pg {
 }
 
 impl Pg {
-    /// Starts a fresh cluster (`fsync` off, as the tests have it) and
-    /// creates [`DB`].
+    /// Starts a fresh cluster and creates [`DB`].
+    ///
+    /// `fsync` stays off (the OS keeps what was written across a process
+    /// crash, and the scenarios crash processes, not the machine), but
+    /// `synchronous_commit` is on: the test default (off) lets a commit the
+    /// app was told about sit in the WAL buffers, which a backend or
+    /// postmaster crash loses; the harness would blame the app for it.
     pub(crate) async fn start() -> Result<Self, Error> {
-        let cluster = tokio::task::spawn_blocking(|| Cluster::init(&ClusterOptions::new()))
+        let options = ClusterOptions::new().setting("synchronous_commit", "on");
+        let cluster = tokio::task::spawn_blocking(move || Cluster::init(&options))
             .await
             .map_err(|e| Error::Setup(format!("cluster task: {e}")))??;
         let pg = Self {

@@ -287,8 +287,12 @@ impl Cluster {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // A zombie postmaster (nobody reaps it here) would pass the new server's `kill(pid, 0)`
-        // check and look alive; it is dead and its children are gone, so the lock file is stale.
+        // check and look alive; it is dead and its children are gone, so its lock files (the
+        // data directory's and the Unix socket's) are stale.
         let _ = fs::remove_file(self.data.join("postmaster.pid"));
+        let socket = format!(".s.PGSQL.{}", self.port);
+        let _ = fs::remove_file(self.base.join(format!("{socket}.lock")));
+        let _ = fs::remove_file(self.base.join(socket));
         *running = false;
         Ok(())
     }

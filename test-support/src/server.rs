@@ -177,6 +177,16 @@ impl TestServer {
         self.control("start", Cluster::start).await;
     }
 
+    /// Crashes the server (`SIGKILL` to the postmaster, see [`Cluster::kill`]);
+    /// [`start`](Self::start) then runs crash recovery on the same port.
+    ///
+    /// # Panics
+    ///
+    /// On an external server, or when the old server's processes do not go away.
+    pub async fn kill(&self) {
+        self.control("kill", Cluster::kill).await;
+    }
+
     /// Whether a harness-started server is up (external servers are assumed to be).
     pub fn is_running(&self) -> bool {
         self.cluster().is_none_or(Cluster::is_running)

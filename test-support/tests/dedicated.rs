@@ -114,3 +114,44 @@ async fn settings_reach_the_server() {
         assert_eq!(got, expected, "{name}");
     }
 }
+
+#[tokio::test]
+async fn kill_crashes_the_server_and_start_recovers_committed_data() {
+    let server = TestServer::dedicated().await;
+    let db = server.create_db().await;
+    db.client()
+        // The test clusters run with synchronous_commit off (commits may sit in the WAL buffers
+        // for a moment, which a crash loses); this session waits for its WAL to be written.
+        .batch_execute(
+            "set synchronous_commit = on; create table kept (x int); insert into kept values (42)",
+        )
+        .await
+        .unwrap();
+    let pid = server
+        .cluster()
+        .unwrap()
+        .postmaster_pid()
+        .expect("a running postmaster");
+
+    server.kill().await;
+    assert!(!server.is_running());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "the postmaster is gone"
+    );
+    assert!(
+        db.client().query_one("select 1", &[]).await.is_err(),
+        "the old session died with the server"
+    );
+
+    server.start().await; // crash recovery on the same port
+    let client = db.connect().await;
+    let x: i32 = client
+        .query_one("select x from kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, 42, "a committed row survives the crash");
+}
