@@ -35,6 +35,7 @@ mod proxy;
 mod reconcile;
 mod report;
 mod scenarios;
+mod slow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

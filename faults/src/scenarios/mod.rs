@@ -4,6 +4,7 @@
 //! broken scenario never hides the others.
 
 mod basic;
+mod edge;
 mod hostile;
 mod multi;
 mod pg_faults;
@@ -42,6 +43,10 @@ pub(crate) const ALL: &[&str] = &[
     "resets_2s",
     "sigterm_pg_down",
     "app_sigkill_restart_pg_down",
+    "sigterm_slow_clients",
+    "distinct_paths",
+    "slowloris",
+    "admin_check",
 ];
 
 /// The short subset CI runs (`--ci`): a crash, a 30 s stop, SIGTERM,
@@ -72,6 +77,10 @@ pub(crate) async fn run(name: &str, ctx: &mut Ctx) -> Outcome {
         "db_stall_15s" => pg_faults::slow(ctx, name, pg_faults::Slow::Stall15s).await,
         "table_lock_20s" => pg_faults::slow(ctx, name, pg_faults::Slow::TableLock20s).await,
         "resets_2s" => pg_faults::slow(ctx, name, pg_faults::Slow::Resets2s).await,
+        "sigterm_slow_clients" => edge::sigterm_slow_clients(ctx).await,
+        "distinct_paths" => edge::distinct_paths(ctx).await,
+        "slowloris" => edge::slowloris(ctx).await,
+        "admin_check" => edge::admin_check(ctx).await,
         "hostile_bodies" => hostile::hostile_bodies(ctx).await,
         "multi_process" => multi::multi_process(ctx).await,
         other => return Outcome::broken(other, "no such scenario (see --list)"),
