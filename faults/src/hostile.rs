@@ -79,7 +79,12 @@ pub(crate) fn case(seed: u64, i: u64, now: time::OffsetDateTime) -> Case {
         _ => hostile_head(&mut rng, now),
     };
     if c.correlation.is_none() && rng.u32(0..10) == 0 {
-        c.correlation = Some(bad_correlation_id(&mut rng));
+        let (id, head_level) = bad_correlation_id(&mut rng);
+        c.correlation = Some((id, false));
+        if head_level {
+            // Refused before identity or body are even read.
+            c.must = Must::HeadLevel;
+        }
     }
     c
 }
@@ -316,15 +321,16 @@ fn hostile_head(rng: &mut Rng, now: time::OffsetDateTime) -> Case {
     c
 }
 
-/// A correlation id the app must not reuse.
+/// A correlation id the app must not reuse, and whether the server may
+/// refuse the head before the app sees it (a DEL byte is not allowed in a
+/// header value at all).
 fn bad_correlation_id(rng: &mut Rng) -> (Vec<u8>, bool) {
-    let v = match rng.u32(0..4) {
-        0 => "c".repeat(129).into_bytes(),
-        1 => b"has space".to_vec(),
-        2 => vec![b'a', 0xc3, 0xa9],
-        _ => "x\u{7f}y".as_bytes().to_vec(),
-    };
-    (v, false)
+    match rng.u32(0..4) {
+        0 => ("c".repeat(129).into_bytes(), false),
+        1 => (b"has space".to_vec(), false),
+        2 => (vec![b'a', 0xc3, 0xa9], false),
+        _ => ("x\u{7f}y".as_bytes().to_vec(), true),
+    }
 }
 
 #[cfg(test)]

@@ -24,14 +24,17 @@ use crate::scenarios::rig::{Expect, Rig};
 /// How many hostile requests.
 const CASES: u64 = 10_000;
 
+/// Violations of each kind shown in the notes.
+const EXAMPLES: usize = 3;
+
 /// Hostile requests in flight at once.
 const CONCURRENCY: usize = 16;
 
 /// What the answers showed, summed.
 #[derive(Debug, Default, Clone)]
 struct Tally {
-    /// The first violation seen, `category:status`, to start debugging from.
-    example: Option<String>,
+    /// Up to [`EXAMPLES`] violations, to start debugging from.
+    examples: Vec<String>,
     accepted_requests: u64,
     accepted_events: u64,
     typed_4xx: u64,
@@ -46,8 +49,13 @@ struct Tally {
 
 impl Tally {
     fn add(&mut self, o: &Self) {
-        if self.example.is_none() {
-            self.example.clone_from(&o.example);
+        for e in &o.examples {
+            // A few of each kind: one frequent kind must not hide the others.
+            let kind = e.split(':').next().unwrap_or_default();
+            let same = self.examples.iter().filter(|x| x.starts_with(kind)).count();
+            if same < EXAMPLES {
+                self.examples.push(e.clone());
+            }
         }
         self.accepted_requests += o.accepted_requests;
         self.accepted_events += o.accepted_events;
@@ -120,8 +128,8 @@ pub(crate) async fn hostile_bodies(ctx: &mut Ctx) -> Result<Outcome, Error> {
     o.figure("failures", tally.failures);
     o.figure("identity_not_refused", tally.refuse_violations);
     o.figure("bad_id_echoed", tally.bad_id_echoed);
-    if let Some(example) = &tally.example {
-        o.note(&format!("first violation: {example}"));
+    for example in &tally.examples {
+        o.note(example);
     }
     o.check("no_5xx", tally.fivexx == 0);
     o.check(
@@ -142,8 +150,12 @@ pub(crate) async fn hostile_bodies(ctx: &mut Ctx) -> Result<Outcome, Error> {
     o.figure("event_rows", rows);
     o.check("rows_eq_accepted", rows == tally.accepted_events);
     let invalid = invalid_rows(&client).await?;
-    o.figure("invalid_rows", invalid);
-    o.check("no_invalid_row", invalid == 0);
+    let total: u64 = invalid.iter().map(|(_, n)| n).sum();
+    o.figure("invalid_rows", total);
+    for (rule, n) in invalid.iter().filter(|(_, n)| *n > 0) {
+        o.note(&format!("invalid rows ({rule}): {n}"));
+    }
+    o.check("no_invalid_row", total == 0);
     drop(client);
 
     let expect = Expect {
@@ -204,10 +216,14 @@ async fn one(addr: std::net::SocketAddr, case: &Case, ledger: &Ledger) -> Tally 
                     }
                 }
                 400..=499 => {
+                    // The error shape, or the contract's fixed 413 for too many events.
                     let typed = r.json().is_some_and(|v| {
-                        v["error"].is_string()
+                        (v["error"].is_string()
                             && v["message"].is_string()
-                            && v["status_code"].as_u64() == Some(u64::from(r.status))
+                            && v["status_code"].as_u64() == Some(u64::from(r.status)))
+                            || (r.status == 413
+                                && v["detail"].is_string()
+                                && v["max_batch_size"].is_u64())
                     });
                     if typed {
                         t.typed_4xx += 1;
@@ -222,15 +238,18 @@ async fn one(addr: std::net::SocketAddr, case: &Case, ledger: &Ledger) -> Tally 
             }
         }
     }
-    let violations = t.failures
-        + t.fivexx
-        + t.untyped_4xx
-        + t.other_status
-        + t.refuse_violations
-        + t.bad_id_echoed;
-    if violations > 0 {
-        let told = told.as_ref().map(|r| r.status);
-        t.example = Some(format!("{}:{told:?}", case.category));
+    let kinds = [
+        ("failure", t.failures),
+        ("5xx", t.fivexx),
+        ("untyped_4xx", t.untyped_4xx),
+        ("other_status", t.other_status),
+        ("identity_not_refused", t.refuse_violations),
+        ("bad_id_echoed", t.bad_id_echoed),
+    ];
+    for (kind, n) in kinds {
+        if n > 0 {
+            t.examples.push(describe(kind, case, &told));
+        }
     }
     ledger.push(Entry {
         id: sent_id,
@@ -243,26 +262,62 @@ async fn one(addr: std::net::SocketAddr, case: &Case, ledger: &Ledger) -> Tally 
     t
 }
 
+/// One violation, for the notes: what was sent (the start of the body,
+/// the identity headers) and what came back.
+fn describe(kind: &str, case: &Case, told: &Result<http::Response, http::Failure>) -> String {
+    let show = |b: &[u8]| {
+        let text = String::from_utf8_lossy(&b[..b.len().min(90)]).into_owned();
+        format!("{text:?}")
+    };
+    let identity: Vec<String> = case.identity.iter().map(|(_, v)| show(v)).collect();
+    let answer = match told {
+        Ok(r) => format!("{} {}", r.status, show(&r.body)),
+        Err(f) => f.to_string(),
+    };
+    let correlation = case.correlation.as_ref().map(|(id, _)| show(id));
+    format!(
+        "{kind}: {} content-type={:?} identity=[{}] correlation={correlation:?} body={} -> {answer}",
+        case.category,
+        case.content_type,
+        identity.join(","),
+        show(&case.body)
+    )
+}
+
 /// Stored events that break a rule of the ingest contract, or carry another
-/// user than the caller.
-async fn invalid_rows(client: &tokio_postgres::Client) -> Result<u64, Error> {
+/// user than the caller, per rule (a row may break several).
+async fn invalid_rows(client: &tokio_postgres::Client) -> Result<Vec<(&'static str, u64)>, Error> {
+    const RULES: [(&str, &str); 6] = [
+        ("other_user", "user_id <> $1"),
+        ("unknown_type", "NOT (event_type = ANY($2))"),
+        ("long_page_name", "char_length(page_name) > 255"),
+        ("long_element_id", "char_length(element_id) > 255"),
+        (
+            "bad_metadata",
+            "metadata IS NOT NULL AND (jsonb_typeof(metadata) <> 'object' \
+             OR octet_length(metadata::text) > 20000)",
+        ),
+        (
+            "timestamp_out_of_window",
+            "\"timestamp\" < received_at - interval '24 hours 1 minute' \
+             OR \"timestamp\" > received_at + interval '5 minutes 1 second'",
+        ),
+    ];
     let types: Vec<String> = EVENT_TYPES.iter().map(|s| (*s).to_owned()).collect();
-    let n: i64 = client
+    let columns: Vec<String> = RULES
+        .iter()
+        .map(|(_, rule)| format!("count(*) FILTER (WHERE {rule})"))
+        .collect();
+    let row = client
         .query_one(
-            &format!(
-                "SELECT count(*) FROM {SCHEMA}.usage_events WHERE \
-                 user_id <> $1 \
-                 OR NOT (event_type = ANY($2)) \
-                 OR char_length(page_name) > 255 OR char_length(element_id) > 255 \
-                 OR (metadata IS NOT NULL AND (jsonb_typeof(metadata) <> 'object' \
-                     OR octet_length(metadata::text) > 20000)) \
-                 OR \"timestamp\" < received_at - interval '24 hours 1 minute' \
-                 OR \"timestamp\" > received_at + interval '5 minutes 1 second'"
-            ),
+            &format!("SELECT {} FROM {SCHEMA}.usage_events", columns.join(", ")),
             &[&HOSTILE_USER, &types],
         )
         .await
-        .map_err(Error::db("looking for invalid rows"))?
-        .get(0);
-    Ok(n.unsigned_abs())
+        .map_err(Error::db("looking for invalid rows"))?;
+    Ok(RULES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, row.get::<_, i64>(i).unsigned_abs()))
+        .collect())
 }
