@@ -12,6 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use crate::http::Failure;
+use crate::ledger::{Entry, Kind, Ledger};
+use crate::load::new_id;
+
 /// A set of slow connections; dropping it closes them.
 #[derive(Debug)]
 pub(crate) struct SlowClients {
@@ -22,14 +26,31 @@ pub(crate) struct SlowClients {
 
 impl SlowClients {
     /// Opens `heads` connections trickling a request head and `bodies`
-    /// trickling a declared 1 MB body, one byte every `every`.
-    pub(crate) fn start(addr: SocketAddr, heads: usize, bodies: usize, every: Duration) -> Self {
+    /// trickling a declared 1 MB body, one byte every `every`. Each carries
+    /// a correlation id entered in `ledger` (a slow body reaches the app,
+    /// which records it when the connection goes).
+    pub(crate) fn start(
+        addr: SocketAddr,
+        heads: usize,
+        bodies: usize,
+        every: Duration,
+        ledger: &Arc<Ledger>,
+    ) -> Self {
         let opened = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         for i in 0..heads + bodies {
             let (opened, closed) = (Arc::clone(&opened), Arc::clone(&closed));
             let body = i >= heads;
+            let id = new_id();
+            ledger.push(Entry {
+                id: Some(id.clone()),
+                kind: Kind::Hostile,
+                told: Err(Failure::Timeout),
+                latency: Duration::ZERO,
+                sent_at: ledger.elapsed(),
+                events: Vec::new(),
+            });
             tasks.spawn(async move {
                 let Ok(mut s) = TcpStream::connect(addr).await else {
                     return;
@@ -38,12 +59,15 @@ impl SlowClients {
                 let (prefix, trickle): (Vec<u8>, &[u8]) = if body {
                     let head = format!(
                         "POST /api/v1/metrics/usage-events HTTP/1.1\r\nHost: {addr}\r\n\
-                         X-Forwarded-Email: slow@example.com\r\nContent-Type: application/json\r\n\
+                         X-Forwarded-Email: slow@example.com\r\nX-Correlation-ID: {id}\r\n\
+                         Content-Type: application/json\r\n\
                          Content-Length: 1000000\r\n\r\n{{\"events\":["
                     );
                     (head.into_bytes(), b" ")
                 } else {
-                    (b"GET /health HTTP/1.1\r\nHost: x\r\n".to_vec(), b"X")
+                    let head =
+                        format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Correlation-ID: {id}\r\n");
+                    (head.into_bytes(), b"X")
                 };
                 if s.write_all(&prefix).await.is_err() {
                     closed.fetch_add(1, Ordering::Relaxed);

@@ -118,7 +118,7 @@ pub(crate) async fn slowloris(ctx: &mut Ctx) -> Result<Outcome, Error> {
     let mut app = rig.app("app", &slow_env()).await?;
     let rss = RssSampler::start(&app);
     let load = Load::start(app.addr(), LoadSpec::default(), rig.ledger.clone());
-    let slow = SlowClients::start(app.addr(), 200, 50, Duration::from_millis(500));
+    let slow = SlowClients::start(app.addr(), 200, 50, Duration::from_millis(500), &rig.ledger);
     tokio::time::sleep(Duration::from_secs(15)).await;
     let _ = load.stop().await;
     o.figure("slow_opened", slow.opened());
@@ -145,7 +145,7 @@ pub(crate) async fn sigterm_slow_clients(ctx: &mut Ctx) -> Result<Outcome, Error
     let mut app = rig.app("app", &slow_env()).await?;
     let load = Load::start(app.addr(), LoadSpec::default(), rig.ledger.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let slow = SlowClients::start(app.addr(), 80, 20, Duration::from_millis(300));
+    let slow = SlowClients::start(app.addr(), 80, 20, Duration::from_millis(300), &rig.ledger);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let term_at = rig.ledger.elapsed();
     let (status, took) = app.terminate(Duration::from_secs(45)).await;
