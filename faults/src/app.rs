@@ -79,6 +79,8 @@ impl App {
                 "RUST_LOG",
                 std::env::var("FAULTS_APP_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
+            // Plain log lines: the harness parses some (the job run lines).
+            .env("NO_COLOR", "1")
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -226,8 +228,27 @@ async fn collect(stream: impl AsyncRead + Unpin, lines: Arc<Mutex<Vec<String>>>)
         lines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(line);
+            .push(strip_ansi(&line));
     }
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... m`), in case a logger
+/// ignores `NO_COLOR`.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Sends `signal` to `pid` with `kill -s`.
@@ -265,6 +286,15 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strips_colours() {
+        assert_eq!(
+            strip_ansi("\u{1b}[3mjob\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"rollup\" x=1"),
+            "job=\"rollup\" x=1"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
 
     #[test]
     fn reads_vm_rss() {

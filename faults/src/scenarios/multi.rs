@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::app::App;
+use crate::counters::Counters;
 use crate::error::Error;
 use crate::pg::{Pg, SCHEMA};
 use crate::report::Outcome;
@@ -64,10 +65,12 @@ pub(crate) async fn multi_process(ctx: &mut Ctx) -> Result<Outcome, Error> {
     .await
     .map_err(Error::db("locking rollup_hours"))?;
     let mut apps: Vec<App> = Vec::new();
+    // The job run lines (metrics-pg logs one per scheduled run at info).
+    let env = [("RUST_LOG", "warn,metrics_pg=info".to_owned())];
     for i in 1..=3 {
         // Each app on its own port: they are separate deployments sharing
         // one database.
-        let mut spec = rig.spec(&format!("app-{i}"), &[]);
+        let mut spec = rig.spec(&format!("app-{i}"), &env);
         spec.bind = crate::app::free_addr()?;
         apps.push(App::start(&spec).await?);
     }
@@ -89,7 +92,7 @@ pub(crate) async fn multi_process(ctx: &mut Ctx) -> Result<Outcome, Error> {
     drop(locker);
 
     let t0 = Instant::now();
-    let mut spec = rig.spec("app-4", &[]);
+    let mut spec = rig.spec("app-4", &env);
     spec.bind = crate::app::free_addr()?;
     apps.push(App::start(&spec).await?);
     let rolled = wait_rolled(&client, Duration::from_secs(120)).await?;
@@ -99,6 +102,17 @@ pub(crate) async fn multi_process(ctx: &mut Ctx) -> Result<Outcome, Error> {
     o.figure("hours_checked", hours_ok + bad);
     o.figure("hours_mismatched", bad);
     o.check("each_hour_once_counts_equal_raw", bad == 0 && hours_ok > 0);
+
+    // Rolled once: the runs that did roll (their log lines) read every
+    // seeded row exactly once between them.
+    let seeded = u64::from((SEEDED_HOURS.end() - SEEDED_HOURS.start() + 1).unsigned_abs())
+        * u64::from(ROWS_PER_HOUR.unsigned_abs())
+        * 2;
+    let (runs, rows) = rollup_runs_logged(&apps);
+    o.figure("rollup_runs_logged", runs);
+    o.figure("raw_rows_rolled_logged", rows);
+    o.figure("raw_rows_seeded", seeded);
+    o.check("rolled_once", runs > 0 && rows == seeded);
 
     // Part 2: three retention runs at once.
     let (ran, skipped) = three_retention_runs(&rig.pg).await?;
@@ -120,6 +134,29 @@ pub(crate) async fn multi_process(ctx: &mut Ctx) -> Result<Outcome, Error> {
         o.check_known(&format!("{}_invariant", app.name()), consistent);
     }
     Ok(o)
+}
+
+/// Rollup runs that rolled rows, from every app's job run lines, and the
+/// raw rows they read in all.
+fn rollup_runs_logged(apps: &[App]) -> (u64, u64) {
+    let mut runs = 0;
+    let mut rows = 0;
+    for app in apps {
+        for line in app.output() {
+            let is_rollup = line.contains("job=\"rollup\"") || line.contains("job=rollup");
+            let ok = line.contains("outcome=\"ok\"") || line.contains("outcome=ok");
+            if line.contains("metrics job run") && is_rollup && ok {
+                let n = Counters::parse_line(&line)
+                    .get("raw_rows_rolled")
+                    .unwrap_or(0);
+                if n > 0 {
+                    runs += 1;
+                    rows += n;
+                }
+            }
+        }
+    }
+    (runs, rows)
 }
 
 async fn seed(client: &Client) -> Result<(), Error> {
