@@ -39,7 +39,9 @@ done
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain first"
 command -v kill >/dev/null 2>&1 || die "kill not found (procps): the harness signals processes with it"
-# Fails (never skips) without PostgreSQL 15+; with install=0 it names the package instead.
+# Fails (never skips) without PostgreSQL 15+; this script installs nothing.
+[ -n "$(pg_bin_dir)" ] ||
+    die "PostgreSQL server binaries (initdb, pg_ctl) not found: install them (scripts/test does, or apt-get install postgresql) or set APP_METRICS_PG_BIN"
 ensure_postgres
 export APP_METRICS_PG_BIN="${APP_METRICS_PG_BIN:-$pg_bin}"
 
