@@ -87,6 +87,14 @@ impl Counters {
         Some(self.received()? == self.written()? + self.dropped()? + pending)
     }
 
+    /// The `dropped_*` reasons reported, with their values.
+    pub(crate) fn drop_reasons(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with("dropped_"))
+            .map(|(k, v)| (k.as_str(), *v))
+    }
+
     /// The counters as `key=value` words, for a failure message.
     pub(crate) fn describe(&self) -> String {
         self.0

@@ -136,6 +136,17 @@ impl Rig {
         let mut r = reconcile(&entries, &stored, counters);
         r.stored = stored.request_rows() + event_rows;
         o.figures(r.figures());
+        // Drops by reason, summed over the processes (only the reasons the
+        // apps report; the total above is what the checks use).
+        let mut reasons: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for c in counters.iter().flatten() {
+            for (k, v) in c.drop_reasons() {
+                *reasons.entry(k).or_default() += v;
+            }
+        }
+        for (k, v) in reasons.into_iter().filter(|(_, v)| *v > 0) {
+            o.figure(k, v);
+        }
 
         o.check("dup", r.dup == 0);
         o.check("phantom", r.phantom == 0);
