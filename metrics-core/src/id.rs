@@ -100,8 +100,11 @@ pub(crate) fn hyphenated(bytes: &[u8; 16]) -> [u8; UUID_LEN] {
 /// acceptable, otherwise a generated UUIDv7.
 ///
 /// It wraps an [`http::HeaderValue`], so echoing it on the response and copying
-/// it into the record are reference-count bumps, not string copies. Only
-/// visible ASCII is ever stored, so [`CorrelationId::as_str`] cannot fail.
+/// it into the record are reference-count bumps, not string copies. Its bytes
+/// always live in a small buffer of the id's own (shared by up to
+/// [`Self::IDS_PER_BUFFER`] ids), never in the request's: a queued record must
+/// not keep the connection's read buffer alive. Only visible ASCII is ever
+/// stored, so [`CorrelationId::as_str`] cannot fail.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CorrelationId(HeaderValue);
 
@@ -114,12 +117,17 @@ impl CorrelationId {
 
     /// Accepts `value` as a correlation id when it is 1..=[`Self::MAX_LEN`]
     /// bytes of visible ASCII (`!`..=`~`); otherwise `None`.
+    ///
+    /// The bytes are copied into the thread's id buffer rather than shared:
+    /// hyper parses header values as slices of the connection's read buffer
+    /// (8 KiB and more), and a record queued during an outage would keep that
+    /// whole buffer alive, about 8 KiB per record instead of the id's length.
     pub fn from_header(value: &HeaderValue) -> Option<Self> {
         let bytes = value.as_bytes();
         let acceptable = !bytes.is_empty()
             && bytes.len() <= Self::MAX_LEN
             && bytes.iter().all(|b| (b'!'..=b'~').contains(b));
-        acceptable.then(|| Self(value.clone()))
+        acceptable.then(|| Self(pooled_header_value(bytes)))
     }
 
     /// A fresh id: a UUIDv7 of the current time (see [`Self::generate_at`]).
@@ -169,7 +177,7 @@ impl CorrelationId {
     /// ```
     pub fn generate_at_unix_millis(millis: u64) -> Self {
         let bytes = uuid_v7_at_unix_millis(millis);
-        Self(generated_header_value(&hyphenated(&bytes)))
+        Self(pooled_header_value(&hyphenated(&bytes)))
     }
 
     /// The id as text.
@@ -191,18 +199,23 @@ impl CorrelationId {
 }
 
 thread_local! {
-    // See `CorrelationId::generate_at`: generated ids are carved out of a
-    // per-thread buffer, because a `HeaderValue` needs heap bytes and one
-    // allocation per 36-byte id would be the largest cost of generating it.
+    // See `CorrelationId::generate_at` and `CorrelationId::from_header`: ids
+    // are carved out of a per-thread buffer, because a `HeaderValue` needs
+    // heap bytes and one allocation per id would be the largest cost of
+    // making it.
     static ID_BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// `text` (a hyphenated UUID) as a header value in the thread's id buffer.
-fn generated_header_value(text: &[u8; UUID_LEN]) -> HeaderValue {
+/// `text` (visible ASCII, at most `CorrelationId::MAX_LEN` bytes) as a header
+/// value in the thread's id buffer.
+fn pooled_header_value(text: &[u8]) -> HeaderValue {
     let shared = ID_BUFFER.try_with(|buf| {
         let mut buf = buf.borrow_mut();
-        if buf.capacity() - buf.len() < UUID_LEN {
-            *buf = BytesMut::with_capacity(UUID_LEN * CorrelationId::IDS_PER_BUFFER);
+        if buf.capacity() - buf.len() < text.len() {
+            // A fresh buffer rather than growing this one: ids already carved
+            // out of it keep it alive, and growing would copy them.
+            *buf =
+                BytesMut::with_capacity((UUID_LEN * CorrelationId::IDS_PER_BUFFER).max(text.len()));
         }
         buf.extend_from_slice(text);
         buf.split().freeze()
@@ -210,7 +223,7 @@ fn generated_header_value(text: &[u8; UUID_LEN]) -> HeaderValue {
     // Without the buffer (only while the thread is being torn down) the id
     // gets an allocation of its own.
     let bytes = shared.unwrap_or_else(|_| Bytes::copy_from_slice(text));
-    // A hyphenated UUID is always a valid header value (the check scans 36
+    // Visible ASCII is always a valid header value (the check scans the
     // bytes; no allocation: `Bytes` is taken as is).
     HeaderValue::from_maybe_shared(bytes)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-0000-0000-000000000000"))
@@ -233,6 +246,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_callers_id_does_not_keep_the_request_buffer_alive() {
+        // What hyper does: header values are slices of the read buffer.
+        let read_buffer = Bytes::from(vec![b'a'; 8 * 1024]);
+        let header = HeaderValue::from_maybe_shared(read_buffer.slice(100..136)).unwrap();
+        let id = CorrelationId::from_header(&header).unwrap();
+        drop(header);
+        assert!(
+            read_buffer.is_unique(),
+            "the id still holds the 8 KiB buffer it was read from"
+        );
+        assert_eq!(id.as_str(), "a".repeat(36));
+        // Ids of any accepted length fit, one after another.
+        let long = "x".repeat(CorrelationId::MAX_LEN);
+        let ids: Vec<_> = (0..100)
+            .map(|_| CorrelationId::from_header(&HeaderValue::from_str(&long).unwrap()).unwrap())
+            .collect();
+        assert!(ids.iter().all(|i| i.as_str() == long));
+    }
 
     #[test]
     fn uuid_v7_carries_the_time_and_sorts_by_it() {
