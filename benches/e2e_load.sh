@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end throughput of a hello-world axum server (examples/e2e_hello.rs, one
-# Tokio worker) with MetricsLayer against the same server without it, under wrk,
-# on 127.0.0.1 only.
+# Tokio worker) with MetricsLayer, and with each peer layer, against the same
+# server without any layer, under wrk, on 127.0.0.1 only.
 #
 # Method: simultaneous A/B at equal CPU. Alternating runs are too noisy on a
 # shared 2-core machine, so both servers run at the same time pinned to the same
@@ -12,14 +12,22 @@
 # every round. An A/A pair (bare against bare, same method) runs beside every
 # A/B round and shows the method's own noise.
 #
-# Prints per-round figures, then:
-#   RESULT e2e_load throughput_ratio=<median with/without> aa_ratio=<median A/A>
+# Variants (each against its bare twin in the same rounds, each with its own
+# A/A pair right after): metrics (our layer, defaults), metrics_noid (ours,
+# correlation ids off), trace (tower-http TraceLayer), reqid (tower-http
+# SetRequestId + PropagateRequestId), trace_reqid (both) and axum_prometheus.
+# Prints per-round figures, then one line per variant:
+#   RESULT e2e_load variant=<v> throughput_ratio=<median with/without> aa_ratio=<median A/A>
+# and, for the `metrics` variant, the older line without a variant:
+#   RESULT e2e_load throughput_ratio=<median> aa_ratio=<median>
 #
-# Knobs (environment): SINK of the server with metrics, `memory` (MemorySink,
+# Knobs (environment): VARIANTS (space-separated, default all six, in the
+# order above), SINK of the metrics variants, `memory` (MemorySink,
 # bounded; the default) or `noop` (discards batches), ROUNDS (5, minimum 5),
 # DURATION seconds per round (10),
 # CONNECTIONS per wrk (32), SERVER_CPU (0), CLIENT_CPU (1), PORT_A (18081),
-# PORT_B (18082). Needs taskset (util-linux); installs wrk with apt-get if
+# PORT_B (18082), E2E_HELLO_BIN (a prebuilt e2e_hello to run instead of
+# building this checkout's, for a before/after run on the same machine). Needs taskset (util-linux); installs wrk with apt-get if
 # missing.
 set -euo pipefail
 
@@ -33,14 +41,34 @@ PORT_A=${PORT_A:-18081}
 PORT_B=${PORT_B:-18082}
 HOST=127.0.0.1
 
+VARIANTS=${VARIANTS:-metrics metrics_noid trace reqid trace_reqid axum_prometheus}
+
 case "$SINK" in
-memory) WITH_METRICS=--with-metrics ;;
-noop) WITH_METRICS=--with-metrics-noop-sink ;;
+memory | noop) ;;
 *)
     echo "e2e_load: SINK must be memory or noop (got $SINK)" >&2
     exit 2
     ;;
 esac
+
+# The server flag of a variant.
+variant_flag() {
+    case "$1" in
+    metrics) if [[ $SINK == noop ]]; then echo --with-metrics-noop-sink; else echo --with-metrics; fi ;;
+    metrics_noid) echo --with-metrics-noid ;;
+    trace) echo --trace ;;
+    reqid) echo --reqid ;;
+    trace_reqid) echo --trace-reqid ;;
+    axum_prometheus) echo --axum-prometheus ;;
+    *) return 1 ;;
+    esac
+}
+for v in $VARIANTS; do
+    if ! variant_flag "$v" >/dev/null; then
+        echo "e2e_load: unknown variant $v (known: metrics metrics_noid trace reqid trace_reqid axum_prometheus)" >&2
+        exit 2
+    fi
+done
 if ((ROUNDS < 5)); then
     echo "e2e_load: ROUNDS must be at least 5 (got $ROUNDS)" >&2
     exit 2
@@ -60,9 +88,13 @@ command -v taskset >/dev/null 2>&1 || {
     exit 1
 }
 
-echo "e2e_load: building examples/e2e_hello (release)" >&2
-BIN=$(cargo build --release --example e2e_hello --message-format=json-render-diagnostics |
-    sed -n 's/.*"executable":"\([^"]*e2e_hello\)".*/\1/p' | tail -n 1)
+if [[ -n ${E2E_HELLO_BIN:-} ]]; then
+    BIN=$E2E_HELLO_BIN
+else
+    echo "e2e_load: building examples/e2e_hello (release)" >&2
+    BIN=$(cargo build --release --example e2e_hello --message-format=json-render-diagnostics |
+        sed -n 's/.*"executable":"\([^"]*e2e_hello\)".*/\1/p' | tail -n 1)
+fi
 if [[ -z "$BIN" || ! -x "$BIN" ]]; then
     echo "e2e_load: could not find the e2e_hello binary" >&2
     exit 1
@@ -191,30 +223,37 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "e2e_load: $SINK sink, $ROUNDS rounds x ${DURATION}s, servers on CPU $SERVER_CPU, wrk -t1 -c$CONNECTIONS on CPU $CLIENT_CPU" >&2
-AB_RATIOS=()
-AA_RATIOS=()
+echo "e2e_load: variants: $VARIANTS; $SINK sink; $ROUNDS rounds x ${DURATION}s per pair, servers on CPU $SERVER_CPU, wrk -t1 -c$CONNECTIONS on CPU $CLIENT_CPU" >&2
+declare -A AB_RATIOS AA_RATIOS
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         p1=$PORT_A p2=$PORT_B
     else
         p1=$PORT_B p2=$PORT_A
     fi
+    for v in $VARIANTS; do
+        run_pair "$(variant_flag "$v")" "$p1" --bare "$p2" "ab$round.$v"
+        ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
+        AB_RATIOS[$v]+="$ratio "
+        received=$(sed -n 's/.*received: \([0-9]*\).*/\1/p' "$WORK/ab$round.$v.x.log")
+        printf 'round %d %s A/B: with=%s req/s (port %s, cpu %s) without=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s collector_received=%s\n' \
+            "$round" "$v" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)" "${received:--}"
 
-    run_pair "$WITH_METRICS" "$p1" --bare "$p2" "ab$round"
-    ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
-    AB_RATIOS+=("$ratio")
-    received=$(sed -n 's/.*received: \([0-9]*\).*/\1/p' "$WORK/ab$round.x.log")
-    printf 'round %d A/B: with=%s req/s (port %s, cpu %s) without=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s collector_received=%s\n' \
-        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)" "${received:-?}"
-
-    run_pair --bare "$p1" --bare "$p2" "aa$round"
-    ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
-    AA_RATIOS+=("$ratio")
-    printf 'round %d A/A: first=%s req/s (port %s, cpu %s) second=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s\n' \
-        "$round" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)"
+        run_pair --bare "$p1" --bare "$p2" "aa$round.$v"
+        ratio=$(awk -v a="$RPS_X" -v b="$RPS_Y" 'BEGIN { printf "%.4f", a / b }')
+        AA_RATIOS[$v]+="$ratio "
+        printf 'round %d %s A/A: first=%s req/s (port %s, cpu %s) second=%s req/s (port %s, cpu %s) ratio=%s cpu_per_req_ratio=%s\n' \
+            "$round" "$v" "$RPS_X" "$p1" "$CPU_X" "$RPS_Y" "$p2" "$CPU_Y" "$ratio" "$(cpu_per_req_ratio)"
+    done
 done
 
-throughput_ratio=$(printf '%s\n' "${AB_RATIOS[@]}" | median)
-aa_ratio=$(printf '%s\n' "${AA_RATIOS[@]}" | median)
-printf 'RESULT e2e_load throughput_ratio=%.3f aa_ratio=%.3f\n' "$throughput_ratio" "$aa_ratio"
+for v in $VARIANTS; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    throughput_ratio=$(printf '%s\n' ${AB_RATIOS[$v]} | median)
+    # shellcheck disable=SC2086
+    aa_ratio=$(printf '%s\n' ${AA_RATIOS[$v]} | median)
+    printf 'RESULT e2e_load variant=%s throughput_ratio=%.3f aa_ratio=%.3f\n' "$v" "$throughput_ratio" "$aa_ratio"
+    if [[ $v == metrics ]]; then
+        printf 'RESULT e2e_load throughput_ratio=%.3f aa_ratio=%.3f\n' "$throughput_ratio" "$aa_ratio"
+    fi
+done

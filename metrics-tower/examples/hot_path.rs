@@ -31,7 +31,9 @@
 //!
 //! Variants: `fn_bare`, `fn_metrics`, `fn_metrics_nocorr` (a `service_fn`,
 //! `GET /users/42`), `router_bare`, `router_noop_layer`, `router_metrics`,
-//! `router_metrics_nocorr`, `router_trace` (a one-route axum `Router`,
+//! `router_metrics_nocorr`, `router_trace` (tower-http `TraceLayer`),
+//! `router_reqid` (tower-http `SetRequestId` + `PropagateRequestId`),
+//! `router_trace_reqid` (the two together) (a one-route axum `Router`,
 //! `GET /`).
 
 use std::convert::Infallible;
@@ -49,6 +51,7 @@ use metrics_core::{
 };
 use metrics_tower::MetricsLayer;
 use tower::{Layer, Service, ServiceExt};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// Discards every batch.
 #[derive(Debug)]
@@ -177,6 +180,23 @@ fn main() {
                     router_request,
                 )
                 .await
+            }
+            "router_reqid" => {
+                let app = router().layer(
+                    tower::ServiceBuilder::new()
+                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                        .layer(PropagateRequestIdLayer::x_request_id()),
+                );
+                drive(served(app), c, n, router_request).await
+            }
+            "router_trace_reqid" => {
+                let app = router().layer(
+                    tower::ServiceBuilder::new()
+                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                        .layer(tower_http::trace::TraceLayer::new_for_http())
+                        .layer(PropagateRequestIdLayer::x_request_id()),
+                );
+                drive(served(app), c, n, router_request).await
             }
             other => panic!("unknown variant {other}; {usage}"),
         }
