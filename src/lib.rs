@@ -27,6 +27,9 @@ pub mod store;
 /// Writing records somewhere else: the [`MetricsSink`]
 /// trait, the records it receives and the in-memory store.
 pub mod sink {
+    /// The rejection of the `CorrelationId` extractor.
+    #[cfg(feature = "axum")]
+    pub use metrics_core::MissingCorrelationId;
     pub use metrics_core::{
         Batch, BatchId, BoxError, CorrelationId, ErrorType, MemorySink, MemorySnapshot, Method,
         MetricsSink, Record, RequestRecord, Route, SinkError, UsageEvent, WriteAttempt,

@@ -44,6 +44,9 @@ pub use error::{BoxError, SinkError};
 
 /// Re-exported so sink implementations need no direct `async-trait` dependency.
 pub use async_trait::async_trait;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use id::MissingCorrelationId;
 pub use id::{CorrelationId, uuid_v7_at};
 pub use identity::{AccessToken, Identity};
 pub use memory::{MemorySink, MemorySnapshot};

@@ -4,9 +4,48 @@
 //! The layer reuses the caller's `X-Correlation-ID` when it is 1 to
 //! [`CorrelationId::MAX_LEN`] bytes of visible ASCII, and otherwise (missing,
 //! oversized, control characters, non-ASCII) replaces it with a fresh UUIDv7.
-//! The id is put into the request extensions, so handlers can take
-//! `Extension<CorrelationId>`, and echoed in the `x-correlation-id` header of
-//! every response the inner service produces, error statuses included. An
+//! The id is echoed in the `x-correlation-id` header of every response the
+//! inner service produces, error statuses included, excluded paths too.
+//!
+//! Handlers, inner middleware and their logs get the id as the *current* one
+//! while the layer runs the inner service (its `call` and every poll of its
+//! response future): [`CorrelationId::current`], or, with axum, the
+//! `CorrelationId` extractor (`async fn h(id: CorrelationId)`, or
+//! `Option<CorrelationId>`). Nothing is stored in the request for it: putting
+//! the id into the request extensions costs up to three allocations per
+//! request (the map's box and table on a request without extensions, the
+//! value's box), more than the rest of the layer together. Services that read
+//! it from the extensions (`Extension<CorrelationId>`) turn that on with
+//! [`MetricsLayer::correlation_id_extension`](crate::MetricsLayer::correlation_id_extension).
+//! The current id is per poll, not per task: code that runs later elsewhere
+//! (a task the handler spawns, a streamed body after the handler returned)
+//! takes the id along from the handler.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use metrics_core::{Collector, CorrelationId, MemorySink};
+//! use metrics_tower::MetricsLayer;
+//!
+//! async fn handler(id: CorrelationId) -> String {
+//!     tracing::info!(correlation_id = %id, "handling");
+//!     format!("your id is {id}")
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let collector = Collector::builder(MemorySink::new()).spawn().unwrap();
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(MetricsLayer::new(collector));
+//! # use tower::ServiceExt;
+//! # let req = http::Request::get("/").header("x-correlation-id", "abc-1").body(axum::body::Body::empty()).unwrap();
+//! # let res = app.oneshot(req).await.unwrap();
+//! # let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+//! # assert_eq!(body, "your id is abc-1");
+//! # }
+//! ```
+//!
+//! An
 //! inner service *error* (`Err`) has no response to carry the header; the
 //! server turns it into a bare connection error, which no middleware can
 //! annotate. Axum services are infallible, so this only concerns plain tower

@@ -16,14 +16,16 @@
 //! Every label goes through [`RouteLabels`], a set of distinct labels capped by
 //! [`MetricsLayer::max_routes`](crate::MetricsLayer::max_routes). Once the cap
 //! is reached, new labels are recorded as [`Route::OVERFLOW`] and counted.
-//! Known labels are looked up by `&str` and shared as `Arc<str>`, so the hot
-//! path allocates only the first time a label is seen.
+//! Known labels are looked up by `&str` and handed out as `&'static str` (one
+//! copy per distinct text in the process, never freed; bounded by the caps),
+//! so the hot path allocates only the first time a label is seen and a record
+//! carries its route without a reference count.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{LazyLock, Mutex, PoisonError, RwLock};
 
 use http::Request;
 use metrics_core::Route;
@@ -244,12 +246,37 @@ fn is_uuid(b: &[u8]) -> bool {
 /// Shared by every service a [`MetricsLayer`](crate::MetricsLayer) builds
 /// (axum builds one per route), so the cap is global to the layer.
 pub struct RouteLabels {
-    known: RwLock<HashSet<Arc<str>>>,
+    known: RwLock<HashSet<&'static str>>,
     max: usize,
     overflow: AtomicU64,
     /// Tells the sets apart in the per-thread cache (an address could be
     /// reused by a later set; an id never is).
     id: u64,
+}
+
+/// Every label text any set has admitted, each allocated once for the
+/// process and never freed (see [`static_label`]).
+static STATIC_LABELS: LazyLock<Mutex<HashSet<&'static str>>> =
+    LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// `label` as a `&'static str`: the process's one copy of that text.
+///
+/// Admitted labels are `'static` so that a record's route is a plain
+/// pointer: with a shared `Arc<str>`, every record would increment the
+/// label's count on the request thread and decrement it on the collector's
+/// thread, and that one cache line would move between the two on every
+/// record. The copies are never freed; they are bounded by the distinct texts
+/// admitted in the process, which each set caps (`max_routes`, 1,000 by
+/// default) and which repeat across sets (a label is allocated once however
+/// many layers admit it).
+fn static_label(label: &str) -> &'static str {
+    let mut all = STATIC_LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(l) = all.get(label) {
+        return l;
+    }
+    let leaked: &'static str = Box::leak(Box::from(label));
+    all.insert(leaked);
+    leaked
 }
 
 /// Source of [`RouteLabels`] ids.
@@ -347,7 +374,7 @@ impl RouteLabels {
         // A poisoned lock only means another thread panicked while holding
         // it; the set itself is still consistent (inserts are single calls).
         let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
-        known.get(label).map(|l| Route::from(Arc::clone(l)))
+        known.get(label).map(|l| Route::from_static(l))
     }
 
     /// Whether no new label can be admitted.
@@ -373,22 +400,18 @@ impl RouteLabels {
         if label.as_bytes().contains(&0) {
             return self.overflowed();
         }
-        self.admit_with(label, || Arc::from(label))
-    }
-
-    fn admit_with(&self, label: &str, make: impl FnOnce() -> Arc<str>) -> Route {
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
         // Re-check under the write lock: another request may have added it.
         if let Some(l) = known.get(label) {
-            return Route::from(Arc::clone(l));
+            return Route::from_static(l);
         }
         if known.len() >= self.max {
             drop(known);
             return self.overflowed();
         }
-        let label = make();
-        known.insert(Arc::clone(&label));
-        Route::from(label)
+        let label = static_label(label);
+        known.insert(label);
+        Route::from_static(label)
     }
 
     /// Counts one request labelled [`Route::OVERFLOW`] and returns that label.

@@ -275,7 +275,7 @@ async fn correlation_id_is_reused_generated_and_visible_to_handlers() {
     let app: Router = Router::new()
         .route(
             "/echo",
-            get(|Extension(id): Extension<CorrelationId>| async move { id.to_string() }),
+            get(|id: CorrelationId| async move { id.to_string() }),
         )
         .route(
             "/fail",
@@ -326,6 +326,114 @@ async fn correlation_id_is_reused_generated_and_visible_to_handlers() {
     assert_eq!(&ids[..3], ["abc-123", "abc-123", "abc-123"]);
     assert_eq!(&ids[3..], &generated[..]);
     assert_eq!(records[1].error_type, Some(ErrorType::Http(500)));
+}
+
+#[tokio::test]
+async fn the_id_is_current_in_handlers_inner_middleware_and_excluded_paths_not_in_extensions() {
+    let rec = Recorded::new();
+    // An inner middleware that reads the current id in its `call` (as a
+    // tracing layer's span maker would) and passes it on in a header.
+    let seen_in_call = tower::util::MapRequestLayer::new(|mut req: Request<Body>| {
+        if let Some(id) = CorrelationId::current() {
+            req.headers_mut()
+                .insert("x-seen", id.header_value().clone());
+        }
+        req
+    });
+    let app: Router = Router::new()
+        .route(
+            "/inner",
+            get(
+                |headers: http::HeaderMap, ext: Option<Extension<CorrelationId>>| async move {
+                    let seen = headers
+                        .get("x-seen")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    format!("{seen:?} extension={}", ext.is_some())
+                },
+            ),
+        )
+        .route(
+            "/optional",
+            get(|id: Option<CorrelationId>| async move { format!("{id:?}") }),
+        )
+        .route(
+            "/health",
+            get(|id: CorrelationId| async move { id.to_string() }),
+        )
+        .layer(seen_in_call)
+        .layer(MetricsLayer::new(rec.collector.clone()).exclude_path("/health"));
+
+    let get_with_id = |uri: &'static str| {
+        Request::get(uri)
+            .header("x-correlation-id", "id-7")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let body = |res: http::Response<_>| async move {
+        let bytes = BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let res = send(&app, get_with_id("/inner")).await;
+    assert_eq!(res.headers()["x-correlation-id"], "id-7");
+    assert_eq!(body(res).await, r#"Some("id-7") extension=false"#);
+    let res = send(&app, get_with_id("/optional")).await;
+    assert_eq!(body(res).await, r#"Some("id-7")"#);
+    // Excluded paths are not recorded, but their handlers see the id.
+    let res = send(&app, get_with_id("/health")).await;
+    assert_eq!(res.headers()["x-correlation-id"], "id-7");
+    assert_eq!(body(res).await, "id-7");
+    // After the request, nothing is current on this thread.
+    assert_eq!(CorrelationId::current(), None);
+}
+
+#[tokio::test]
+async fn without_ids_the_extractor_rejects_and_the_optional_one_is_none() {
+    let rec = Recorded::new();
+    let app: Router = Router::new()
+        .route(
+            "/id",
+            get(|id: CorrelationId| async move { id.to_string() }),
+        )
+        .route(
+            "/optional",
+            get(|id: Option<CorrelationId>| async move { format!("{id:?}") }),
+        )
+        .layer(MetricsLayer::new(rec.collector.clone()).correlation_id(false));
+    let res = send(&app, Request::get("/id").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!res.headers().contains_key("x-correlation-id"));
+    let text = BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&text).contains("no correlation id"),
+        "{text:?}"
+    );
+    let res = send(&app, Request::get("/optional").body(Body::empty()).unwrap()).await;
+    let text = BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    assert_eq!(text, "None");
+}
+
+#[tokio::test]
+async fn the_extension_is_there_when_turned_on() {
+    let rec = Recorded::new();
+    let app: Router = Router::new()
+        .route(
+            "/ext",
+            get(|Extension(id): Extension<CorrelationId>| async move { id.to_string() }),
+        )
+        .layer(MetricsLayer::new(rec.collector.clone()).correlation_id_extension(true));
+    let req = Request::get("/ext")
+        .header("x-correlation-id", "ext-1")
+        .body(Body::empty())
+        .unwrap();
+    let res = send(&app, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    assert_eq!(text, "ext-1");
+    let records = rec.records().await;
+    assert_eq!(
+        records[0].correlation_id.as_ref().unwrap().as_str(),
+        "ext-1"
+    );
 }
 
 #[tokio::test]

@@ -29,14 +29,23 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        guard: Option<RecordGuard>,
-        correlation_id: Option<CorrelationId>,
+    /// Calls the inner service (`call`) with the request's id current, and
+    /// wraps its future. The id is in `guard` when a record is pending,
+    /// otherwise in `correlation_id`.
+    #[inline]
+    pub(super) fn call(
+        call: impl FnOnce() -> F,
+        mut guard: Option<RecordGuard>,
+        mut correlation_id: Option<CorrelationId>,
         head: bool,
     ) -> Self {
+        // Built in one expression, the inner future straight into its field
+        // (a future can be large; a detour through a local is a `memcpy`).
         Self {
-            inner,
+            inner: match guard.as_mut().and_then(RecordGuard::correlation_id_slot) {
+                Some(slot) => CorrelationId::scope(slot, call),
+                None => CorrelationId::scope(&mut correlation_id, call),
+            },
             guard,
             correlation_id,
             head,
@@ -69,11 +78,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let polled = if this.guard.is_some() {
+        let polled = if let Some(guard) = this.guard.as_mut() {
             // Catching only to record the panic; it is resumed unchanged right
             // away, so no state broken by the panic is ever observed. With no
             // pending record there is nothing to do and no reason to catch.
-            match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            // The id is current while the inner future runs (and back in the
+            // record, also after a panic, before the panic is recorded).
+            let poll = AssertUnwindSafe(|| match guard.correlation_id_slot() {
+                Some(slot) => CorrelationId::scope(slot, || inner.poll(cx)),
+                None => inner.poll(cx),
+            });
+            match catch_unwind(poll) {
                 Ok(polled) => polled,
                 Err(panic) => {
                     if let Some(mut guard) = this.guard.take() {
@@ -83,7 +98,7 @@ where
                 }
             }
         } else {
-            inner.poll(cx)
+            CorrelationId::scope(this.correlation_id, || inner.poll(cx))
         };
 
         let mut response = match polled {

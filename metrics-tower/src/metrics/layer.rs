@@ -68,6 +68,7 @@ impl MetricsLayer {
             labels: Arc::new(RouteLabels::new(DEFAULT_MAX_ROUTES)),
             exclusions: Exclusions::default(),
             correlation_id: true,
+            correlation_id_extension: false,
             timeout_statuses: Box::new([
                 StatusCode::REQUEST_TIMEOUT.as_u16(),
                 StatusCode::GATEWAY_TIMEOUT.as_u16(),
@@ -156,6 +157,17 @@ impl<R, I> MetricsLayer<R, I> {
     /// reads nor sets `x-correlation-id` and records no correlation id.
     pub fn correlation_id(mut self, enabled: bool) -> Self {
         self.core_mut().correlation_id = enabled;
+        self
+    }
+
+    /// Also puts the correlation id into the request extensions (off by
+    /// default), for inner services that read it from there
+    /// (`Extension<CorrelationId>`, `req.extensions().get()`) rather than as
+    /// the [current id](metrics_core::CorrelationId::current) or with the
+    /// `CorrelationId` extractor. It costs up to three allocations per
+    /// request (see [`correlation`](crate::correlation)).
+    pub fn correlation_id_extension(mut self, enabled: bool) -> Self {
+        self.core_mut().correlation_id_extension = enabled;
         self
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct Core {
     pub(crate) labels: Arc<RouteLabels>,
     pub(crate) exclusions: Exclusions,
     pub(crate) correlation_id: bool,
+    /// Also insert the id into the request extensions.
+    pub(crate) correlation_id_extension: bool,
     pub(crate) timeout_statuses: Box<[u16]>,
     /// Recorded instead of non-standard methods, so odd methods cannot
     /// create unbounded labels. Seven bytes: stored inline, never allocated.
@@ -54,6 +56,7 @@ impl fmt::Debug for Core {
             .field("labels", &self.labels)
             .field("exclusions", &self.exclusions)
             .field("correlation_id", &self.correlation_id)
+            .field("correlation_id_extension", &self.correlation_id_extension)
             .field("timeout_statuses", &self.timeout_statuses)
             .finish_non_exhaustive()
     }

@@ -72,6 +72,11 @@ impl RecordGuard {
         self.pending.as_ref()?.correlation_id.as_ref()
     }
 
+    /// Where the pending record keeps the id (made current around polls).
+    pub(crate) fn correlation_id_slot(&mut self) -> Option<&mut Option<CorrelationId>> {
+        self.pending.as_mut().map(|p| &mut p.correlation_id)
+    }
+
     /// Records a response with `status` (the body is complete, or there is
     /// none). Statuses configured as timeouts become 504 `Timeout`.
     pub(crate) fn finish_response(&mut self, status: u16) {

@@ -74,7 +74,9 @@ where
 
         let correlation_id = core.correlation_id.then(|| {
             let id = correlation::from_headers_or_generate(req.headers(), since_epoch);
-            req.extensions_mut().insert(id.clone());
+            if core.correlation_id_extension {
+                req.extensions_mut().insert(id.clone());
+            }
             id
         });
         // Identity runs for excluded requests too: an implementation may put
@@ -86,8 +88,10 @@ where
 
         let head = req.method() == http::Method::HEAD;
         if core.exclusions.matches(&req) {
-            // Not recorded: the future only echoes the id.
-            return ResponseFuture::new(self.inner.call(req), None, correlation_id, head);
+            // Not recorded: the future only echoes the id. The id is current
+            // during the inner `call` (and each poll of its future).
+            let inner = &mut self.inner;
+            return ResponseFuture::call(|| inner.call(req), None, correlation_id, head);
         }
 
         let (route, route_kind) = match self.make_route.make_route(&req) {
@@ -124,6 +128,7 @@ where
             user,
             correlation_id,
         });
-        ResponseFuture::new(self.inner.call(req), Some(guard), None, head)
+        let inner = &mut self.inner;
+        ResponseFuture::call(|| inner.call(req), Some(guard), None, head)
     }
 }

@@ -14,6 +14,13 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 
+mod current;
+#[cfg(feature = "axum")]
+mod extract;
+
+#[cfg(feature = "axum")]
+pub use extract::MissingCorrelationId;
+
 // ===== UUIDv7 =====
 
 /// A UUIDv7 (RFC 9562) whose timestamp is `time` to the millisecond and whose
