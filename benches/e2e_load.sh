@@ -76,13 +76,9 @@ fi
 
 cd "$(dirname "$0")/.."
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "e2e_load: wrk not found, installing it with apt-get" >&2
-    if ! apt-get install -y wrk >/dev/null 2>&1; then
-        apt-get update >/dev/null
-        apt-get install -y wrk >/dev/null
-    fi
-fi
+# shellcheck source=lib/apt.sh
+source benches/lib/apt.sh
+ensure_command wrk wrk e2e_load
 command -v taskset >/dev/null 2>&1 || {
     echo "e2e_load: taskset (util-linux) is required" >&2
     exit 1

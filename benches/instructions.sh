@@ -22,13 +22,9 @@ N=${N:-2000}
 
 cd "$(dirname "$0")/.."
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "instructions: valgrind not found, installing it with apt-get" >&2
-    if ! apt-get install -y valgrind >/dev/null 2>&1; then
-        apt-get update >/dev/null
-        apt-get install -y valgrind >/dev/null
-    fi
-fi
+# shellcheck source=lib/apt.sh
+source benches/lib/apt.sh
+ensure_command valgrind valgrind instructions
 
 if [[ -n ${HOT_PATH_BIN:-} ]]; then
     BIN=$HOT_PATH_BIN
